@@ -1,0 +1,4 @@
+from warmfast.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""warmfast.analysis"""
