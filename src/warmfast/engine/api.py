@@ -1,0 +1,141 @@
+"""The public API (a contract, see DESIGN.md): Engine, ScoreRequest/Result, GenerateRequest/Result."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from warmfast.engine.backend import select_backend
+from warmfast.engine.tokens import TokenizerCache
+from warmfast.kernels.rope import rope_inv_freq
+from warmfast.model.adapters import AdapterError, load_adapter, stack_adapters
+from warmfast.model.config import ModelConfig
+from warmfast.model.llama import Model
+from warmfast.model.weights import load_weights
+
+log = logging.getLogger("warmfast")
+BASE_NAMES = (None, "base")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ScoreRequest:
+    """Log-probability of `continuation` after `context` under `adapter` (None/"base": no adapter).
+
+    Strings: the context is tokenized with the tokenizer's special tokens (BOS), the continuation
+    without, and the two id lists are concatenated. Token-id lists are used as given.
+    """
+    context: str | list[int]
+    continuation: str | list[int]
+    adapter: str | None = None
+
+
+@dataclass
+class ScoreResult:
+    logprob: float  # sum over continuation tokens
+    token_logprobs: list[float]
+    is_greedy: bool  # every continuation token is the argmax
+    num_tokens: int
+
+
+@dataclass
+class GenerateRequest:
+    """Sample a continuation of `prompt` (string or token ids) or of chat `messages`.
+
+    The random stream is keyed by (seed, request_id, step); request_id defaults to a hash of the
+    prompt's token ids, so a request samples the same tokens whatever else shares its batch and
+    whichever adapter it runs under (common random numbers across arms).
+    """
+    prompt: str | list[int] | None = None
+    messages: list[dict] | None = None
+    adapter: str | None = None
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int = 0
+    stop: list[str] = field(default_factory=list)
+    request_id: int | None = None
+
+    def __post_init__(self):
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("GenerateRequest needs exactly one of prompt= or messages=")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"GenerateRequest.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"GenerateRequest.temperature must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"GenerateRequest.top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0 or not 0.0 <= self.min_p < 1.0:
+            raise ValueError(f"GenerateRequest: top_k must be >= 0 and min_p in [0, 1); got "
+                             f"top_k={self.top_k}, min_p={self.min_p}")
+
+
+@dataclass
+class GenerateResult:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" or "length"
+
+
+class Engine:
+    """A base model and any number of LoRA adapters, scored and sampled in shared batches."""
+
+    def __init__(self, model: Model, tokenizer: TokenizerCache, adapter_names: list[str],
+                 device: torch.device, dtype: torch.dtype, backend: str, max_batch_tokens: int,
+                 max_seq_len: int):
+        self.model, self.tok = model, tokenizer
+        self.adapter_names = adapter_names
+        self.device, self.dtype = device, dtype
+        self.ops = select_backend(backend, device)
+        self.backend = self.ops.name
+        self.max_batch_tokens, self.max_seq_len = max_batch_tokens, max_seq_len
+        log.info("warmfast engine: backend=%s device=%s dtype=%s adapters=%s", self.backend,
+                 device, dtype, adapter_names)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, adapters: dict[str, str | Path] | None = None,
+                        device: str = "cpu", dtype: str = "float32", backend: str = "auto",
+                        max_batch_tokens: int = 8192, max_seq_len: int | None = None) -> "Engine":
+        cfg = ModelConfig.from_folder(model_dir)
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        dev = torch.device(device)
+        adapters = dict(adapters or {})
+        for name in adapters:
+            if name in BASE_NAMES or not isinstance(name, str) or not name:
+                raise AdapterError(f"adapter name {name!r} is reserved or empty: 'base'/None mean "
+                                   "the model without an adapter")
+        loaded = [load_adapter(name, path, cfg) for name, path in adapters.items()]
+        weights = load_weights(model_dir, cfg, DTYPES[dtype], dev)
+        inv_freq = rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling).to(dev)
+        model = Model(cfg, weights, stack_adapters(loaded, cfg, DTYPES[dtype], dev), inv_freq)
+        max_len = min(max_seq_len or cfg.max_position_embeddings, cfg.max_position_embeddings)
+        return cls(model, TokenizerCache(model_dir), list(adapters), dev, DTYPES[dtype], backend,
+                   max_batch_tokens, max_len)
+
+    def slot(self, adapter: str | None, where: str) -> int:
+        """Adapter name -> stacked slot (-1 for the base model)."""
+        if adapter in BASE_NAMES:
+            return -1
+        if adapter not in self.adapter_names:
+            raise KeyError(f"{where}: unknown adapter {adapter!r}; loaded adapters are "
+                           f"{self.adapter_names} (None or 'base' = no adapter)")
+        return self.adapter_names.index(adapter)
+
+    @torch.inference_mode()
+    def score(self, requests: list[ScoreRequest], max_batch_tokens: int | None = None,
+              progress: bool = False) -> list[ScoreResult]:
+        from warmfast.engine.scorer import score
+
+        return score(self, requests, max_batch_tokens or self.max_batch_tokens, progress)
+
+    @torch.inference_mode()
+    def generate(self, requests: list[GenerateRequest], max_batch_size: int = 64,
+                 progress: bool = False) -> list[GenerateResult]:
+        from warmfast.engine.simple_generate import generate
+
+        return generate(self, requests, max_batch_size, progress)

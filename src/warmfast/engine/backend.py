@@ -1,0 +1,83 @@
+"""Backends: the set of ops the forward pass calls.
+
+`torch` runs the plain-torch `*_ref` functions that live beside each kernel (so the oracle of the
+tests and the CPU path are one code), plus warmfast._C for log-probs and sampling on the CPU.
+`triton` runs the Triton launchers (GPU, or CPU only under TRITON_INTERPRET=1 in tests).
+`auto` means triton on CUDA and torch on CPU; the engine says which it picked and never falls
+back after a failure.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from warmfast import _C
+from warmfast.engine.batch import Batch
+from warmfast.kernels import attention, logprob, lora, norm, rope
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+class TorchOps:
+    name = "torch"
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def rmsnorm(self, x, weight, eps, residual=None):
+        return norm.rmsnorm_ref(x, weight, eps, residual)
+
+    def rope(self, q, k, positions, inv_freq):
+        return rope.rope_ref(q, k, positions, inv_freq)
+
+    def attention(self, q, k, v, batch: Batch, scale: float):
+        return attention.varlen_attention_ref(q, k, v, batch.cu_seqlens_q, batch.cu_seqlens_k,
+                                              batch.max_seqlen_q, batch.max_seqlen_k, scale)
+
+    def decode_attention(self, q, k_cache, v_cache, batch: Batch, scale: float):
+        return attention.paged_decode_attention_ref(q, k_cache, v_cache, batch.block_tables,
+                                                    batch.seq_lens, scale)
+
+    def lora(self, x, y, stack, batch: Batch):
+        return lora.lora_ref(x, y, stack.A, stack.B, stack.slice_offsets, batch.seg_starts,
+                             batch.seg_slots)
+
+    def logprob(self, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p(target) fp32 [N], argmax int64 [N]) without holding more than chunk x V logits."""
+        if self.device.type != "cpu":
+            lp, am, _ = logprob.logprob_ref(hidden, weight, targets)
+            return lp, am
+        lps, ams = [], []
+        for s in range(0, hidden.shape[0], chunk):
+            logits = (hidden[s:s + chunk] @ weight.T).float().contiguous()  # [n, V]
+            lp, am, _ = _C.logprob(logits.numpy(), targets[s:s + chunk].numpy())
+            lps.append(torch.from_numpy(lp))
+            ams.append(torch.from_numpy(am))
+        return torch.cat(lps), torch.cat(ams)
+
+    def sample(self, probs: torch.Tensor, seeds: list[int], request_ids: list[int],
+               steps: list[int]) -> list[int]:
+        """Philox-keyed sampling (C++): a pure function of (probs, seed, request id, step)."""
+        tokens = _C.sample(probs.float().cpu().contiguous().numpy(),
+                           np.asarray(seeds, dtype=np.uint64), np.asarray(request_ids, dtype=np.uint64),
+                           np.asarray(steps, dtype=np.uint32))
+        return tokens.tolist()
+
+
+def select_backend(name: str, device: torch.device):
+    """Return the ops object for `name`; raise (never fall back) if it cannot run here."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name == "auto":
+        name = "triton" if device.type == "cuda" else "torch"
+    if name == "torch":
+        return TorchOps(device)
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"backend='triton' needs a CUDA device (got device={device.type!r}); on CPU "
+                         "use backend='torch' (or set TRITON_INTERPRET=1, tests only)")
+    from warmfast.engine.triton_ops import TritonOps
+
+    return TritonOps(device)

@@ -1,0 +1,95 @@
+"""The packed batch of one forward step, built once and passed down explicitly.
+
+Rows (sequences) are packed end to end without padding and grouped by adapter slot, so every
+LoRA delta is one contiguous segment: `seg_starts`/`seg_slots` describe them over tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(slots=True)
+class Batch:
+    input_ids: torch.Tensor  # [T] int64, all rows packed
+    positions: torch.Tensor  # [T] int64, position of each token in its row
+    cu_seqlens_q: torch.Tensor  # [B+1] int32, row offsets of the new tokens
+    cu_seqlens_k: torch.Tensor  # [B+1] int32, row offsets of keys (== q for a fresh prefill)
+    max_seqlen_q: int
+    max_seqlen_k: int
+    seg_starts: list[int]  # [S+1] token offsets of adapter segments
+    seg_slots: list[int]  # [S] adapter slot of each segment, -1 = base model
+    seg_starts_t: torch.Tensor  # the same two lists as int32 tensors on the device, for kernels
+    seg_slots_t: torch.Tensor
+    row_slots: list[int]  # [B] adapter slot of each row
+    # KV cache addressing (None when nothing is cached, e.g. scoring): row b's position p lives
+    # in block block_tables[b, p // block_size] at offset p % block_size
+    block_tables: torch.Tensor | None = None  # [B, max_blocks] int32
+    seq_lens: torch.Tensor | None = None  # [B] int32, keys per row after this step
+    decode: bool = False  # one query per row, attending to the cache instead of fresh keys
+
+    @property
+    def num_tokens(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.row_slots)
+
+    @property
+    def is_decode(self) -> bool:
+        return self.decode
+
+
+def segments(row_lens: list[int], row_slots: list[int]) -> tuple[list[int], list[int]]:
+    """Token offsets and slots of runs of equal adapter slot. Rows must already be grouped."""
+    starts, slots, offset = [0], [], 0
+    for n, slot in zip(row_lens, row_slots):
+        if slots and slots[-1] == slot:
+            starts[-1] = offset + n
+        else:
+            if slot in slots:
+                raise ValueError(f"rows are not grouped by adapter: slot {slot} appears in two runs "
+                                 f"(row slots {row_slots})")
+            slots.append(slot)
+            starts.append(offset + n)
+        offset += n
+    return starts, slots
+
+
+def build_prefill(rows: list[list[int]], row_slots: list[int], device: torch.device,
+                  block_tables: torch.Tensor | None = None) -> Batch:
+    """Pack token rows (already grouped by slot) into one varlen batch of fresh sequences."""
+    lens = [len(r) for r in rows]
+    ids = torch.tensor([t for r in rows for t in r], dtype=torch.int64)
+    pos = torch.cat([torch.arange(n, dtype=torch.int64) for n in lens])
+    cu = torch.zeros(len(rows) + 1, dtype=torch.int32)
+    cu[1:] = torch.cumsum(torch.tensor(lens, dtype=torch.int32), 0)
+    seg_starts, seg_slots = segments(lens, row_slots)
+    cu = cu.to(device)
+    return Batch(input_ids=ids.to(device), positions=pos.to(device), cu_seqlens_q=cu, cu_seqlens_k=cu,
+                 max_seqlen_q=max(lens), max_seqlen_k=max(lens), seg_starts=seg_starts,
+                 seg_slots=seg_slots,
+                 seg_starts_t=torch.tensor(seg_starts, dtype=torch.int32, device=device),
+                 seg_slots_t=torch.tensor(seg_slots, dtype=torch.int32, device=device),
+                 row_slots=list(row_slots), block_tables=block_tables,
+                 seq_lens=None if block_tables is None else torch.tensor(lens, dtype=torch.int32, device=device))
+
+
+def build_decode(tokens: list[int], positions: list[int], row_slots: list[int],
+                 block_tables: torch.Tensor, device: torch.device) -> Batch:
+    """One new token per row; row b attends to its positions[b] + 1 cached keys."""
+    n = len(tokens)
+    ones = [1] * n
+    seg_starts, seg_slots = segments(ones, row_slots)
+    cu = torch.arange(n + 1, dtype=torch.int32, device=device)
+    seq_lens = torch.tensor([p + 1 for p in positions], dtype=torch.int32, device=device)
+    return Batch(input_ids=torch.tensor(tokens, dtype=torch.int64, device=device),
+                 positions=torch.tensor(positions, dtype=torch.int64, device=device),
+                 cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=1, max_seqlen_k=max(positions) + 1,
+                 seg_starts=seg_starts, seg_slots=seg_slots,
+                 seg_starts_t=torch.tensor(seg_starts, dtype=torch.int32, device=device),
+                 seg_slots_t=torch.tensor(seg_slots, dtype=torch.int32, device=device),
+                 row_slots=list(row_slots), block_tables=block_tables, seq_lens=seq_lens,
+                 decode=True)

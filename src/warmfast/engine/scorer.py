@@ -1,0 +1,104 @@
+"""Scoring: log-probabilities of given continuations, all adapters in shared varlen batches.
+
+requests -> token rows (validated up front, before any compute) -> sorted by adapter slot ->
+packed under a token budget -> forward -> lm_head only at continuation positions, fused with
+logsumexp and target gather -> results in request order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from warmfast.engine.batch import build_prefill
+
+
+@dataclass(slots=True)
+class _Row:
+    index: int  # position in the caller's request list
+    slot: int
+    tokens: list[int]  # context + continuation[:-1]: the last token is never fed
+    first_scored: int  # row position whose next-token distribution scores continuation[0]
+    targets: list[int]  # the continuation
+
+
+def _ids(value, encode, where: str, field: str, vocab: int) -> list[int]:
+    if isinstance(value, str):
+        return list(encode(value))
+    if isinstance(value, (list, tuple)) and all(isinstance(t, int) for t in value):
+        bad = [t for t in value if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"{where}: {field} token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+        return list(value)
+    raise TypeError(f"{where}: {field} must be a string or a list of token ids, got {type(value).__name__}")
+
+
+def prepare_rows(engine, requests) -> list[_Row]:
+    rows, vocab = [], engine.model.cfg.vocab_size
+    for i, req in enumerate(requests):
+        where = f"ScoreRequest #{i}"
+        ctx = _ids(req.context, engine.tok.encode_context, where, "context", vocab)
+        cont = _ids(req.continuation, engine.tok.encode_plain, where, "continuation", vocab)
+        if not cont:
+            raise ValueError(f"{where}: the continuation is empty ({req.continuation!r}); there is "
+                             "nothing to score")
+        if not ctx:
+            raise ValueError(f"{where}: the context is empty; pass at least one token (string "
+                             "contexts get the tokenizer's BOS when it has one)")
+        total = len(ctx) + len(cont)
+        if total > engine.max_seq_len:
+            raise ValueError(f"{where}: context ({len(ctx)} tokens) + continuation ({len(cont)} tokens) "
+                             f"= {total} tokens exceeds the maximum sequence length {engine.max_seq_len}")
+        slot = engine.slot(req.adapter, where)
+        rows.append(_Row(i, slot, ctx + cont[:-1], len(ctx) - 1, cont))
+    return rows
+
+
+def pack(rows: list[_Row], budget: int) -> list[list[_Row]]:
+    """Group rows by adapter slot, then fill batches of at most `budget` tokens (a longer row
+    goes alone). Within a batch the rows stay grouped, so each adapter is one segment."""
+    ordered = sorted(rows, key=lambda r: r.slot)
+    batches, cur, used = [], [], 0
+    for r in ordered:
+        n = len(r.tokens)
+        if cur and used + n > budget:
+            batches.append(cur)
+            cur, used = [], 0
+        cur.append(r)
+        used += n
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def score(engine, requests, budget: int, progress: bool = False):
+    from warmfast.engine.api import ScoreResult
+
+    rows = prepare_rows(engine, requests)
+    results: list[ScoreResult | None] = [None] * len(rows)
+    model, ops, dev = engine.model, engine.ops, engine.device
+    bar = tqdm(total=sum(len(r.tokens) for r in rows), unit="tok", desc="score", disable=not progress)
+    for group in pack(rows, budget):
+        batch = build_prefill([r.tokens for r in group], [r.slot for r in group], dev)
+        hidden = model.forward(ops, batch)  # [T, H]
+        # positions whose next-token distribution is scored, and the target token at each
+        index, targets, offset = [], [], 0
+        for r in group:
+            start = offset + r.first_scored
+            index.extend(range(start, start + len(r.targets)))
+            targets.extend(r.targets)
+            offset += len(r.tokens)
+        lp, am = ops.logprob(hidden[torch.tensor(index, device=dev)], model.weights.lm_head,
+                             torch.tensor(targets, dtype=torch.int64, device=dev))
+        lp, greedy = lp.cpu().tolist(), (am.cpu() == torch.tensor(targets)).tolist()
+        k = 0
+        for r in group:
+            n = len(r.targets)
+            tok_lp = lp[k:k + n]
+            results[r.index] = ScoreResult(logprob=float(sum(tok_lp)), token_logprobs=tok_lp,
+                                           is_greedy=all(greedy[k:k + n]), num_tokens=n)
+            k += n
+        bar.update(batch.num_tokens)
+    bar.close()
+    return results
