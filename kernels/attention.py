@@ -91,8 +91,9 @@ def paged_decode_attention_ref(
     blocks = block_tables.long()[:, pos // block_size]  # [B, L]
     blocks = torch.where(valid, blocks, torch.zeros_like(blocks))
     slots = (pos % block_size)[None, :].expand(bsz, -1)
-    kg = _expand_kv(k_cache[blocks, slots].float().transpose(1, 2), hq // hk)  # [B, Hq, L, D]
-    vg = _expand_kv(v_cache[blocks, slots].float().transpose(1, 2), hq // hk)
+    keep = valid[:, :, None, None]  # past-the-end slots may hold garbage (even NaN): zero them
+    kg = _expand_kv(torch.where(keep, k_cache[blocks, slots].float(), 0.0).transpose(1, 2), hq // hk)
+    vg = _expand_kv(torch.where(keep, v_cache[blocks, slots].float(), 0.0).transpose(1, 2), hq // hk)
     qg = q.float()[:, :, None, :]  # [B, Hq, 1, D]
     og = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=valid[:, None, None, :], scale=scale)
     return og[:, :, 0, :].to(q.dtype)
