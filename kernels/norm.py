@@ -8,6 +8,10 @@ Semantics (HF Llama's order of casts, residual add in the activation dtype):
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
+
+from . import FLOAT_DTYPES, check_device, check_dtype, check_shape, round_to
 
 
 def rmsnorm_ref(
@@ -22,3 +26,60 @@ def rmsnorm_ref(
     sf = s.float()
     normed = sf * torch.rsqrt(sf.pow(2).mean(-1, keepdim=True) + eps)  # [T, H] fp32
     return weight * normed.to(x.dtype), s
+
+
+@triton.jit
+def _rmsnorm_kernel(
+    x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr,
+    H, stride_x, stride_res, stride_out, stride_res_out, eps,
+    HAS_RES: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    # one program per row; x, residual: [T, H]; all arithmetic in fp32 with HF's rounding points
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_H)
+    mask = cols < H
+    x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+    if HAS_RES:
+        r = tl.load(res_ptr + row * stride_res + cols, mask=mask, other=0.0).to(tl.float32)
+        x = round_to(x + r, res_out_ptr.dtype.element_ty)  # s = x + residual in x.dtype
+        tl.store(res_out_ptr + row * stride_res_out + cols, x.to(res_out_ptr.dtype.element_ty), mask=mask)
+    var = tl.sum(x * x, axis=0) / H
+    normed = round_to(x * tl.rsqrt(var + eps), res_out_ptr.dtype.element_ty)
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    out = round_to(w * normed, out_ptr.dtype.element_ty)
+    tl.store(out_ptr + row * stride_out + cols, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def rmsnorm(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton fused residual-add RMSNorm; same semantics and returns as rmsnorm_ref.
+
+    One pass over the row instead of three (add, square-mean, scale): reads x (+ residual) once.
+    Without a residual, residual_out is x itself (no copy).
+    """
+    check_device("rmsnorm: x", x)
+    check_dtype("rmsnorm: x", x, FLOAT_DTYPES)
+    if x.dim() != 2 or x.stride(-1) != 1:
+        raise ValueError(f"rmsnorm: x must be [T, H] with unit last stride, got shape {tuple(x.shape)} strides {x.stride()}")
+    t, h = x.shape
+    check_shape("rmsnorm: weight", weight, (h,))
+    if not weight.is_contiguous():
+        raise ValueError("rmsnorm: weight must be contiguous")
+    if residual is not None:
+        check_shape("rmsnorm: residual", residual, (t, h))
+        check_dtype("rmsnorm: residual", residual, (x.dtype,))
+        if residual.stride(-1) != 1:
+            raise ValueError(f"rmsnorm: residual needs unit last stride, got strides {residual.stride()}")
+    out = torch.empty((t, h), dtype=torch.promote_types(weight.dtype, x.dtype), device=x.device)
+    res_out = torch.empty_like(x) if residual is not None else x
+    if t == 0:
+        return out, res_out
+    res = residual if residual is not None else x
+    _rmsnorm_kernel[(t,)](
+        x, res, weight, out, res_out,
+        h, x.stride(0), res.stride(0), out.stride(0), res_out.stride(0), eps,
+        HAS_RES=residual is not None, BLOCK_H=triton.next_power_of_2(h),
+        num_warps=min(16, max(1, triton.next_power_of_2(h) // 256)),
+    )
+    return out, res_out

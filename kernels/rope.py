@@ -9,6 +9,10 @@ from __future__ import annotations
 import math
 
 import torch
+import triton
+import triton.language as tl
+
+from . import FLOAT_DTYPES, check_device, check_dtype, check_shape, round_to
 
 
 def rope_inv_freq(head_dim: int, theta: float, rope_scaling: dict | None) -> torch.Tensor:
@@ -63,3 +67,74 @@ def rope_ref(
     cos = emb.cos().to(q.dtype)[:, None, :]  # [T, 1, D]
     sin = emb.sin().to(q.dtype)[:, None, :]
     return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+
+@triton.jit
+def _rope_heads(ptr, stride_t, stride_h, row, n_heads, cos1, sin1, half, BLOCK_HEADS: tl.constexpr,
+                BLOCK_HALF: tl.constexpr):
+    # x: [n_heads, D] of one token, rotated in place; products rounded to x.dtype like HF's
+    # `q * cos + rotate_half(q) * sin` done in that dtype
+    dt = ptr.dtype.element_ty
+    heads = tl.arange(0, BLOCK_HEADS)[:, None]
+    cols = tl.arange(0, BLOCK_HALF)[None, :]
+    mask = (heads < n_heads) & (cols < half)
+    p1 = ptr + row * stride_t + heads * stride_h + cols
+    x1 = tl.load(p1, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(p1 + half, mask=mask, other=0.0).to(tl.float32)
+    a1 = round_to(x1 * cos1, dt)
+    b1 = round_to(x2 * sin1, dt)
+    a2 = round_to(x2 * cos1, dt)
+    b2 = round_to(x1 * sin1, dt)
+    tl.store(p1, round_to(a1 - b1, dt).to(dt), mask=mask)
+    tl.store(p1 + half, round_to(a2 + b2, dt).to(dt), mask=mask)
+
+
+@triton.jit
+def _rope_kernel(
+    q_ptr, k_ptr, pos_ptr, inv_freq_ptr,
+    Hq, Hk, half, stride_qt, stride_qh, stride_kt, stride_kh,
+    BLOCK_HQ: tl.constexpr, BLOCK_HK: tl.constexpr, BLOCK_HALF: tl.constexpr,
+):
+    # one program per token: angles in fp32, cos/sin rounded to q.dtype, then all heads of q and k
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_HALF)
+    inv = tl.load(inv_freq_ptr + cols, mask=cols < half, other=0.0)
+    ang = tl.load(pos_ptr + row).to(tl.float32) * inv  # [D/2]
+    dt = q_ptr.dtype.element_ty
+    cos1 = round_to(tl.cos(ang), dt)[None, :]
+    sin1 = round_to(tl.sin(ang), dt)[None, :]
+    _rope_heads(q_ptr, stride_qt, stride_qh, row, Hq, cos1, sin1, half, BLOCK_HQ, BLOCK_HALF)
+    _rope_heads(k_ptr, stride_kt, stride_kh, row, Hk, cos1, sin1, half, BLOCK_HK, BLOCK_HALF)
+
+
+def rope(
+    q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton RoPE, in place on q and k (views of a fused qkv buffer are fine); returns (q, k).
+
+    Same arguments and semantics as rope_ref: q [T, Hq, D], k [T, Hk, D] with unit last stride,
+    positions int64 [T], inv_freq fp32 [D // 2].
+    """
+    for name, t in (("q", q), ("k", k)):
+        check_device(f"rope: {name}", t)
+        check_dtype(f"rope: {name}", t, FLOAT_DTYPES)
+        if t.dim() != 3 or t.stride(-1) != 1:
+            raise ValueError(f"rope: {name} must be [T, H, D] with unit last stride, got shape {tuple(t.shape)} strides {t.stride()}")
+    tt, hq, d = q.shape
+    check_shape("rope: k", k, (tt, k.shape[1], d))
+    check_dtype("rope: k", k, (q.dtype,))
+    if d % 2:
+        raise ValueError(f"rope: head dim must be even, got {d}")
+    check_shape("rope: positions", positions, (tt,))
+    check_dtype("rope: positions", positions, (torch.int64, torch.int32))
+    check_shape("rope: inv_freq", inv_freq, (d // 2,))
+    check_dtype("rope: inv_freq", inv_freq, (torch.float32,))
+    if tt == 0:
+        return q, k
+    _rope_kernel[(tt,)](
+        q, k, positions.contiguous(), inv_freq.contiguous(),
+        hq, k.shape[1], d // 2, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+        BLOCK_HQ=triton.next_power_of_2(hq), BLOCK_HK=triton.next_power_of_2(k.shape[1]),
+        BLOCK_HALF=triton.next_power_of_2(d // 2),
+    )
+    return q, k
