@@ -13,3 +13,20 @@ import pytest  # noqa: E402
 def _seed_everything():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """tiny(arch, n_adapters=3, **sizes) -> TinyPaths, built once per session and argument set."""
+    from warmfast.model.tiny import build_tiny
+
+    cache = {}
+
+    def make(arch: str = "llama", n_adapters: int = 3, **sizes):
+        key = (arch, n_adapters, tuple(sorted(sizes.items())))
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"tiny_{arch}_{n_adapters}")
+            cache[key] = build_tiny(out, arch=arch, n_adapters=n_adapters, **sizes)
+        return cache[key]
+
+    return make

@@ -38,6 +38,7 @@ def prepare_rows(engine, requests) -> list[_Row]:
     rows, vocab = [], engine.model.cfg.vocab_size
     for i, req in enumerate(requests):
         where = f"ScoreRequest #{i}"
+        slot = engine.slot(req.adapter, where)
         ctx = _ids(req.context, engine.tok.encode_context, where, "context", vocab)
         cont = _ids(req.continuation, engine.tok.encode_plain, where, "continuation", vocab)
         if not cont:
@@ -50,7 +51,6 @@ def prepare_rows(engine, requests) -> list[_Row]:
         if total > engine.max_seq_len:
             raise ValueError(f"{where}: context ({len(ctx)} tokens) + continuation ({len(cont)} tokens) "
                              f"= {total} tokens exceeds the maximum sequence length {engine.max_seq_len}")
-        slot = engine.slot(req.adapter, where)
         rows.append(_Row(i, slot, ctx + cont[:-1], len(ctx) - 1, cont))
     return rows
 

@@ -60,6 +60,7 @@ def generate(engine, requests, max_batch_size: int, progress: bool = False):
     prompts, slots = [], []
     for i, req in enumerate(requests):  # validate everything before computing anything
         where = f"GenerateRequest #{i}"
+        slots.append(engine.slot(req.adapter, where))
         ids = _prompt_ids(engine, req, where)
         if len(ids) + req.max_new_tokens > engine.max_seq_len:
             raise ValueError(f"{where}: prompt ({len(ids)} tokens) + max_new_tokens "
@@ -69,7 +70,6 @@ def generate(engine, requests, max_batch_size: int, progress: bool = False):
             raise ValueError(f"{where}: top_k/top_p/min_p need the paged generation engine; the "
                              "simple generator supports greedy (temperature=0) and temperature")
         prompts.append(ids)
-        slots.append(engine.slot(req.adapter, where))
 
     order = sorted(range(len(requests)), key=lambda i: slots[i])
     results = [None] * len(requests)
