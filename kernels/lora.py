@@ -13,6 +13,10 @@ with the [rows, r] intermediate in fp32.
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
+
+from . import FLOAT_DTYPES, check_device, check_dtype, dot_dtype, interpreting, round_to
 
 
 def lora_ref(
@@ -45,4 +49,284 @@ def lora_ref(
             o0, o1 = slice_offsets[j], slice_offsets[j + 1]
             delta = xa[:, j * r_max:(j + 1) * r_max] @ B[slot, o0:o1].float().T  # [rows, o1 - o0]
             y[s:e, o0:o1] += delta.to(y.dtype)
+    return y
+
+
+# ---------------------------------------------------------------- segmented (prefill / scoring)
+
+
+@triton.jit
+def _segment_rows(seg_starts_ptr, seg_slots_ptr, seg, tile, BLOCK_M: tl.constexpr):
+    # rows of this (segment, row tile); slot < 0 (base) or an empty tile means: nothing to do
+    slot = tl.load(seg_slots_ptr + seg)
+    start = tl.load(seg_starts_ptr + seg)
+    end = tl.load(seg_starts_ptr + seg + 1)
+    rows = start + tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    return slot, rows, rows < end, start + tile * BLOCK_M < end
+
+
+@triton.jit
+def _shrink_kernel(
+    x_ptr, a_ptr, xa_ptr, seg_starts_ptr, seg_slots_ptr,
+    K, stride_xt, stride_as, stride_ar, stride_xat,
+    R_MAX: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # program (segment, row tile, slice j): xa[rows, j*R:(j+1)*R] = x[rows] @ A[slot, j*R:(j+1)*R].T
+    slot, rows, row_ok, busy = _segment_rows(seg_starts_ptr, seg_slots_ptr, tl.program_id(0), tl.program_id(1), BLOCK_M)
+    if (slot >= 0) & busy:
+        j = tl.program_id(2)
+        r = tl.arange(0, BLOCK_R)
+        r_ok = r < R_MAX
+        ks = tl.arange(0, BLOCK_K)
+        x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xt
+        a_rows = a_ptr + slot.to(tl.int64) * stride_as + (j * R_MAX + r).to(tl.int64)[:, None] * stride_ar
+        acc = tl.zeros((BLOCK_M, BLOCK_R), tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k_ok = (k0 + ks) < K
+            xt = tl.load(x_rows + (k0 + ks)[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(DOT)
+            at = tl.load(a_rows + (k0 + ks)[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0).to(DOT)
+            acc = tl.dot(xt, tl.trans(at), acc, input_precision=PRECISION)  # [BLOCK_M, BLOCK_R] fp32
+        out = xa_ptr + rows.to(tl.int64)[:, None] * stride_xat + (j * R_MAX + r)[None, :]
+        tl.store(out, acc, mask=row_ok[:, None] & r_ok[None, :])
+
+
+@triton.jit
+def _expand_kernel(
+    xa_ptr, b_ptr, y_ptr, offsets_ptr, seg_starts_ptr, seg_slots_ptr,
+    OUT, stride_xat, stride_bs, stride_bo, stride_yt,
+    N_SLICES: tl.constexpr, R_MAX: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # program (segment, row tile, column tile): y[rows, cols] += sum over slices j overlapping the
+    # tile of xa[rows, j*R:(j+1)*R] @ B[slot, cols in slice j].T  (fp32 intermediate, tf32/ieee dot)
+    slot, rows, row_ok, busy = _segment_rows(seg_starts_ptr, seg_slots_ptr, tl.program_id(0), tl.program_id(1), BLOCK_M)
+    if (slot >= 0) & busy:
+        n0 = tl.program_id(2) * BLOCK_N
+        cols = n0 + tl.arange(0, BLOCK_N)
+        col_ok = cols < OUT
+        r = tl.arange(0, BLOCK_R)
+        r_ok = r < R_MAX
+        rows64 = rows.to(tl.int64)
+        b_rows = b_ptr + slot.to(tl.int64) * stride_bs + cols.to(tl.int64)[:, None] * stride_bo + r[None, :]
+        acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+        for j in tl.static_range(N_SLICES):
+            o0 = tl.load(offsets_ptr + j)
+            o1 = tl.load(offsets_ptr + j + 1)
+            if (o0 < n0 + BLOCK_N) & (o1 > n0):
+                in_j = col_ok & (cols >= o0) & (cols < o1)
+                xa = tl.load(xa_ptr + rows64[:, None] * stride_xat + (j * R_MAX + r)[None, :],
+                             mask=row_ok[:, None] & r_ok[None, :], other=0.0)
+                bt = tl.load(b_rows, mask=in_j[:, None] & r_ok[None, :], other=0.0).to(tl.float32)
+                acc = tl.dot(xa, tl.trans(bt), acc, input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
+        dt = y_ptr.dtype.element_ty
+        y_tile = y_ptr + rows64[:, None] * stride_yt + cols[None, :]
+        mask = row_ok[:, None] & col_ok[None, :]
+        y = tl.load(y_tile, mask=mask, other=0.0).to(tl.float32)
+        tl.store(y_tile, round_to(y + round_to(acc, dt), dt).to(dt), mask=mask)  # y += delta.to(y.dtype)
+
+
+def _check_layout(x: torch.Tensor, y: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                  slice_offsets: list[int], who: str) -> tuple[int, int]:
+    """Validates the shared LoRA layout; returns (n_slices, r_max)."""
+    for name, t in (("x", x), ("y", y), ("A", A), ("B", B)):
+        check_device(f"{who}: {name}", t)
+        check_dtype(f"{who}: {name}", t, FLOAT_DTYPES)
+        if t.stride(-1) != 1:
+            raise ValueError(f"{who}: {name} needs unit last stride, got shape {tuple(t.shape)} strides {t.stride()}")
+    for name, t in (("y", y), ("A", A), ("B", B)):
+        check_dtype(f"{who}: {name}", t, (x.dtype,))
+    if x.dim() != 2 or y.dim() != 2 or A.dim() != 3 or B.dim() != 3:
+        raise ValueError(f"{who}: want x [T, in], y [T, out], A [slots, n_slices*r, in], B [slots, out, r]; "
+                         f"got {tuple(x.shape)}, {tuple(y.shape)}, {tuple(A.shape)}, {tuple(B.shape)}")
+    n_slices = len(slice_offsets) - 1
+    r_max = B.shape[2]
+    if n_slices < 1 or slice_offsets[0] != 0 or slice_offsets[-1] != y.shape[1] or \
+            any(b < a for a, b in zip(slice_offsets, slice_offsets[1:])):
+        raise ValueError(f"{who}: slice_offsets {slice_offsets} must rise from 0 to y's width {y.shape[1]}")
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"{who}: x has {x.shape[0]} rows but y has {y.shape[0]}")
+    if A.shape != (B.shape[0], n_slices * r_max, x.shape[1]):
+        raise ValueError(f"{who}: A has shape {tuple(A.shape)}, expected (n_slots, n_slices * r_max, in) = "
+                         f"({B.shape[0]}, {n_slices} * {r_max}, {x.shape[1]})")
+    if B.shape[1] != y.shape[1]:
+        raise ValueError(f"{who}: B has {B.shape[1]} output rows but y has width {y.shape[1]}")
+    if not 1 <= r_max <= 128:
+        raise ValueError(f"{who}: r_max must be in [1, 128], got {r_max}")
+    return n_slices, r_max
+
+
+def _as_index_tensor(name: str, v: list[int] | torch.Tensor, device: torch.device) -> torch.Tensor:
+    if isinstance(v, torch.Tensor):
+        check_dtype(name, v, (torch.int32,))
+        if v.dim() != 1 or v.device != device:
+            raise ValueError(f"{name} must be a 1-D int32 tensor on {device}, got shape {tuple(v.shape)} on {v.device}")
+        return v.contiguous()
+    return torch.tensor(v, dtype=torch.int32, device=device)
+
+
+def _precision(x: torch.Tensor) -> str:
+    # fp32 models: exact fp32 products; bf16/fp16 models: tf32 for the fp32-intermediate expand
+    # (rel. error 2^-11, below the 2^-8 of the bf16 output it is added to)
+    return "ieee" if x.dtype == torch.float32 else "tf32"
+
+
+def lora(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    slice_offsets: list[int],
+    seg_starts: list[int] | torch.Tensor,
+    seg_slots: list[int] | torch.Tensor,
+    max_seg_rows: int | None = None,
+) -> torch.Tensor:
+    """Triton segmented LoRA (shrink then expand, two launches); same semantics as lora_ref.
+
+    seg_starts / seg_slots may be Python lists (validated, copied to the device) or int32 device
+    tensors (shape-checked only, no sync: the caller guarantees their contents). Base segments
+    (slot -1) launch programs that exit at once: they read and write nothing. max_seg_rows bounds
+    the rows of any segment (default: exact from lists, T for tensors). Adds into y; returns y.
+    """
+    n_slices, r_max = _check_layout(x, y, A, B, slice_offsets, "lora")
+    t, k_in = x.shape
+    if isinstance(seg_starts, list) != isinstance(seg_slots, list):
+        raise ValueError("lora: pass seg_starts and seg_slots both as lists or both as tensors")
+    if isinstance(seg_starts, list):
+        if len(seg_starts) != len(seg_slots) + 1 or seg_starts[0] != 0 or seg_starts[-1] != t or \
+                any(b < a for a, b in zip(seg_starts, seg_starts[1:])):
+            raise ValueError(f"lora: seg_starts {seg_starts} must rise from 0 to T={t}, one more than seg_slots ({len(seg_slots)})")
+        bad = [s for s in seg_slots if not -1 <= s < A.shape[0]]
+        if bad:
+            raise ValueError(f"lora: seg_slots {bad} outside [-1, {A.shape[0]})")
+        if max_seg_rows is None:
+            max_seg_rows = max([e - s for s, e in zip(seg_starts, seg_starts[1:])], default=0)
+    elif max_seg_rows is None:
+        max_seg_rows = t
+    n_seg = len(seg_slots)
+    if n_seg == 0 or t == 0 or max_seg_rows == 0:
+        return y
+    starts = _as_index_tensor("lora: seg_starts", seg_starts, x.device)
+    slots = _as_index_tensor("lora: seg_slots", seg_slots, x.device)
+    if starts.shape[0] != n_seg + 1:
+        raise ValueError(f"lora: seg_starts has {starts.shape[0]} entries for {n_seg} segments (need S + 1)")
+    offsets = torch.tensor(slice_offsets, dtype=torch.int32, device=x.device)
+    block_m = max(16, min(64, triton.next_power_of_2(max_seg_rows)))
+    block_r = max(16, triton.next_power_of_2(r_max))
+    block_k = 64 if interpreting() or block_r <= 64 else 32
+    block_n = 64 if block_r > 64 else 128
+    row_tiles = triton.cdiv(max_seg_rows, block_m)
+    xa = torch.empty((t, n_slices * r_max), dtype=torch.float32, device=x.device)  # base rows untouched
+    _shrink_kernel[(n_seg, row_tiles, n_slices)](
+        x, A, xa, starts, slots,
+        k_in, x.stride(0), A.stride(0), A.stride(1), xa.stride(0),
+        R_MAX=r_max, DOT=dot_dtype(x), PRECISION=_precision(x),
+        BLOCK_M=block_m, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=4,
+    )
+    _expand_kernel[(n_seg, row_tiles, triton.cdiv(y.shape[1], block_n))](
+        xa, B, y, offsets, starts, slots,
+        y.shape[1], xa.stride(0), B.stride(0), B.stride(1), y.stride(0),
+        N_SLICES=n_slices, R_MAX=r_max, PRECISION=_precision(x),
+        BLOCK_M=block_m, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=4,
+    )
+    return y
+
+
+# ---------------------------------------------------------------- decode (one token per row)
+
+
+@triton.jit
+def _decode_shrink_kernel(
+    x_ptr, a_ptr, xa_ptr, row_slots_ptr,
+    K, stride_xt, stride_as, stride_ar, stride_xat,
+    R_MAX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # program (row, slice j): xa[row, j*R:(j+1)*R] = A[slot, j*R:(j+1)*R] @ x[row]  (vector path)
+    row = tl.program_id(0)
+    slot = tl.load(row_slots_ptr + row)
+    if slot >= 0:
+        j = tl.program_id(1)
+        r = tl.arange(0, BLOCK_R)
+        r_ok = r < R_MAX
+        ks = tl.arange(0, BLOCK_K)
+        a_rows = a_ptr + slot.to(tl.int64) * stride_as + (j * R_MAX + r).to(tl.int64)[:, None] * stride_ar
+        acc = tl.zeros((BLOCK_R,), tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k_ok = (k0 + ks) < K
+            xv = tl.load(x_ptr + row.to(tl.int64) * stride_xt + k0 + ks, mask=k_ok, other=0.0).to(tl.float32)
+            at = tl.load(a_rows + (k0 + ks)[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+            acc += tl.sum(at * xv[None, :], axis=1)
+        tl.store(xa_ptr + row.to(tl.int64) * stride_xat + j * R_MAX + r, acc, mask=r_ok)
+
+
+@triton.jit
+def _decode_expand_kernel(
+    xa_ptr, b_ptr, y_ptr, offsets_ptr, row_slots_ptr,
+    OUT, stride_xat, stride_bs, stride_bo, stride_yt,
+    N_SLICES: tl.constexpr, R_MAX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # program (row, column tile): y[row, cols] += B[slot, cols] @ xa[row, slice of each column]
+    row = tl.program_id(0)
+    slot = tl.load(row_slots_ptr + row)
+    if slot >= 0:
+        n0 = tl.program_id(1) * BLOCK_N
+        cols = n0 + tl.arange(0, BLOCK_N)
+        col_ok = cols < OUT
+        r = tl.arange(0, BLOCK_R)
+        r_ok = r < R_MAX
+        b_rows = b_ptr + slot.to(tl.int64) * stride_bs + cols.to(tl.int64)[:, None] * stride_bo + r[None, :]
+        acc = tl.zeros((BLOCK_N,), tl.float32)
+        for j in tl.static_range(N_SLICES):
+            o0 = tl.load(offsets_ptr + j)
+            o1 = tl.load(offsets_ptr + j + 1)
+            if (o0 < n0 + BLOCK_N) & (o1 > n0):
+                in_j = col_ok & (cols >= o0) & (cols < o1)
+                xa = tl.load(xa_ptr + row.to(tl.int64) * stride_xat + j * R_MAX + r, mask=r_ok, other=0.0)
+                bt = tl.load(b_rows, mask=in_j[:, None] & r_ok[None, :], other=0.0).to(tl.float32)
+                acc += tl.sum(bt * xa[None, :], axis=1)
+        dt = y_ptr.dtype.element_ty
+        y_row = y_ptr + row.to(tl.int64) * stride_yt + cols
+        yv = tl.load(y_row, mask=col_ok, other=0.0).to(tl.float32)
+        tl.store(y_row, round_to(yv + round_to(acc, dt), dt).to(dt), mask=col_ok)
+
+
+def lora_decode(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    slice_offsets: list[int],
+    row_slots: list[int] | torch.Tensor,
+) -> torch.Tensor:
+    """Triton LoRA for decode steps: one token per row, each row with its own slot (-1 = base).
+
+    Same layout as `lora`; equals lora_ref with one segment per row. Rows need not be grouped by
+    adapter. row_slots: list[int] (validated) or int32 device tensor [T] (no sync). Adds into y.
+    """
+    n_slices, r_max = _check_layout(x, y, A, B, slice_offsets, "lora_decode")
+    t, k_in = x.shape
+    if isinstance(row_slots, list):
+        if len(row_slots) != t:
+            raise ValueError(f"lora_decode: {len(row_slots)} row_slots for {t} rows")
+        bad = [s for s in row_slots if not -1 <= s < A.shape[0]]
+        if bad:
+            raise ValueError(f"lora_decode: row_slots {bad} outside [-1, {A.shape[0]})")
+    slots = _as_index_tensor("lora_decode: row_slots", row_slots, x.device)
+    if slots.shape[0] != t:
+        raise ValueError(f"lora_decode: row_slots has {slots.shape[0]} entries for {t} rows")
+    if t == 0:
+        return y
+    offsets = torch.tensor(slice_offsets, dtype=torch.int32, device=x.device)
+    block_r = triton.next_power_of_2(r_max)
+    block_k = max(16, 8192 // block_r)  # [BLOCK_R, BLOCK_K] A tile stays at 8K elements
+    block_n = max(16, 8192 // block_r)
+    xa = torch.empty((t, n_slices * r_max), dtype=torch.float32, device=x.device)
+    _decode_shrink_kernel[(t, n_slices)](
+        x, A, xa, slots, k_in, x.stride(0), A.stride(0), A.stride(1), xa.stride(0),
+        R_MAX=r_max, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=4,
+    )
+    _decode_expand_kernel[(t, triton.cdiv(y.shape[1], block_n))](
+        xa, B, y, offsets, slots, y.shape[1], xa.stride(0), B.stride(0), B.stride(1), y.stride(0),
+        N_SLICES=n_slices, R_MAX=r_max, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=4,
+    )
     return y
