@@ -212,7 +212,8 @@ def study_columns(item: Item) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class GridPrompt:
-    """One prompt of the grid. columns: study_columns(item)."""
+    """One prompt of the grid. statement: the protocol statement drawn for (task, key, context),
+    as written in protocol.json (CLEAN may tidy it in the prompt); columns: study_columns(item)."""
 
     task: str
     key: str
