@@ -11,6 +11,10 @@ from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from . import FLOAT_DTYPES, check_device, check_dtype, check_shape, dot_dtype, interpreting, round_to
 
 
 def _expand_kv(t: torch.Tensor, groups: int) -> torch.Tensor:
@@ -97,3 +101,236 @@ def paged_decode_attention_ref(
     qg = q.float()[:, :, None, :]  # [B, Hq, 1, D]
     og = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=valid[:, None, None, :], scale=scale)
     return og[:, :, 0, :].to(q.dtype)
+
+
+LOG2E = 1.4426950408889634
+
+
+# ---------------------------------------------------------------- varlen causal prefill (FA-2)
+
+
+@triton.jit
+def _prefill_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr, cu_q_ptr, cu_k_ptr, qk_scale,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+    GROUPS: tl.constexpr, HEAD_DIM: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    # program (query tile, sequence, query head): FlashAttention-2 forward. Scores are scaled by
+    # scale * log2(e) so the online softmax uses exp2; running max m, running sum l, output acc.
+    pid_m = tl.program_id(0)
+    seq = tl.program_id(1)
+    head = tl.program_id(2)
+    q_start = tl.load(cu_q_ptr + seq)
+    lq = tl.load(cu_q_ptr + seq + 1) - q_start
+    k_start = tl.load(cu_k_ptr + seq)
+    lk = tl.load(cu_k_ptr + seq + 1) - k_start
+    if pid_m * BLOCK_M < lq:
+        kv_head = head // GROUPS
+        diag = lk - lq  # query i sees keys j <= i + diag (bottom-right aligned)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, BLOCK_D)
+        m_ok = offs_m < lq
+        d_ok = offs_d < HEAD_DIM
+        q_rows = (q_start + offs_m).to(tl.int64)
+        q = tl.load(q_ptr + q_rows[:, None] * stride_qt + head * stride_qh + offs_d[None, :],
+                    mask=m_ok[:, None] & d_ok[None, :], other=0.0).to(DOT)
+        m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+        l_i = tl.zeros((BLOCK_M,), tl.float32)
+        acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+        hi = tl.minimum(lk, (pid_m + 1) * BLOCK_M + diag)  # keys past this are masked for every row
+        for n0 in range(0, hi, BLOCK_N):
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            n_ok = offs_n < lk
+            k_rows = (k_start + offs_n).to(tl.int64)
+            kv_mask = n_ok[:, None] & d_ok[None, :]
+            k = tl.load(k_ptr + k_rows[:, None] * stride_kt + kv_head * stride_kh + offs_d[None, :],
+                        mask=kv_mask, other=0.0).to(DOT)
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [BLOCK_M, BLOCK_N]
+            visible = (offs_n[None, :] <= offs_m[:, None] + diag) & n_ok[None, :]
+            s = tl.where(visible, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))  # finite: key 0 is visible to every row
+            p = tl.exp2(s - m_new[:, None])
+            alpha = tl.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            v = tl.load(v_ptr + k_rows[:, None] * stride_vt + kv_head * stride_vh + offs_d[None, :],
+                        mask=kv_mask, other=0.0).to(DOT)
+            acc = tl.dot(p.to(DOT), v, acc * alpha[:, None], input_precision=PRECISION)
+            m_i = m_new
+        out = acc / l_i[:, None]
+        tl.store(o_ptr + q_rows[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
+                 round_to(out, o_ptr.dtype.element_ty).to(o_ptr.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
+
+
+def _flash_attn_func():
+    """flash_attn_varlen_func when flash-attn is installed, else None (an optional extra)."""
+    try:
+        from flash_attn import flash_attn_varlen_func
+    except ImportError:
+        return None
+    return flash_attn_varlen_func
+
+
+def _check_qkv(who: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_device(f"{who}: {name}", t)
+        check_dtype(f"{who}: {name}", t, (q.dtype,) if name != "q" else FLOAT_DTYPES)
+        if t.stride(-1) != 1:
+            raise ValueError(f"{who}: {name} needs unit last stride, got shape {tuple(t.shape)} strides {t.stride()}")
+    if q.shape[-1] != k.shape[-1] or k.shape[-1] != v.shape[-1]:
+        raise ValueError(f"{who}: head dims differ: q {q.shape[-1]}, k {k.shape[-1]}, v {v.shape[-1]}")
+    if q.shape[-2] % k.shape[-2] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"{who}: Hq={q.shape[-2]} must be a multiple of Hk={k.shape[-2]} (v has {v.shape[-2]})")
+    if q.shape[-1] > 256:
+        raise ValueError(f"{who}: head dim {q.shape[-1]} above 256 is not supported")
+
+
+def varlen_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    scale: float,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Causal varlen attention; same arguments and semantics as varlen_attention_ref.
+
+    impl: "triton" (the kernel above), "flash" (flash_attn_varlen_func; needs flash-attn and
+    CUDA), or "auto" (flash when it imports and q is on CUDA, else triton). cu_seqlens are not
+    read back to the host (no sync): the caller guarantees Lk >= Lq and max_seqlen_q bounds Lq.
+    """
+    who = "varlen_attention"
+    _check_qkv(who, q, k, v)
+    if q.dim() != 3 or k.dim() != 3 or v.dim() != 3 or k.shape != v.shape:
+        raise ValueError(f"{who}: want q [Tq, Hq, D], k and v [Tk, Hk, D]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    for name, c in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        check_dtype(f"{who}: {name}", c, (torch.int32,))
+        if c.dim() != 1 or c.device != q.device:
+            raise ValueError(f"{who}: {name} must be 1-D int32 on {q.device}, got {tuple(c.shape)} on {c.device}")
+    if cu_seqlens_q.shape != cu_seqlens_k.shape:
+        raise ValueError(f"{who}: cu_seqlens_q has {cu_seqlens_q.shape[0]} entries, cu_seqlens_k {cu_seqlens_k.shape[0]}")
+    if impl not in ("auto", "triton", "flash"):
+        raise ValueError(f"{who}: impl must be auto, triton or flash, got {impl!r}")
+    flash = _flash_attn_func() if q.is_cuda and impl != "triton" else None
+    if impl == "flash" and flash is None:
+        raise ValueError(f"{who}: impl='flash' needs flash-attn installed and CUDA tensors (q on {q.device})")
+    if flash is not None:
+        return flash(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                     softmax_scale=scale, causal=True)
+    out = torch.empty_like(q)
+    n_seq = cu_seqlens_q.shape[0] - 1
+    if n_seq <= 0 or max_seqlen_q <= 0 or q.shape[0] == 0:
+        return out
+    d = q.shape[-1]
+    block_d = max(16, triton.next_power_of_2(d))
+    block_m = 64 if interpreting() else (128 if block_d <= 64 else 64)
+    block_n = 64 if interpreting() else (64 if block_d <= 64 else 32)
+    block_m = min(block_m, max(16, triton.next_power_of_2(max_seqlen_q)))
+    grid = (triton.cdiv(max_seqlen_q, block_m), n_seq, q.shape[1])
+    _prefill_kernel[grid](
+        q, k, v, out, cu_seqlens_q, cu_seqlens_k, scale * LOG2E,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        GROUPS=q.shape[1] // k.shape[1], HEAD_DIM=d, DOT=dot_dtype(q),
+        PRECISION="ieee", BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+        num_warps=4 if block_d <= 64 else 8, num_stages=2,
+    )
+    return out
+
+
+# ---------------------------------------------------------------- paged decode
+
+
+@triton.jit
+def _paged_decode_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr, tables_ptr, lens_ptr, qk_scale,
+    stride_qb, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
+    stride_ob, stride_oh, stride_tb,
+    GROUPS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    # program (row, kv head): the GROUPS query heads sharing this kv head read each cached block
+    # once; scores [BLOCK_G, BLOCK_SIZE] by broadcast-multiply (one query row: no tensor cores)
+    b = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    seq_len = tl.load(lens_ptr + b)
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, BLOCK_D)
+    g_ok = g < GROUPS
+    d_ok = d < HEAD_DIM
+    heads = kv_head * GROUPS + g
+    q = tl.load(q_ptr + b.to(tl.int64) * stride_qb + heads[:, None] * stride_qh + d[None, :],
+                mask=g_ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32) * qk_scale
+    m_i = tl.full((BLOCK_G,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BLOCK_G,), tl.float32)
+    acc = tl.zeros((BLOCK_G, BLOCK_D), tl.float32)
+    slots = tl.arange(0, BLOCK_SIZE)
+    for blk in range(0, tl.cdiv(seq_len, BLOCK_SIZE)):
+        block_id = tl.load(tables_ptr + b.to(tl.int64) * stride_tb + blk).to(tl.int64)
+        s_ok = blk * BLOCK_SIZE + slots < seq_len
+        kv_mask = s_ok[:, None] & d_ok[None, :]  # past-the-end slots may hold garbage, even NaN
+        k = tl.load(k_ptr + block_id * stride_kb + slots[:, None] * stride_ks + kv_head * stride_kh + d[None, :],
+                    mask=kv_mask, other=0.0).to(tl.float32)  # [BLOCK_SIZE, BLOCK_D]
+        s = tl.sum(q[:, None, :] * k[None, :, :], axis=2)  # [BLOCK_G, BLOCK_SIZE]
+        s = tl.where(s_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_ptr + block_id * stride_vb + slots[:, None] * stride_vs + kv_head * stride_vh + d[None, :],
+                    mask=kv_mask, other=0.0).to(tl.float32)
+        acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
+        m_i = m_new
+    out = acc / l_i[:, None]
+    tl.store(o_ptr + b.to(tl.int64) * stride_ob + heads[:, None] * stride_oh + d[None, :],
+             round_to(out, o_ptr.dtype.element_ty).to(o_ptr.dtype.element_ty), mask=g_ok[:, None] & d_ok[None, :])
+
+
+def paged_decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Paged decode attention; same arguments and semantics as paged_decode_attention_ref.
+
+    block_size (k_cache.shape[1]) must be a power of two. seq_lens and block_tables are not read
+    back to the host (no sync): the caller guarantees 1 <= seq_lens[b] <= max_blocks * block_size.
+    """
+    who = "paged_decode_attention"
+    _check_qkv(who, q, k_cache, v_cache)
+    if q.dim() != 3 or k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
+        raise ValueError(f"{who}: want q [B, Hq, D], k_cache and v_cache [blocks, block_size, Hk, D]; got "
+                         f"{tuple(q.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    bsz = q.shape[0]
+    block_size = k_cache.shape[1]
+    if block_size & (block_size - 1):
+        raise ValueError(f"{who}: block_size {block_size} must be a power of two")
+    check_dtype(f"{who}: block_tables", block_tables, (torch.int32,))
+    check_dtype(f"{who}: seq_lens", seq_lens, (torch.int32,))
+    if block_tables.dim() != 2 or block_tables.shape[0] != bsz or block_tables.stride(1) != 1:
+        raise ValueError(f"{who}: block_tables must be [B={bsz}, max_blocks] with unit last stride, got "
+                         f"{tuple(block_tables.shape)} strides {block_tables.stride()}")
+    check_shape(f"{who}: seq_lens", seq_lens, (bsz,))
+    for name, t in (("block_tables", block_tables), ("seq_lens", seq_lens)):
+        if t.device != q.device:
+            raise ValueError(f"{who}: {name} is on {t.device}, q on {q.device}")
+    out = torch.empty_like(q)
+    if bsz == 0:
+        return out
+    hk = k_cache.shape[2]
+    groups = q.shape[1] // hk
+    _paged_decode_kernel[(bsz, hk)](
+        q, k_cache, v_cache, out, block_tables, seq_lens.contiguous(), scale * LOG2E,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1),
+        block_tables.stride(0),
+        GROUPS=groups, HEAD_DIM=q.shape[-1], BLOCK_SIZE=block_size,
+        BLOCK_G=triton.next_power_of_2(groups), BLOCK_D=max(16, triton.next_power_of_2(q.shape[-1])),
+        num_warps=4,
+    )
+    return out
