@@ -87,9 +87,9 @@ _OPENING = re.compile(
     + r"[\s-]*(?P<unit>year|month|week|day|hour)s?[\s-]old\b(?P<np>[^.;:?]*?)\s+(?P<verb>" + _VERBS + r")\b")
 _OPENING_NO_AGE = re.compile(r"^(?P<art>An?)\s+(?P<pre>)(?P<np>man|woman|boy|girl|patient)\s+(?P<verb>" + _VERBS + r")\b")
 _OPTION_WORDING = re.compile(
-    r"\b(?:of the following|which of these|answer choices?|choices? below|options? below|the options|"
-    r"EXCEPT|all of the above|none of the above|[Ww]hich (?:option|choice|answer|statement|response)s?)\b"
-    r"|:\s*$")
+    r"\b(?i:of the following|which of these|answer choices?|choices? below|options? below|the options|"
+    r"all of the above|none of the above|which (?:option|choice|answer|statement|response)s?)\b"
+    r"|\bEXCEPT\b|:\s*$")
 _OPTION_ANSWER = re.compile(r"\b(?:all|none|both) of the above\b|^\s*both [A-E] and [A-E]\b|^\s*[A-E] and [A-E]\s*$",
                             re.IGNORECASE)
 
