@@ -19,6 +19,7 @@ class ContiguousKVCache:
 
     def __init__(self, num_layers: int, rows: int, max_len: int, kv_heads: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device):
+        max_len = 1 << (max_len - 1).bit_length()  # a power of two, as the paged kernel needs
         shape = (rows, max_len, kv_heads, head_dim)
         self.k = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
