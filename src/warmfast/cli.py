@@ -12,6 +12,7 @@ import sys
 # (module path) -> each module defines register(subparsers) adding one or more commands.
 COMMAND_MODULES = [
     "warmfast.engine.cli",
+    "warmfast.analysis.cli",
 ]
 
 

@@ -1,0 +1,95 @@
+"""Judged outputs from a warmfast run store (run/store.py: one SQLite file, `store.sqlite` in a run dir).
+
+Each grid job's `meta` carries the study's export columns (task, question_key, amendment_type,
+prompt_type, ...; see tasks/grid.py `GridPrompt.to_row`); its generation gives `output`, and its
+judgement with role "evaluation" gives `evaluation` (CORRECT / INCORRECT). The rows then go through
+`load.frame_from_study_layout` like any CSV. Generations without a usable evaluation verdict are
+left out and counted, so a partly judged run still gets a report that says what is missing.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from warmfast.analysis.load import TASK_ALIASES, TASKS, frame_from_study_layout
+
+STORE_NAME = "store.sqlite"
+
+
+@dataclass
+class StoreExport:
+    """judged: the judged frame; notes: (what, why) for rows left out."""
+
+    judged: pd.DataFrame
+    notes: list[tuple[str, str]] = field(default_factory=list)
+
+
+def find_store(path: Path) -> Path | None:
+    """The store file of a run directory (or the file itself), else None."""
+    if path.is_file() and path.suffix == ".sqlite":
+        return path
+    if path.is_dir() and (path / STORE_NAME).is_file():
+        return path / STORE_NAME
+    return None
+
+
+def read_store(path: str | Path, judge: str | None = None) -> StoreExport:
+    """Grid-task generations of the store with their evaluation verdicts. `judge` picks one judge
+    when the store holds evaluations by several (their names are listed in the error)."""
+    from warmfast.run.store import SCHEMA_VERSION
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"run store {path} does not exist")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        info = dict(db.execute("SELECT name, value FROM store_info").fetchall())
+        if str(info.get("schema_version")) != str(SCHEMA_VERSION):
+            raise ValueError(f"{path}: store schema_version {info.get('schema_version')!r}, "
+                             f"this warmfast reads {SCHEMA_VERSION}")
+        grid = tuple(TASKS) + tuple(k for k, v in TASK_ALIASES.items() if v in TASKS)
+        marks = ",".join("?" * len(grid))
+        jobs = db.execute(f"SELECT j.key, j.model, j.arm, j.task, j.meta, g.text FROM jobs j LEFT JOIN generations g "
+                          f"ON g.job_key = j.key WHERE j.kind = 'generate' AND j.task IN ({marks})", grid).fetchall()
+        verdicts = db.execute("SELECT job_key, judge, verdict FROM judgements WHERE role = 'evaluation'").fetchall()
+    except sqlite3.DatabaseError as err:
+        raise ValueError(f"{path}: not a readable warmfast run store ({err})") from err
+    finally:
+        db.close()
+    judges = sorted({j for _, j, _ in verdicts})
+    if judge is None and len(judges) > 1:
+        raise ValueError(f"{path}: evaluations by several judges {judges}; choose one (judge=...)")
+    if judge is not None and judge not in judges:
+        raise ValueError(f"{path}: no evaluations by judge {judge!r}; judges in the store: {judges}")
+    verdict_of = {k: v for k, j, v in verdicts if judge is None or j == judge}
+
+    rows, no_gen, no_verdict, bad_verdict = [], 0, 0, 0
+    for key, model, arm, task, meta, text in jobs:
+        if text is None:
+            no_gen += 1
+            continue
+        v = verdict_of.get(key)
+        if v is None:
+            no_verdict += key not in verdict_of
+            bad_verdict += key in verdict_of
+            continue
+        m = json.loads(meta)
+        m.update(model=model, arm=arm, task=task, output=text, evaluation=v)
+        rows.append(m)
+    notes = []
+    for n, why in ((no_gen, "grid jobs without a generation yet (run not finished)"),
+                   (no_verdict, "generations without an evaluation judgement (judging not finished)"),
+                   (bad_verdict, "evaluations whose judge reply named neither verdict")):
+        if n:
+            notes.append((f"{n} store row(s) of {path}", f"left out: {why}"))
+    df = pd.DataFrame(rows)
+    if df.empty:
+        raise ValueError(f"{path}: no judged grid-task generations in this store "
+                         f"({len(jobs)} grid jobs, {no_gen} without generation, {no_verdict} unjudged)")
+    if "sample" in df.columns:
+        df = df.sort_values("sample", kind="stable")  # de-duplication keeps sample 0 of each prompt
+    return StoreExport(frame_from_study_layout(df, source=str(path)), notes)
