@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = [
     "warmfast.engine.cli",
     "warmfast.analysis.cli",
+    "warmfast.run.cli",
 ]
 
 

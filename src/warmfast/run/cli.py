@@ -1,0 +1,70 @@
+"""`warmfast run CONFIG` and `warmfast judge CONFIG`: the study grid from the command line."""
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def _load(args):
+    from warmfast.run.config import ConfigError, load_config
+
+    config = load_config(args.config)
+    if args.output_dir is not None:  # same config, another run folder
+        import dataclasses
+
+        try:
+            config = dataclasses.replace(config, output_dir=args.output_dir)
+        except ConfigError as err:
+            raise SystemExit(f"--output-dir: {err}") from None
+    return config
+
+
+def _report(summary) -> None:
+    for line in summary.lines():
+        print(line)
+
+
+def cmd_run(args) -> int:
+    from warmfast.run.config import ConfigError
+    from warmfast.run.runner import run
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        config = _load(args)
+        summary = run(config, progress=not args.no_progress, generate_only=args.generate_only)
+    except ConfigError as err:
+        print(f"warmfast run: {err}", file=sys.stderr)
+        return 2
+    _report(summary)
+    return 0
+
+
+def cmd_judge(args) -> int:
+    from warmfast.run.config import ConfigError
+    from warmfast.run.runner import run
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        config = _load(args)
+        summary = run(config, progress=not args.no_progress, skip_generation=True)
+    except ConfigError as err:
+        print(f"warmfast judge: {err}", file=sys.stderr)
+        return 2
+    _report(summary)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run a study grid from a YAML config (resumable: rerun after a kill)")
+    p.add_argument("config", help="run config, e.g. configs/paper.yaml or configs/demo.yaml")
+    p.add_argument("--output-dir", default=None, help="run folder (default: output_dir in the config)")
+    p.add_argument("--generate-only", action="store_true", help="stop after generation (judge later)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("judge", help="judge and export a run's stored generations (no new generation); "
+                                     "change the config's judge: section to re-judge with another judge")
+    p.add_argument("config", help="the run's config")
+    p.add_argument("--output-dir", default=None, help="run folder (default: output_dir in the config)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_judge)
