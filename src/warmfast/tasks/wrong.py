@@ -8,7 +8,7 @@ one through the `proposer` hook.
 Public API:
     WrongAnswerProposer                 Callable[[Item], str | None]: propose a wrong answer
     medqa_wrong_answers(items, seed)    -> list[Item] with wrong_answer = a seeded distractor
-    triviaqa_wrong_answers(items, seed, proposer=None) -> list[Item]
+    triviaqa_wrong_answers(items, seed, proposer=None, pool_items=None) -> list[Item]
     assign_wrong_answers(items, seed, proposer=None)   dispatch on each item's task; items that
                                         already hold a wrong answer are kept as they are
 """
@@ -41,15 +41,17 @@ def medqa_wrong_answers(items: Sequence[Item], seed: int) -> list[Item]:
     return out
 
 
-def triviaqa_wrong_answers(items: Sequence[Item], seed: int,
-                           proposer: WrongAnswerProposer | None = None) -> list[Item]:
+def triviaqa_wrong_answers(items: Sequence[Item], seed: int, proposer: WrongAnswerProposer | None = None,
+                           pool_items: Sequence[Item] | None = None) -> list[Item]:
     """Per item: proposer(item) if given and it returns a usable answer (not one of the item's
-    aliases); else the canonical answer of another item of the same list, drawn with
-    rng_for(seed, "triviaqa-wrong", key) among those not matching any alias of this item.
+    aliases); else the canonical answer of another question, drawn with rng_for(seed,
+    "triviaqa-wrong", key) from pool_items (default: items) among those matching none of this
+    item's aliases. The draw depends only on (seed, key, pool), not on the order of items.
     extra["wrong_source"] says which ("proposer" or "other_question")."""
-    if len(items) < 2 and proposer is None:
-        raise TaskDataError("triviaqa wrong answers from other questions need at least 2 items")
-    pool = [it.right_answer for it in items if it.right_answer]
+    pool_items = items if pool_items is None else pool_items
+    pool = sorted({it.right_answer for it in pool_items if it.right_answer})
+    if len(pool) < 2 and proposer is None:
+        raise TaskDataError("triviaqa wrong answers from other questions need at least 2 distinct answers")
     out = []
     for it in items:
         aliases = {_norm(a) for a in it.correct_answers}
@@ -59,10 +61,18 @@ def triviaqa_wrong_answers(items: Sequence[Item], seed: int,
             if proposal and proposal.strip() and _norm(proposal) not in aliases:
                 wrong, source = proposal.strip(), "proposer"
         if wrong is None:
-            candidates = sorted({a for a in pool if _norm(a) not in aliases})
-            if not candidates:
-                raise TaskDataError(f"triviaqa item {it.key!r}: every other answer matches its aliases")
-            wrong, source = rng_for(seed, "triviaqa-wrong", it.key).choice(candidates), "other_question"
+            rng = rng_for(seed, "triviaqa-wrong", it.key)
+            for _ in range(64):  # rejection sampling: a pool answer is rarely an alias of this item
+                cand = rng.choice(pool)
+                if _norm(cand) not in aliases:
+                    wrong = cand
+                    break
+            else:
+                candidates = [a for a in pool if _norm(a) not in aliases]
+                if not candidates:
+                    raise TaskDataError(f"triviaqa item {it.key!r}: every other answer matches its aliases")
+                wrong = rng.choice(candidates)
+            source = "other_question"
         out.append(it.with_(wrong_answer=wrong, extra_update={"wrong_source": source}))
     return out
 
@@ -83,8 +93,7 @@ def assign_wrong_answers(items: Sequence[Item], seed: int,
         elif task == "triviaqa":
             # other-question answers are drawn from every TriviaQA item given, not only the unfilled
             pool_items = [it for it in items if it.task == "triviaqa"]
-            filled_all = {it.key: it for it in triviaqa_wrong_answers(pool_items, seed, proposer)}
-            filled = [filled_all[it.key] for it in subset]
+            filled = triviaqa_wrong_answers(subset, seed, proposer, pool_items=pool_items)
         else:
             raise TaskDataError(f"{task} item {subset[0].key!r} has no wrong answer; its loader should set it")
         for i, it in zip(idx, filled):
