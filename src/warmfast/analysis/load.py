@@ -67,8 +67,11 @@ def frame_from_study_layout(df: pd.DataFrame, *, model: str | None = None, arm: 
     table may hold several models/arms/tasks). Values are validated; nothing is dropped here.
     """
     df = df.copy()
-    if "prompt_type" not in df.columns and "prompt_template" in df.columns:
-        df = df.rename(columns={"prompt_template": "prompt_type"})
+    if "prompt_template" in df.columns:  # the study names it so in TriviaQA / TruthfulQA / Disinfo files
+        if "prompt_type" not in df.columns:
+            df = df.rename(columns={"prompt_template": "prompt_type"})
+        else:                             # mixed tables (MedQA has prompt_type): fill its gaps
+            df["prompt_type"] = df["prompt_type"].fillna(df["prompt_template"])
     for name, value in (("model", model), ("arm", arm), ("task", task)):
         if value is not None:
             df[name] = value
