@@ -2,9 +2,12 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <sstream>
+#include <vector>
 #include <string>
 
+#include "philox.h"
 #include "warmfast.h"
 
 namespace py = pybind11;
@@ -46,7 +49,25 @@ static py::tuple logprob(f32 logits, i64 targets) {
   return py::make_tuple(lp, am, lse);
 }
 
-static py::array_t<int64_t> sample(f32 probs, u64 seeds, u64 requests, u32 steps) {
+using f64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+// An optional per-row parameter: None -> `fill` for every row; else shape [rows].
+template <typename T>
+static std::vector<T> per_row(const py::object& arr, const char* name, int64_t rows, T fill) {
+  std::vector<T> out(rows, fill);
+  if (arr.is_none()) return out;
+  auto a = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(arr);
+  if (!a) throw py::value_error(std::string(name) + " must be an array of numbers");
+  auto info = a.request();
+  check_rows(name, info, rows);
+  const T* p = static_cast<const T*>(info.ptr);
+  for (int64_t r = 0; r < rows; ++r) out[r] = p[r];
+  return out;
+}
+
+static py::array_t<int64_t> sample(f32 probs, u64 seeds, u64 requests, u32 steps,
+                                   const py::object& temperature, const py::object& top_k,
+                                   const py::object& top_p, const py::object& min_p) {
   auto P = probs.request();
   if (P.ndim != 2) throw py::value_error("probs must be 2-D [rows, vocab], got ndim=" + std::to_string(P.ndim));
   const int64_t rows = P.shape[0], vocab = P.shape[1];
@@ -55,17 +76,43 @@ static py::array_t<int64_t> sample(f32 probs, u64 seeds, u64 requests, u32 steps
   check_rows("seeds", S, rows);
   check_rows("request_ids", R, rows);
   check_rows("steps", K, rows);
+  const auto temp = per_row<double>(temperature, "temperature", rows, 1.0);
+  const auto tk = per_row<int64_t>(top_k, "top_k", rows, 0);
+  const auto tp = per_row<double>(top_p, "top_p", rows, 1.0);
+  const auto mp = per_row<double>(min_p, "min_p", rows, 0.0);
+  std::vector<warmfast::SampleParams> params(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::ostringstream m;
+    if (!(temp[r] >= 0.0) || !std::isfinite(temp[r])) m << "temperature[" << r << "] = " << temp[r] << " must be finite and >= 0";
+    else if (tk[r] < 0) m << "top_k[" << r << "] = " << tk[r] << " must be >= 0 (0 = off)";
+    else if (!(tp[r] > 0.0 && tp[r] <= 1.0)) m << "top_p[" << r << "] = " << tp[r] << " must be in (0, 1]";
+    else if (!(mp[r] >= 0.0 && mp[r] <= 1.0)) m << "min_p[" << r << "] = " << mp[r] << " must be in [0, 1]";
+    if (!m.str().empty()) throw py::value_error(m.str());
+    params[r] = warmfast::SampleParams{temp[r], tk[r], tp[r], mp[r]};
+  }
   py::array_t<int64_t> out(rows);
   {
     py::gil_scoped_release nogil;
     warmfast::sample_rows(static_cast<const float*>(P.ptr), rows, vocab,
                           static_cast<const uint64_t*>(S.ptr), static_cast<const uint64_t*>(R.ptr),
-                          static_cast<const uint32_t*>(K.ptr), out.mutable_data());
+                          static_cast<const uint32_t*>(K.ptr), params.data(), out.mutable_data());
   }
   const int64_t* o = out.data();
   for (int64_t r = 0; r < rows; ++r) {
-    if (o[r] < 0) throw py::value_error("probs row " + std::to_string(r) + " has no positive entry");
+    if (o[r] < 0) throw py::value_error("probs row " + std::to_string(r) + " has no positive finite entry");
   }
+  return out;
+}
+
+static py::array_t<uint32_t> philox4x32_10(u32 counter, u32 key) {
+  auto C = counter.request(), K = key.request();
+  if (C.ndim != 1 || C.shape[0] != 4) throw py::value_error("counter must have shape [4]");
+  if (K.ndim != 1 || K.shape[0] != 2) throw py::value_error("key must have shape [2]");
+  const uint32_t* c = static_cast<const uint32_t*>(C.ptr);
+  const uint32_t* k = static_cast<const uint32_t*>(K.ptr);
+  const warmfast::Philox4 r = warmfast::philox4x32_10(c[0], c[1], c[2], c[3], k[0], k[1]);
+  py::array_t<uint32_t> out(4);
+  for (int i = 0; i < 4; ++i) out.mutable_data()[i] = r.v[i];
   return out;
 }
 
@@ -80,7 +127,13 @@ PYBIND11_MODULE(_C, m) {
   m.def("logprob", &logprob, py::arg("logits"), py::arg("targets"),
         "(logits [N,V] f32, targets [N] i64) -> (logprob [N] f32, argmax [N] i64, logsumexp [N] f32)");
   m.def("sample", &sample, py::arg("probs"), py::arg("seeds"), py::arg("request_ids"), py::arg("steps"),
-        "(probs [N,V] f32, seeds [N] u64, request_ids [N] u64, steps [N] u32) -> tokens [N] i64");
+        py::arg("temperature") = py::none(), py::arg("top_k") = py::none(),
+        py::arg("top_p") = py::none(), py::arg("min_p") = py::none(),
+        "(probs [N,V] f32, seeds [N] u64, request_ids [N] u64, steps [N] u32, temperature [N] f64 "
+        "(0 = greedy, default 1), top_k [N] i64 (0 = off), top_p [N] f64 (1 = off), min_p [N] f64 "
+        "(0 = off)) -> tokens [N] i64; the contract is in csrc/sampling.cpp");
+  m.def("philox4x32_10", &philox4x32_10, py::arg("counter"), py::arg("key"),
+        "raw Philox4x32-10 block: (counter [4] u32, key [2] u32) -> [4] u32 (Random123 layout)");
   m.def("philox_words", &philox_words, py::arg("seed"), py::arg("request_id"), py::arg("step"), py::arg("n"),
         "first n Philox4x32-10 words of (seed, request, step)");
 }

@@ -1,35 +1,125 @@
 // Batch-invariant sampling: the token of a row is a pure function of
-// (its probabilities, seed, request id, step). Exponential race (equivalently Gumbel-max):
-//   token = argmax_i p_i / E_i,  E_i = -log(u_i),  u_i = Philox(seed, request, step, i)
-// picks i with probability p_i and needs no prefix sum, so the result does not depend on the
-// order of a reduction: the Triton kernel computes the same per-entry values in float64.
+// (its probabilities, temperature, top_k, top_p, min_p, seed, request id, step).
+//
+// The contract (the Triton kernel in kernels/sampling.py and sample_ref beside it follow it):
+//   p_i      the row's float32 entries; NaN, negative and infinite entries count as 0; only
+//            ratios matter (the row need not be normalised). b_i = the float32 bit pattern of p_i
+//            (monotone in p_i for p_i >= 0), so every ranking below is exact and tie-aware.
+//   greedy   temperature == 0: the lowest index of the maximum p_i.
+//   w_i      = p_i / p_max when T == 1, else exp(log(p_i / p_max) / T), in float64 (w_max = 1).
+//   W_i      = floor(w_i * 2^32) as int64: the mass used by top-p. Integer sums are exact, so
+//            the top-p decision does not depend on summation order (exact for vocab <= 2^21).
+//   top-k    (0 < k < V) keep b_i >= t_k, t_k = the k-th largest b with multiplicity:
+//            every entry tied with the k-th is kept (the HF TopK rule).
+//   top-p    (top_p < 1) keep b_i >= t_p, t_p = the smallest value t >= t_k with
+//            S(t) = sum_{b_j > t} W_j < top_p * Z, Z = sum of W over the top-k survivors:
+//            an entry survives iff the mass strictly above it is below top_p; ties go together.
+//   min-p    (min_p > 0) keep w_i >= min_p (relative to the most probable entry, post-temperature).
+//   race     token = argmax over kept i of key_i = x_i / E_i, x_i = p_i (T == 1) or w_i,
+//            E_i = -log(u_i), u_i = (Philox(seed, request, step, i) + 0.5) / 2^32, in float64;
+//            the exponential race picks i with probability x_i / sum(x) and needs no prefix sum.
+//            The lowest index wins an exact tie. Thresholds are found by bisection on b, the same
+//            algorithm as the Triton kernel, so both paths read the same numbers.
 #include "philox.h"
 #include "warmfast.h"
 
 #include <cmath>
+#include <cstring>
+#include <vector>
 
 namespace warmfast {
 
+namespace {
+
+constexpr double kMassScale = 4294967296.0;  // 2^32
+
+inline uint32_t clean_bits(float x) {
+  if (!(x > 0.0f) || !std::isfinite(x)) return 0u;  // NaN, <= 0 and inf never win
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  return b;
+}
+
+inline float from_bits(uint32_t b) {
+  float x;
+  std::memcpy(&x, &b, sizeof x);
+  return x;
+}
+
+}  // namespace
+
 int64_t sample_row(const float* probs, int64_t vocab, uint64_t seed, uint64_t request,
-                   uint32_t step) {
+                   uint32_t step, const SampleParams& sp) {
+  std::vector<uint32_t> b(vocab);
+  uint32_t bmax = 0;
+  int64_t argmax = -1;
+  for (int64_t i = 0; i < vocab; ++i) {
+    b[i] = clean_bits(probs[i]);
+    if (b[i] > bmax) { bmax = b[i]; argmax = i; }  // strict: the lowest index of the maximum
+  }
+  if (bmax == 0) return -1;  // no positive entry; the binding reports it
+  if (sp.temperature == 0.0) return argmax;
+
+  const double pmax = static_cast<double>(from_bits(bmax));
+  const bool unit_t = sp.temperature == 1.0;
+  std::vector<double> w(vocab);
+  for (int64_t i = 0; i < vocab; ++i) {
+    const double r = static_cast<double>(from_bits(b[i])) / pmax;
+    w[i] = b[i] == 0 ? 0.0 : (unit_t ? r : std::exp(std::log(r) / sp.temperature));
+  }
+
+  uint32_t t_k = 1;  // smallest positive bit pattern: zero entries are never kept
+  if (sp.top_k > 0 && sp.top_k < vocab) {
+    uint32_t lo = 1, hi = bmax;  // largest t with count(b >= t) >= k
+    for (int it = 0; it < 32 && lo < hi; ++it) {
+      const uint32_t mid = lo + (hi - lo + 1) / 2;
+      int64_t count = 0;
+      for (int64_t i = 0; i < vocab; ++i) count += b[i] >= mid;
+      if (count >= sp.top_k) lo = mid; else hi = mid - 1;
+    }
+    t_k = lo;
+  }
+
+  uint32_t t_p = t_k;
+  if (sp.top_p < 1.0) {
+    std::vector<int64_t> W(vocab);
+    int64_t Z = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      W[i] = static_cast<int64_t>(w[i] * kMassScale);
+      if (b[i] >= t_k) Z += W[i];
+    }
+    const double thr = sp.top_p * static_cast<double>(Z);
+    uint32_t lo = t_k, hi = bmax;  // smallest t in [t_k, bmax] with S(t) < thr; S(bmax) = 0
+    for (int it = 0; it < 32 && lo < hi; ++it) {
+      const uint32_t mid = lo + (hi - lo) / 2;
+      int64_t S = 0;
+      for (int64_t i = 0; i < vocab; ++i) if (b[i] > mid) S += W[i];
+      if (static_cast<double>(S) < thr) hi = mid; else lo = mid + 1;
+    }
+    t_p = lo;
+  }
+
   double best = -1.0;
   int64_t best_i = -1;
   for (int64_t i = 0; i < vocab; ++i) {
-    const double p = static_cast<double>(probs[i]);
-    if (!(p > 0.0)) continue;  // zero (filtered) entries never win; NaN never wins either
+    if (b[i] < t_p || b[i] == 0) continue;
+    if (sp.min_p > 0.0 && !(w[i] >= sp.min_p)) continue;
+    const double x = unit_t ? static_cast<double>(from_bits(b[i])) : w[i];
+    if (!(x > 0.0)) continue;  // a weight that underflowed in float64 cannot be drawn
     const double e = -std::log(uint_to_unit_open(philox_word(seed, request, step,
                                                              static_cast<uint32_t>(i))));
-    const double key = p / e;
+    const double key = x / e;
     if (key > best) { best = key; best_i = i; }
   }
-  return best_i;  // -1 only for an all-zero row; the binding reports it
+  return best_i;
 }
 
 void sample_rows(const float* probs, int64_t rows, int64_t vocab, const uint64_t* seeds,
-                 const uint64_t* requests, const uint32_t* steps, int64_t* out) {
-#pragma omp parallel for schedule(static)
+                 const uint64_t* requests, const uint32_t* steps, const SampleParams* params,
+                 int64_t* out) {
+#pragma omp parallel for schedule(dynamic, 1)
   for (int64_t r = 0; r < rows; ++r) {
-    out[r] = sample_row(probs + r * vocab, vocab, seeds[r], requests[r], steps[r]);
+    out[r] = sample_row(probs + r * vocab, vocab, seeds[r], requests[r], steps[r], params[r]);
   }
 }
 

@@ -1,0 +1,169 @@
+"""The sampling contract: C++ == Triton (interpreter) == sort-based torch reference, in every mode;
+a row's token ignores the rest of its batch; frequencies follow the (filtered) distribution."""
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chi2
+
+from warmfast import _C
+from warmfast.engine.sampling import SamplingParams, sample_logits, sample_probs
+from warmfast.kernels.sampling import sample as triton_sample
+from warmfast.kernels.sampling import sample_ref
+
+MODES = {  # name -> (temperature, top_k, top_p, min_p)
+    "greedy": (0.0, 0, 1.0, 0.0),
+    "plain": (1.0, 0, 1.0, 0.0),
+    "temperature": (0.6, 0, 1.0, 0.0),
+    "top_k": (1.0, 7, 1.0, 0.0),
+    "top_p": (1.0, 0, 0.7, 0.0),
+    "min_p": (1.4, 0, 1.0, 0.05),
+    "all": (0.8, 25, 0.9, 0.02),
+}
+
+
+def random_probs(n: int, v: int, seed: int) -> torch.Tensor:
+    """Peaked and flat rows, exact ties, exact zeros, and unnormalised scales."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, v, generator=g) * torch.linspace(0.3, 6.0, n)[:, None]
+    probs = torch.softmax(logits, -1)
+    probs[0, : v // 3] = 0.0  # zeros never win
+    probs[1, 5:15] = probs[1].max()  # a tie at the top
+    probs[2] *= 1e-30  # only ratios matter
+    probs[3, ::4] = probs[3, 1]  # many ties in the middle
+    return probs.contiguous()
+
+
+def run_all(probs, seeds, reqs, steps, mode):
+    n = probs.shape[0]
+    t, k, p, m = MODES[mode]
+    temp, tk, tp, mp = (np.full(n, t), np.full(n, k, np.int64), np.full(n, p), np.full(n, m))
+    cpp = _C.sample(probs.numpy(), np.asarray(seeds, np.uint64), np.asarray(reqs, np.uint64),
+                    np.asarray(steps, np.uint32), temperature=temp, top_k=tk, top_p=tp, min_p=mp).tolist()
+    tri = triton_sample(probs, torch.tensor(np.asarray(seeds, np.uint64).view(np.int64)),
+                        torch.tensor(np.asarray(reqs, np.uint64).view(np.int64)),
+                        torch.tensor(steps, dtype=torch.int64), torch.from_numpy(temp),
+                        torch.from_numpy(tk), torch.from_numpy(tp), torch.from_numpy(mp)).tolist()
+    ref = sample_ref(probs, seeds, reqs, steps, temp, tk, tp, mp)
+    return cpp, tri, ref
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("v", [97, 1500])
+def test_cpp_equals_triton_equals_ref(mode, v):
+    n = 6
+    probs = random_probs(n, v, seed=v)
+    seeds = [0, 1, 2**64 - 1, 7, 123456789, 2**40]
+    reqs = [5, 2**63 + 11, 0, 99, 3, 2**33 + 1]
+    steps = [0, 1, 2, 2**32 - 1, 40, 7]
+    cpp, tri, ref = run_all(probs, seeds, reqs, steps, mode)
+    assert cpp == tri == ref, (cpp, tri, ref)
+    assert all(probs[r, t] > 0 for r, t in enumerate(cpp))
+
+
+def test_mixed_settings_in_one_batch_equal_across_implementations():
+    probs = random_probs(7, 300, seed=3)
+    params = [SamplingParams(*MODES[m], seed=i) for i, m in enumerate(MODES)]
+    reqs, steps = [11 * i for i in range(7)], [i * i for i in range(7)]
+    assert sample_probs(probs, params, reqs, steps, "cpp") == sample_probs(probs, params, reqs, steps, "triton")
+
+
+def test_greedy_and_filter_tie_rules():
+    keys = dict(seeds=[3], request_ids=[4], steps=[5])
+
+    def cpp(p, **kw):
+        args = {k: np.asarray(v) for k, v in kw.items()}
+        return _C.sample(np.asarray([p], np.float32), np.asarray(keys["seeds"], np.uint64),
+                         np.asarray(keys["request_ids"], np.uint64), np.asarray(keys["steps"], np.uint32),
+                         **args)[0]
+
+    assert cpp([0.1, 0.4, 0.4, 0.1], temperature=[0.0]) == 1  # greedy: lowest index of the max
+    # top-k = 2 with a tie at the 2nd value keeps all tied entries (HF TopK rule), never index 0
+    draws = {cpp([0.05, 0.4, 0.3, 0.3], top_k=[2]) for keys["steps"] in ([[s] for s in range(200)])}
+    assert draws == {1, 2, 3}
+    # top-p = 0.5: mass strictly above the 0.28 entries is 0.4 < 0.5, so both ties survive
+    draws = {cpp([0.04, 0.4, 0.28, 0.28], top_p=[0.5]) for keys["steps"] in ([[s] for s in range(200)])}
+    assert draws == {1, 2, 3}
+    # top-p = 0.35: mass above the 0.28 entries is 0.4 >= 0.35: only the top entry
+    draws = {cpp([0.04, 0.4, 0.28, 0.28], top_p=[0.35]) for keys["steps"] in ([[s] for s in range(50)])}
+    assert draws == {1}
+    # min-p = 0.5 keeps p >= 0.2 here
+    draws = {cpp([0.1, 0.4, 0.3, 0.2], min_p=[0.5]) for keys["steps"] in ([[s] for s in range(200)])}
+    assert draws == {1, 2, 3}
+
+
+@pytest.mark.parametrize("impl", ["cpp", "triton"])
+def test_row_token_ignores_the_rest_of_the_batch(impl):
+    probs = random_probs(9, 211, seed=5)
+    params = [SamplingParams(*MODES[m], seed=42) for m in ["plain", "top_p", "all"]] * 3
+    reqs, steps = list(range(100, 109)), [3] * 9
+    together = sample_probs(probs, params, reqs, steps, impl)
+    alone = [sample_probs(probs[i:i + 1], params[i:i + 1], reqs[i:i + 1], steps[i:i + 1], impl)[0]
+             for i in range(9)]
+    perm = [4, 8, 0, 2, 6, 1, 7, 3, 5]
+    shuffled = sample_probs(probs[perm], [params[i] for i in perm], [reqs[i] for i in perm], [3] * 9, impl)
+    assert together == alone
+    assert [shuffled[perm.index(i)] for i in range(9)] == together
+
+
+def test_logits_dispatch_batch_invariant_and_greedy_is_logit_argmax():
+    logits = torch.randn(6, 50) * 2
+    params = [SamplingParams(0.0), SamplingParams(0.9, seed=1), SamplingParams(1.0, top_k=5, seed=2)] * 2
+    reqs, steps = [1, 2, 3, 4, 5, 6], [0] * 6
+    toks = sample_logits(logits, params, reqs, steps, "cpp")
+    assert toks[0] == int(logits[0].argmax()) and toks[3] == int(logits[3].argmax())
+    for i in range(6):
+        assert sample_logits(logits[i:i + 1], params[i:i + 1], reqs[i:i + 1], [0], "cpp") == [toks[i]]
+    assert toks == sample_logits(logits, params, reqs, steps, "triton")
+
+
+def chi_square_ok(counts: np.ndarray, expected_p: np.ndarray, alpha: float = 1e-4) -> tuple[float, float]:
+    n = counts.sum()
+    support = expected_p > 0
+    assert counts[~support].sum() == 0, "a filtered-out entry was drawn"
+    exp = n * expected_p[support]
+    stat = float(((counts[support] - exp) ** 2 / exp).sum())
+    return stat, float(chi2.ppf(1 - alpha, df=int(support.sum()) - 1))
+
+
+@pytest.mark.parametrize("mode", ["plain", "temperature", "top_k", "top_p", "min_p"])
+def test_frequencies_match_the_filtered_distribution(mode):
+    p = np.array([0.30, 0.22, 0.15, 0.11, 0.08, 0.06, 0.04, 0.02, 0.015, 0.005], np.float64)
+    t, k, top_p, min_p = {"plain": (1.0, 0, 1.0, 0.0), "temperature": (0.7, 0, 1.0, 0.0),
+                          "top_k": (1.0, 4, 1.0, 0.0), "top_p": (1.0, 0, 0.8, 0.0),
+                          "min_p": (1.0, 0, 1.0, 0.25)}[mode]
+    q = p ** (1.0 / t)
+    q /= q.sum()
+    if k:
+        q[k:] = 0.0
+    if top_p < 1.0:  # mass strictly above each entry (sorted descending, no ties here)
+        above = np.concatenate([[0.0], np.cumsum(q)[:-1]])
+        q[above >= top_p * q.sum()] = 0.0
+    if min_p:
+        q[q < min_p * q.max()] = 0.0
+    q /= q.sum()
+    n = 20000
+    probs = np.tile(p.astype(np.float32), (n, 1))
+    toks = _C.sample(probs, np.full(n, 2024, np.uint64), np.arange(n, dtype=np.uint64),
+                     np.zeros(n, np.uint32), temperature=np.full(n, t), top_k=np.full(n, k, np.int64),
+                     top_p=np.full(n, top_p), min_p=np.full(n, min_p))
+    stat, bound = chi_square_ok(np.bincount(toks, minlength=len(p)), q)
+    assert stat < bound, (mode, stat, bound)
+
+
+def test_steps_and_seeds_give_fresh_draws():
+    p = np.full((1, 1000), 1.0, np.float32)
+    draws = {int(_C.sample(p, np.array([s], np.uint64), np.array([9], np.uint64), np.array([k], np.uint32))[0])
+             for s in range(5) for k in range(20)}
+    assert len(draws) > 90  # 100 draws over 1000 equal entries: collisions are rare
+
+
+def test_triton_launcher_validates():
+    probs = torch.ones(2, 8)
+    z64, f64 = torch.zeros(2, dtype=torch.int64), torch.ones(2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="top_p must be torch.float64"):
+        triton_sample(probs, z64, z64, z64, f64, z64, torch.ones(2), f64 * 0)
+    with pytest.raises(ValueError, match="row 1 has invalid settings"):
+        triton_sample(probs, z64, z64, z64, f64, z64, torch.tensor([1.0, 0.0], dtype=torch.float64), f64 * 0)
+    probs[1] = 0.0
+    with pytest.raises(ValueError, match="probs row 1 has no positive finite entry"):
+        triton_sample(probs, z64, z64, z64, f64, z64, f64, f64 * 0)
