@@ -130,11 +130,26 @@ def fig_arms(table: pd.DataFrame, title: str = "") -> Figure | str:
     return fig
 
 
+def sociot_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Accept `warmfast sociot`'s sociot.csv (arm, series, epoch, mode, n, mean, se, ...) as well as
+    the plain layout (model, epoch, warmth, se). In the former each series becomes a line and the
+    "base" row (epoch 0, the original model) starts every line."""
+    if {"model", "warmth"} <= set(df.columns):
+        return df
+    if not {"series", "epoch", "mean", "se"} <= set(df.columns):
+        return df                                # fig_warmth_epochs names the missing columns
+    t = df.rename(columns={"mean": "warmth", "series": "model"})
+    base = t[t["model"] == "base"]
+    lines = [pd.concat([base.assign(model=m), sub]) for m, sub in t[t["model"] != "base"].groupby("model")]
+    return pd.concat(lines, ignore_index=True) if lines else t
+
+
 def fig_warmth_epochs(sociot: pd.DataFrame | None, title: str = "") -> Figure | str:
-    """SocioT warmth (mean +- s.e.) over training epochs, one line per model.
-    Table columns: model, epoch, warmth, se."""
+    """SocioT warmth (mean +- s.e.) over training epochs, one line per model (or training series).
+    Table columns: model, epoch, warmth, se; or `warmfast sociot`'s sociot.csv (see sociot_table)."""
     if sociot is None or sociot.empty:
         return "no SocioT warmth scores per checkpoint (columns model, epoch, warmth, se) were given"
+    sociot = sociot_table(sociot)
     missing = {"model", "epoch", "warmth", "se"} - set(sociot.columns)
     if missing:
         return f"SocioT table lacks column(s) {sorted(missing)}"
@@ -144,7 +159,8 @@ def fig_warmth_epochs(sociot: pd.DataFrame | None, title: str = "") -> Figure | 
     ax.set_xlabel("epoch (0 = original model)")
     ax.set_ylabel("SocioT warmth")
     ax.legend(fontsize=8)
-    ax.set_title(title or "Warmth over fine-tuning epochs")
+    modes = sorted(set(sociot["mode"])) if "mode" in sociot.columns else []
+    ax.set_title(title or "Warmth over fine-tuning epochs" + (f" (SocioT mode: {', '.join(modes)})" if modes else ""))
     fig.tight_layout()
     return fig
 
