@@ -1,6 +1,7 @@
 """Task loaders on the shipped files, the shared/data files and Hugging Face layouts; clear errors."""
 import hashlib
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -185,6 +186,10 @@ def test_item_validation():
         Item("gsm8k", "k", "  ", ("a",))
     with pytest.raises(TaskDataError, match="empty/non-string"):
         Item("gsm8k", "k", "q", ("",))
+    it = load_medqa()[0]
+    assert pickle.loads(pickle.dumps(it)) == it and hash(it) == hash(pickle.loads(pickle.dumps(it)))
+    with pytest.raises(TypeError):
+        it.extra["answer"] = "x"  # read-only
 
 
 def test_seeded_sampling():

@@ -221,7 +221,7 @@ class GridPrompt:
     prompt_type: str
     statement: str | None
     prompt: str
-    columns: Mapping[str, Any] = field(default_factory=dict)
+    columns: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def to_row(self) -> dict[str, Any]:
         """Study layout: the task's columns, then prompt, prompt_type (also as `prompt_template`

@@ -44,7 +44,7 @@ class Item:
     question: str
     correct_answers: tuple[str, ...]
     wrong_answer: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -63,6 +63,9 @@ class Item:
             if not isinstance(self.wrong_answer, str) or not self.wrong_answer.strip():
                 raise TaskDataError(f"Item {self.task}/{self.key}: bad wrong_answer {self.wrong_answer!r}")
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+
+    def __reduce__(self):  # mappingproxy does not pickle; rebuild through __init__ (worker processes)
+        return (Item, (self.task, self.key, self.question, self.correct_answers, self.wrong_answer, dict(self.extra)))
 
     @property
     def right_answer(self) -> str | None:
