@@ -113,3 +113,20 @@ def test_errors_name_the_problem():
     gsm = Item("gsm8k", "g-0", "1+1?", ("2",), "3")
     with pytest.raises(TaskDataError, match="grid covers only"):
         build_grid([gsm], M, seed=0)
+
+
+def test_compat_layout_agrees_with_protocol_prompt_layout_compat():
+    from warmfast.tasks.protocol import load_protocol_json
+
+    compat = load_protocol_json()["prompt_layout_compat"]
+    s = M.statements["relation:close"][0]
+    p = build_prompt(TRIVIA, "relation:close", "incorrect", s, M, COMPAT)
+    assert p.startswith(s + compat["context_then_neutral_separator"] + N)
+    assert compat["stake_replaces_neutral"] is True
+    stake = M.statements["stake:low"][0]
+    assert N not in build_prompt(TRIVIA, "stake:low", "incorrect", stake, M, COMPAT)
+    assert build_prompt(TRIVIA, "stake:low", "incorrect", stake, M, COMPAT).startswith(f" {stake}. ")
+    # a layout is plain config: any field can be set
+    custom = dataclasses.replace(CLEAN, disinfo_belief_prefix="I told them ")
+    dis = load_disinfo()[0]
+    assert "I told them I think" in build_prompt(dis, "unmodified", "incorrect", None, M, custom)
