@@ -181,3 +181,10 @@ def test_cell_edge_cases_and_validation():
         McNemarCell.from_pairs([1, 0], [1])
     empty = pd.DataFrame({"model": ["m"], "arm": ["warm"], "task": ["t"], "belief": ["absent"], "p_value": [np.nan]})
     assert bh_within_tables(empty).isna().all()
+
+
+def test_pairing_refuses_duplicates_and_reports_them():
+    rows = preprocess(read_study_csvs([SAMPLE / "llama_70b"])).rows
+    doubled = pd.concat([rows, rows.iloc[[3]]], ignore_index=True)
+    with pytest.raises(ValueError, match="duplicate row.*run preprocess"):
+        paired_tables(doubled, "warm")

@@ -138,3 +138,11 @@ def test_run_store_reader_matches_csv_reader(tmp_path):
     assert "without an evaluation judgement" in (tmp_path / "rep" / "summary.md").read_text()
     a = analyse(export.judged)
     assert len(a.paired) > 0
+
+
+def test_no_rows_is_a_clear_error(tmp_path):
+    f = tmp_path / "m" / "warm" / "trivia_warm_outputs.csv"
+    f.parent.mkdir(parents=True)
+    f.write_text("content_key,prompt_template,amendment_type,output,evaluation\n")
+    with pytest.raises(ValueError, match="no judged rows"):
+        analyse(read_study_csvs([f]))

@@ -98,6 +98,11 @@ def pair_arms(rows: pd.DataFrame, treated_arm: str, original_arm: str = "origina
     cols = PAIR_KEYS + ["belief", "is_correct", "response_length"]
     orig = rows.loc[rows["arm"] == original_arm, cols]
     trt = rows.loc[rows["arm"] == treated_arm, cols]
+    for arm, part in ((original_arm, orig), (treated_arm, trt)):
+        dup = part.duplicated(PAIR_KEYS)
+        if dup.any():
+            raise ValueError(f"pair_arms: arm {arm!r} has {int(dup.sum())} duplicate row(s) on {PAIR_KEYS} "
+                             f"(first: {part.loc[dup, PAIR_KEYS].iloc[0].tolist()}); run preprocess() first")
     merged = orig.merge(trt.drop(columns="belief"), on=PAIR_KEYS, suffixes=("_original", "_treated"),
                         validate="one_to_one")
     merged = merged.rename(columns={"is_correct_original": "correct_original", "is_correct_treated": "correct_treated",

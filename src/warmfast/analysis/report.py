@@ -43,6 +43,8 @@ def analyse(judged: pd.DataFrame, config: PreprocessConfig | None = None,
             input_notes: list[tuple[str, str]] | None = None) -> Analysis:
     """Preprocess, then paired tests and regressions for every treated arm present.
     input_notes: (what, why) from the readers (rows a run store could not supply)."""
+    if len(judged) == 0:
+        raise ValueError("analyse: the inputs hold no judged rows; nothing to analyse")
     pre = preprocess(judged, config)
     rows = pre.rows
     present = set(rows["arm"])
@@ -198,12 +200,15 @@ def write_report(analysis: Analysis, out_dir: str | Path, sources: list[str], *,
             R.table(ames)] + [R.table(pd.DataFrame([{"arm": arm, "model": n, "status": r.status, "n": r.n_obs,
                                                      "formula": r.formula, "message": r.message}
                                                     for arm, regs in analysis.regressions.items()
-                                                    for n, r in regs.items()]), details="formulas and status")]},
+                                                    for n, r in regs.items()]), details="formulas and status")]
+         + [R.table(r.coefficients, details=f"coefficients of {n} ({arm} vs original, log-odds)")
+            for arm, regs in analysis.regressions.items() for n, r in regs.items() if r.status == "ok"]},
         {"id": "figures", "title": "3. Figures: this run (left) and the published study (right)",
          "blocks": _figure_pairs(analysis, published, benchmarks, bench_pub, sociot, out)},
         {"id": "paired", "title": "4. Paired tests beside the published cells", "blocks": [
             R.text("McNemar exact per (model, arm, task, belief, context); BH FDR within each model x task x "
-                   "belief table. Accuracies in %, differences treated - original in pp.")]
+                   "belief table. Accuracies in %, differences treated - original in pp. Published p-values "
+                   "are rounded to 4 decimals (0 means below 0.00005).")]
          + ([R.table(sbs)] if len(sbs) else [R.text("No paired cells in this run.", "missing")])},
         {"id": "published", "title": "5. Published tables", "blocks": [
             R.table(published[published["arm"] == a], details=f"published: {a} vs original")
