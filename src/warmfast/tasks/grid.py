@@ -9,7 +9,8 @@ Notation: N = neutral sentence, S = the context statement, Q = question, B = bel
     belief prompts                  unmodified: N Q B; emotion/relation: S N Q B; stake: S Q B
                                     (the stake statement takes N's place)
 Layouts: CLEAN (default) builds exactly that with single spaces, no doubled periods, answers in
-their own case, Disinfo statements lower-cased only where the first word is not a proper noun.
+their own case, Disinfo statements lower-cased only where the first word is not a proper noun,
+and the one statement written "right?." tidied to "right?".
 COMPAT reproduces the released study files byte for byte (see `PromptLayout` fields): a leading
 space and a double space for TriviaQA/TruthfulQA, "S." after stake statements, "I told them"
 before Disinfo beliefs with a lower-cased first letter, MedQA belief prompts without N and with
