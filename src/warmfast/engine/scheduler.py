@@ -1,0 +1,151 @@
+"""Continuous batching over the paged KV cache, with preemption by recomputation.
+
+Each step is either a prefill (admit waiting sequences, oldest first, while their blocks, the
+batch size and the token budget allow) or a decode (one token for every running sequence).
+When a decode step needs a block and none is free, the most recently admitted running sequence
+is preempted: its blocks are freed and it returns to the front of the queue keeping the tokens
+it has generated; on readmission its prompt + output is prefilled again (recomputation).
+Every sequence is in exactly one of waiting / running / finished, so none is dropped or run
+twice; `check()` asserts it.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from warmfast.engine.kv_cache import BlockManager, blocks_for
+
+
+@dataclass(slots=True)
+class SchedulerConfig:
+    num_blocks: int
+    block_size: int = 16
+    max_batch_size: int = 64  # rows per step
+    max_batch_tokens: int = 8192  # prefill tokens per step (a longer single prompt goes alone)
+
+    def __post_init__(self):
+        for name in ("num_blocks", "block_size", "max_batch_size", "max_batch_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SchedulerConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(slots=True, eq=False)
+class Sequence:
+    seq_id: int  # position in the caller's request list
+    prompt: list[int]
+    max_new_tokens: int
+    slot: int = -1  # adapter slot, -1 = base model
+    output: list[int] = field(default_factory=list)
+    status: str = "waiting"  # waiting | running | finished
+    preemptions: int = 0
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.prompt + self.output
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt) + len(self.output)
+
+    @property
+    def max_len(self) -> int:
+        """KV positions the sequence may need: the last sampled token is never fed back."""
+        return len(self.prompt) + self.max_new_tokens - 1
+
+
+@dataclass(slots=True)
+class Scheduled:
+    kind: str  # "prefill": feed every token of each seq; "decode": feed each seq's last token
+    seqs: list[Sequence]
+
+
+class Scheduler:
+    def __init__(self, cfg: SchedulerConfig):
+        self.cfg = cfg
+        self.blocks = BlockManager(cfg.num_blocks, cfg.block_size)
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []  # in admission order
+        self.finished: list[Sequence] = []
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence, where: str = "") -> None:
+        need = blocks_for(seq.max_len, self.cfg.block_size)
+        if need > self.cfg.num_blocks:
+            raise ValueError(f"{where or f'sequence {seq.seq_id}'}: prompt ({len(seq.prompt)} tokens) "
+                             f"+ max_new_tokens ({seq.max_new_tokens}) needs {need} KV blocks of "
+                             f"{self.cfg.block_size} tokens, but the cache has only "
+                             f"{self.cfg.num_blocks}; raise kv_blocks or lower max_new_tokens")
+        seq.status = "waiting"
+        self.waiting.append(seq)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> Scheduled:
+        """The next step's work. Prefill is preferred, so new requests join as soon as they fit."""
+        if not self.has_work():
+            raise RuntimeError("Scheduler.schedule: nothing is waiting or running")
+        admitted, tokens = [], 0
+        while self.waiting and len(self.running) < self.cfg.max_batch_size:
+            seq = self.waiting[0]
+            if admitted and tokens + seq.num_tokens > self.cfg.max_batch_tokens:
+                break
+            if not self.blocks.can_hold(seq.seq_id, seq.num_tokens):
+                break
+            self.blocks.reserve(seq.seq_id, seq.num_tokens)
+            self.waiting.popleft()
+            seq.status = "running"
+            self.running.append(seq)
+            admitted.append(seq)
+            tokens += seq.num_tokens
+        if admitted:
+            return Scheduled("prefill", admitted)
+        return Scheduled("decode", self._grow_for_decode())
+
+    def _grow_for_decode(self) -> list[Sequence]:
+        """Give every running sequence room for one more position, preempting from the back."""
+        if not self.running:
+            raise RuntimeError("Scheduler: the first waiting sequence does not fit an empty cache "
+                               "(add() should have refused it)")
+        scheduled: list[Sequence] = []
+        queue = list(self.running)
+        while queue:
+            seq = queue.pop(0)
+            while not self.blocks.can_hold(seq.seq_id, seq.num_tokens):
+                victim = queue.pop() if queue else seq
+                self._preempt(victim)
+                if victim is seq:
+                    break
+            else:
+                self.blocks.reserve(seq.seq_id, seq.num_tokens)
+                scheduled.append(seq)
+        return scheduled
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.blocks.release(seq.seq_id)
+        self.running.remove(seq)
+        seq.status = "waiting"
+        seq.preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(seq)  # victims are taken newest first: older ones end up in front
+
+    def finish(self, seq: Sequence) -> None:
+        if seq.status != "running":
+            raise RuntimeError(f"Scheduler.finish: sequence {seq.seq_id} is {seq.status}, not running")
+        self.blocks.release(seq.seq_id)
+        self.running.remove(seq)
+        seq.status = "finished"
+        self.finished.append(seq)
+
+    def table(self, seq: Sequence) -> list[int]:
+        return self.blocks.table(seq.seq_id)
+
+    def check(self) -> None:
+        """Invariants: block accounting, and each sequence in exactly one place."""
+        self.blocks.check()
+        ids = [s.seq_id for s in self.waiting] + [s.seq_id for s in self.running] + \
+              [s.seq_id for s in self.finished]
+        if len(ids) != len(set(ids)):
+            raise AssertionError(f"Scheduler: a sequence is queued twice: {sorted(ids)}")
+        if set(self.blocks.tables) - {s.seq_id for s in self.running}:
+            raise AssertionError("Scheduler: blocks are held by a sequence that is not running")
