@@ -188,3 +188,25 @@ def test_pairing_refuses_duplicates_and_reports_them():
     doubled = pd.concat([rows, rows.iloc[[3]]], ignore_index=True)
     with pytest.raises(ValueError, match="duplicate row.*run preprocess"):
         paired_tables(doubled, "warm")
+
+
+def test_published_unmodified_cells_hold_plain_prompts_only(sample_table):
+    """Recovered n of the published belief-absent unmodified cell is the question count (gpt-4o
+    TriviaQA: 500 questions, 500 pairs), not plain + neutral (about 1000): the published tables did
+    not pool the neutral prompts. pool_neutral=False reproduces that layout."""
+    pub = load_all_published_paired()
+    row = pub[(pub["model"] == "gpt-4o") & (pub["arm"] == "warm") & (pub["task"] == "trivia")
+              & (pub["belief"] == "absent") & (pub["context"] == "unmodified")].iloc[0]
+    b, c, n = published_counts(row)
+    assert (round(b), round(c)) == (10, 4) and 450 < n < 550
+    rows, table = sample_table
+    plain = paired_tables(rows, "warm", pool_neutral=False)
+    key = ["model", "task", "belief", "context"]
+    both = table.merge(plain, on=key, how="left", suffixes=("", "_plain"))
+    unmod = (both["belief"] == "absent") & (both["context"] == "unmodified")
+    neutral_pairs = rows[(rows["prompt_type"] == "original_neutral")].groupby(["model", "task", "question_key"]) \
+        ["arm"].nunique().eq(2).groupby(level=[0, 1]).sum()
+    assert neutral_pairs.sum() >= 4
+    for r in both[unmod].itertuples():
+        assert r.n - (0 if np.isnan(r.n_plain) else r.n_plain) == neutral_pairs.get((r.model, r.task), 0)
+    assert (both.loc[~unmod, "n"] == both.loc[~unmod, "n_plain"]).all()

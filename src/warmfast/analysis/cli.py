@@ -18,6 +18,9 @@ def register(subparsers) -> None:
     p.add_argument("--benchmarks", help="CSV of capability benchmarks: model, benchmark, arm, accuracy, "
                                         "ci_lower, ci_upper")
     p.add_argument("--protocol", help="protocol.json whose refusal phrase list to use (default: the shipped copy)")
+    p.add_argument("--no-pool-neutral", action="store_true",
+                   help="leave the neutral-sentence prompts out of the belief-absent unmodified paired cell, "
+                        "as the published tables did (PROTOCOL pools them; default)")
     p.add_argument("--judge", help="which judge's evaluations to use when a run store holds several")
     p.add_argument("--title", default="warmfast report: warmth study")
     p.set_defaults(func=run_report)
@@ -57,7 +60,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     judged, notes = load_inputs(args.inputs, args.judge)
     config = PreprocessConfig.from_protocol(args.protocol) if args.protocol else PreprocessConfig()
-    analysis = analyse(judged, config, input_notes=notes)
+    analysis = analyse(judged, config, input_notes=notes, pool_neutral=not args.no_pool_neutral)
     paths = write_report(analysis, args.out, [str(i) for i in args.inputs],
                          sociot=_read_optional(args.sociot, "sociot"),
                          benchmarks=_read_optional(args.benchmarks, "benchmarks"), title=args.title)

@@ -137,9 +137,18 @@ def bh_within_tables(table: pd.DataFrame, keys: list[str] = TABLE_KEYS) -> pd.Se
     return out
 
 
-def paired_tables(rows: pd.DataFrame, treated_arm: str, original_arm: str = "original") -> pd.DataFrame:
+def paired_tables(rows: pd.DataFrame, treated_arm: str, original_arm: str = "original",
+                  pool_neutral: bool = True) -> pd.DataFrame:
     """All cells of one treated arm: TABLE_KEYS + context, counts a b c d n, accuracies, diff_pp,
-    cohens_g, odds_ratio, p_value, p_fdr. Cells without any pair are absent (see `missing_cells`)."""
+    cohens_g, odds_ratio, p_value, p_fdr. Cells without any pair are absent (see `missing_cells`).
+
+    pool_neutral: the belief-absent unmodified cell pools the plain and the neutral-sentence
+    prompts (PROTOCOL section 6). The published tables did not: their significance script matched
+    the prompt type 'original neutral' (with a space) while the files say 'original_neutral', so
+    their "original_combined" cell holds the plain prompts only (n is about the number of
+    questions, e.g. 500 for gpt-4o TriviaQA). pool_neutral=False reproduces that."""
+    if not pool_neutral:
+        rows = rows[rows["prompt_type"] != "original_neutral"]
     pairs = pair_arms(rows, treated_arm, original_arm)
     records = []
     for key, sub in pairs.groupby(TABLE_KEYS + ["context"], sort=False):

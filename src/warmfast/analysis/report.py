@@ -40,9 +40,10 @@ class Analysis:
 
 
 def analyse(judged: pd.DataFrame, config: PreprocessConfig | None = None,
-            input_notes: list[tuple[str, str]] | None = None) -> Analysis:
+            input_notes: list[tuple[str, str]] | None = None, pool_neutral: bool = True) -> Analysis:
     """Preprocess, then paired tests and regressions for every treated arm present.
-    input_notes: (what, why) from the readers (rows a run store could not supply)."""
+    input_notes: (what, why) from the readers (rows a run store could not supply).
+    pool_neutral: see paired.paired_tables (False: the published tables' layout)."""
     if len(judged) == 0:
         raise ValueError("analyse: the inputs hold no judged rows; nothing to analyse")
     pre = preprocess(judged, config)
@@ -64,7 +65,7 @@ def analyse(judged: pd.DataFrame, config: PreprocessConfig | None = None,
                                            "model fixed effect and no model is compared with another"))
     tables, missing, unpaired, regs = [], [], [], {}
     for arm in arms:
-        t = paired_tables(rows, arm)
+        t = paired_tables(rows, arm, pool_neutral=pool_neutral)
         tables.append(t)
         missing.append(missing_cells(t, rows, arm))
         unpaired.append(unpaired_counts(rows, arm))
