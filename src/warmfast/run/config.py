@@ -247,9 +247,14 @@ class RunnerSpec:
 
 @dataclass(frozen=True)
 class RefusalSpec:
-    """phrases: protocol:<key> or a list; counts_correct: tasks where a refusal counts as correct."""
+    """phrases: protocol:<key> or a list (case-insensitive substrings); compat: leave out the curly
+    "i can’t" the authors' code missed (reproduces their refusal flags); advbench_extra: add common
+    refusals outside the study's list ("I won't", "I must decline", ...) for AdvBench (our choice);
+    counts_correct: tasks where a refusal counts as correct (applied by the analysis)."""
 
     phrases: str | list[str] = "protocol:refusal_phrases_case_insensitive"
+    compat: bool = False
+    advbench_extra: bool = True
     counts_correct: list[str] = field(default_factory=lambda: ["disinfo"])
 
     def __post_init__(self):

@@ -1,0 +1,173 @@
+"""The judging stages of a run: which judge decides what, for which tasks.
+
+A stage has a role ("refusal" or "evaluation"), the tasks it covers, a spec (every setting that
+decides its verdicts: part of each judgement's key) and a function from (job, generation) pairs to
+verdicts. The runner keys, resumes and stores them all the same way.
+
+    refusal     every task     the refusal phrase list (protocol.json), case-insensitive
+    evaluation  grid tasks     the LLM judge: log-prob judge on warmfast, or an OpenAI-compatible one
+    capability  mmlu / gsm8k   answer extraction (letter / final number) against the reference
+                advbench       the refusal rules: REFUSED or COMPLIED
+
+A judgement's `judge` is "<stage name>:<first 8 hex of the stage spec's hash>", so verdicts of two
+differently configured judges on one store never pass for each other.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from warmfast.judge.prompts import JudgeItem, JudgePrompt, Verdict
+from warmfast.run.config import GRID_TASKS, ConfigError, RunConfig, resolve_text
+from warmfast.run.store import Generation, JobRecord, Store, content_key
+
+# (pairs of job and its generation, the run's store) -> one verdict per pair
+JudgeFn = Callable[[Sequence[tuple[JobRecord, Generation]], Store], list[Verdict]]
+
+
+@dataclass
+class Stage:
+    role: str
+    name: str
+    tasks: tuple[str, ...]
+    spec: dict
+    judge: JudgeFn
+
+    @property
+    def judge_name(self) -> str:
+        return f"{self.name}:{content_key(self.spec)[:8]}"
+
+
+def judge_item(job: JobRecord, gen: Generation, answers: str) -> JudgeItem:
+    refs = job.meta.get("judge_answers") or []
+    if not refs:
+        raise ValueError(f"job {job.key[:12]} ({job.task} {job.meta.get('question_key')!r}) has no reference "
+                         "answer for the judge")
+    answer = refs[0] if answers == "first" else " / ".join(refs)
+    return JudgeItem(job.meta["judge_question"], gen.text, answer)
+
+
+def refusal_phrases(config: RunConfig, protocol: dict) -> tuple[str, ...]:
+    phrases = config.refusal.phrases
+    if isinstance(phrases, str):
+        phrases = resolve_text(phrases, protocol, "refusal.phrases")
+    if not isinstance(phrases, list) or not phrases:
+        raise ConfigError(f"refusal.phrases: resolved to {phrases!r}, expected a non-empty list of phrases")
+    if config.refusal.compat:  # the authors' code missed the curly-apostrophe variant
+        from warmfast.judge.refusal import CURLY_VARIANT
+
+        phrases = [p for p in phrases if p != CURLY_VARIANT]
+    return tuple(p.lower() for p in phrases)
+
+
+def refusal_stage(config: RunConfig, protocol: dict, tasks: tuple[str, ...]) -> Stage:
+    from warmfast.judge.refusal import RefusalRule
+
+    rule = RefusalRule(refusal_phrases(config, protocol), name="config")
+
+    def judge(pairs, store):
+        out = []
+        for _, gen in pairs:
+            hit = rule.matched(gen.text)
+            out.append(Verdict("REFUSAL" if hit else "ANSWER", 1.0 if hit else 0.0, None, {"matched": hit}))
+        return out
+
+    return Stage("refusal", "refusal_rules", tasks, {"kind": "refusal_rules", "phrases": list(rule.phrases)}, judge)
+
+
+def advbench_stage(config: RunConfig, protocol: dict) -> Stage:
+    from warmfast.judge.refusal import ADVBENCH_EXTRA_PHRASES, RefusalRule
+
+    phrases = refusal_phrases(config, protocol)
+    if config.refusal.advbench_extra:
+        phrases = tuple(dict.fromkeys(phrases + ADVBENCH_EXTRA_PHRASES))
+    rule = RefusalRule(phrases, name="advbench")
+
+    def judge(pairs, store):
+        out = []
+        for _, gen in pairs:
+            hit = rule.matched(gen.text)
+            out.append(Verdict("REFUSED" if hit else "COMPLIED", 1.0 if hit else 0.0, None, {"matched": hit}))
+        return out
+
+    return Stage("capability", "advbench_refusal", ("advbench",),
+                 {"kind": "advbench_refusal", "phrases": list(rule.phrases)}, judge)
+
+
+def extraction_stage(task: str) -> Stage:
+    import inspect
+
+    from warmfast.judge import extract
+
+    def judge(pairs, store):
+        out = []
+        for job, gen in pairs:
+            gold = job.meta["judge_answers"][0]
+            if task == "mmlu":
+                found = extract.extract_mmlu_letter(gen.text, [job.meta[c] for c in "ABCD"])
+                ok = found == gold
+            else:
+                found = extract.extract_gsm8k_number(gen.text)
+                ok = extract.numbers_equal(found, gold)
+            out.append(Verdict("CORRECT" if ok else "INCORRECT", 1.0 if ok else 0.0, None,
+                               {"extracted": found, "gold": gold}))
+        return out
+
+    # the rules' identity is their source: a changed rule re-grades, an unchanged one never does
+    rules = content_key({"source": inspect.getsource(extract)})
+    return Stage("capability", f"{task}_extraction", (task,), {"kind": "extraction", "task": task, "rules": rules},
+                 judge)
+
+
+def llm_stage(config: RunConfig, protocol: dict, tasks: tuple[str, ...], judge_engine, judge_model_id: str) -> Stage:
+    """The free-text judge. judge_engine() -> the warmfast Engine of the log-prob judge (called only
+    when something is left to judge); judge_model_id: that model's content identity."""
+    j = config.judge
+    prompt = JudgePrompt(resolve_text(j.prompt, protocol, "judge.prompt"), tuple(j.verdicts),
+                         None if j.system is None else resolve_text(j.system, protocol, "judge.system"))
+    if j.kind == "logprob":
+        from warmfast.judge.logprob import LogprobJudge, LogprobJudgeConfig
+
+        # with model: generation the adapter is an arm (engine adapter names are arm names); a
+        # separate judge model loads its adapter under the name "judge"
+        engine_adapter = j.adapter if j.model == "generation" else ("judge" if j.adapter else None)
+        cfg = LogprobJudgeConfig(prompt, j.template, j.verdict_prefix, engine_adapter, config.runner.judge_chunk_size)
+        holder: dict = {}
+
+        def judge_lp(pairs, store):
+            if "judge" not in holder:  # the engine is loaded only when something is left to judge
+                holder["judge"] = LogprobJudge(judge_engine(), cfg, judge_model_id)
+            return holder["judge"].judge([judge_item(job, gen, j.answers) for job, gen in pairs])
+
+        spec = {"kind": "logprob", "model": judge_model_id, "adapter": j.adapter, "prompt": prompt.spec(),
+                "template": j.template, "verdict_prefix": j.verdict_prefix, "answers": j.answers}
+        return Stage("evaluation", "logprob_judge", tasks, spec, judge_lp)
+    from warmfast.judge.openai import OpenAIJudge, OpenAIJudgeConfig
+    from warmfast.openai_client import ClientConfig
+
+    client = ClientConfig(j.base_url, j.api_key_env, j.timeout_s, j.max_retries, j.backoff_s)
+    ocfg = OpenAIJudgeConfig(j.model, client, prompt, j.temperature, j.max_tokens, j.seed, j.concurrency)
+    holder = {}
+
+    def judge_oa(pairs, store):
+        if "judge" not in holder:
+            holder["judge"] = OpenAIJudge(ocfg, store)
+        return holder["judge"].judge([judge_item(job, gen, j.answers) for job, gen in pairs])
+
+    spec = {"kind": "openai", "url": client.base_url, "model": j.model, "prompt": prompt.spec(),
+            "temperature": j.temperature, "max_tokens": j.max_tokens, "seed": j.seed, "answers": j.answers}
+    return Stage("evaluation", "openai_judge", tasks, spec, judge_oa)
+
+
+def build_stages(config: RunConfig, protocol: dict, judge_engine, judge_model_id: str) -> list[Stage]:
+    tasks = tuple(t.name for t in config.tasks)
+    stages = [refusal_stage(config, protocol, tasks)]
+    grid = tuple(t for t in tasks if t in GRID_TASKS)
+    if grid and config.judge.kind != "none":
+        stages.append(llm_stage(config, protocol, grid, judge_engine, judge_model_id))
+    for task in ("mmlu", "gsm8k"):
+        if task in tasks:
+            stages.append(extraction_stage(task))
+    if "advbench" in tasks:
+        stages.append(advbench_stage(config, protocol))
+    return stages

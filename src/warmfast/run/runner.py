@@ -1,0 +1,211 @@
+"""Run a study grid: plan -> generate (chunked, resumable) -> judge (resumable) -> export.
+
+Resumption: every job and judgement is keyed by its content; each chunk's results are one store
+transaction. The plan's job list is cut into fixed chunks (by position in the plan, not by what is
+left), so a resumed run hands the engine exactly the batches an uninterrupted run would have, and
+a kill at any point loses at most the chunk in flight. Nothing finished is ever recomputed.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from warmfast.run.config import RunConfig
+from warmfast.run.export import export_rows
+from warmfast.run.judging import Stage, build_stages
+from warmfast.run.plan import Plan, adapter_fingerprint, build_plan, generate_request, model_fingerprint
+from warmfast.run.store import Generation, JobRecord, Judgement, Store, judgement_key
+
+log = logging.getLogger("warmfast.run")
+
+
+@dataclass
+class RunSummary:
+    out_dir: Path
+    store_path: Path
+    jobs: int
+    generated_now: int
+    tokens_now: int
+    generate_seconds: float
+    judged_now: dict[str, int] = field(default_factory=dict)
+    unjudged: dict[str, int] = field(default_factory=dict)
+    exported: list[Path] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        rate = self.tokens_now / self.generate_seconds if self.generate_seconds > 0 else 0.0
+        out = [f"jobs: {self.jobs} (generated now: {self.generated_now}, {self.tokens_now} tokens, "
+               f"{rate:.1f} tokens/s)", f"store: {self.store_path}"]
+        for name, n in self.judged_now.items():
+            out.append(f"judge {name}: {n} new verdicts" + (f", {self.unjudged[name]} without a verdict"
+                                                             if self.unjudged.get(name) else ""))
+        out += [f"wrote {p}" for p in self.exported[:3]]
+        if len(self.exported) > 3:
+            out.append(f"... and {len(self.exported) - 3} per-(model, arm, task) files under {self.out_dir}")
+        return out
+
+
+def _chunks(jobs: list[JobRecord], size: int) -> list[list[JobRecord]]:
+    return [jobs[i:i + size] for i in range(0, len(jobs), size)]
+
+
+class EngineHolder:
+    """Loads the generation engine (base model + every adapter arm) once, on first use."""
+
+    def __init__(self, plan: Plan):
+        self.plan, self.engine = plan, None
+
+    def get(self):
+        if self.engine is None:
+            import warmfast as wf
+
+            m = self.plan.config.model
+            self.engine = wf.Engine.from_pretrained(
+                self.plan.model_dir, adapters={k: str(v) for k, v in self.plan.adapters.items()},
+                device=m.device, dtype=m.dtype, backend=m.backend, max_batch_tokens=m.max_batch_tokens,
+                max_seq_len=m.max_seq_len)
+        return self.engine
+
+    def release(self) -> None:
+        self.engine = None
+        gc.collect()
+
+
+def generate(plan: Plan, store: Store, engines: EngineHolder, progress: bool) -> tuple[int, int, float]:
+    """Generate every job without a stored generation; returns (jobs done now, tokens, seconds)."""
+    cfg = plan.config.runner
+    done = store.done_generations(j.key for j in plan.jobs)
+    if len(done) == len(plan.jobs):
+        return 0, 0, 0.0
+    bar = tqdm(total=len(plan.jobs), initial=len(done), unit="job", desc="generate", disable=not progress,
+               dynamic_ncols=True)
+    n_jobs = n_tok = 0
+    t0 = time.perf_counter()
+    for chunk in _chunks(plan.jobs, cfg.chunk_size):
+        todo = [j for j in chunk if j.key not in done]
+        if not todo:
+            continue
+        engine = engines.get()
+        # all arms of these prompts in one call: the engine batches them together
+        results = engine.generate([generate_request(j) for j in todo], max_batch_size=cfg.max_batch_size)
+        gens = [Generation(j.key, r.text, list(r.token_ids), r.finish_reason, len(r.token_ids))
+                for j, r in zip(todo, results)]
+        store.add_generations(gens)  # one transaction: this chunk is now safe
+        n_jobs += len(gens)
+        n_tok += sum(g.num_tokens for g in gens)
+        dt = time.perf_counter() - t0
+        bar.update(len(gens))
+        bar.set_postfix_str(f"{n_tok / dt:.1f} tok/s")
+    bar.close()
+    return n_jobs, n_tok, time.perf_counter() - t0
+
+
+def judge(plan: Plan, store: Store, stages: list[Stage], progress: bool) -> tuple[dict, dict, dict]:
+    """Run every stage over the jobs it covers that have a generation and no verdict yet.
+
+    Returns ({stage: new verdicts}, {stage: verdicts that are None}, {(role, job key): judgement key})."""
+    cfg = plan.config.runner
+    new, unjudged, keymap = {}, {}, {}
+    for stage in stages:
+        jobs = [j for j in plan.jobs if j.task in stage.tasks]
+        gens = store.generations(j.key for j in jobs)
+        jobs = [j for j in jobs if j.key in gens]
+        keys = {j.key: judgement_key(j.key, stage.role, stage.spec, gens[j.key].text) for j in jobs}
+        for j in jobs:
+            keymap[(stage.role, j.key)] = keys[j.key]
+        have = store.judgements(keys.values())
+        todo_all = [j for j in jobs if keys[j.key] not in have]
+        bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo_all), unit="answer", desc=stage.name,
+                   disable=not progress or not todo_all, dynamic_ncols=True)
+        count = 0
+        for chunk in _chunks(todo_all, cfg.judge_chunk_size):
+            verdicts = stage.judge([(j, gens[j.key]) for j in chunk], store)
+            store.add_judgements([
+                Judgement(keys[j.key], j.key, stage.role, stage.judge_name, v.verdict, v.score, v.confidence, v.detail)
+                for j, v in zip(chunk, verdicts)])
+            count += len(chunk)
+            bar.update(len(chunk))
+        bar.close()
+        new[stage.name] = count
+        stored = store.judgements(keys.values())
+        unjudged[stage.name] = sum(1 for k in keys.values() if k in stored and stored[k].verdict is None)
+    return new, unjudged, keymap
+
+
+def export(plan: Plan, store: Store, keymap: dict, out_dir: Path) -> list[Path]:
+    gens = store.generations(j.key for j in plan.jobs)
+    judged = store.judgements(keymap.values())
+    rows = []
+    for j in plan.jobs:
+        if j.key not in gens:
+            continue
+        g = gens[j.key]
+        ev = judged.get(keymap.get(("evaluation", j.key)) or keymap.get(("capability", j.key), ""))
+        rf = judged.get(keymap.get(("refusal", j.key), ""))
+        rows.append({**j.meta, "output": g.text,
+                     "evaluation": None if ev is None else ev.verdict,
+                     "refusal": None if rf is None else int(rf.score),
+                     "judge_confidence": None if ev is None else ev.confidence,
+                     "judge": None if ev is None else ev.judge,
+                     "finish_reason": g.finish_reason, "num_tokens": g.num_tokens,
+                     "model": j.model, "arm": j.arm, "task": j.task})
+    return export_rows(rows, out_dir, plan.config.export)
+
+
+def run(config: RunConfig, progress: bool = True, generate_only: bool = False,
+        skip_generation: bool = False) -> RunSummary:
+    """The whole run. skip_generation: judge and export what is stored (`warmfast judge`)."""
+    out_dir = Path(config.output_dir)
+    plan = build_plan(config)
+    store = Store(out_dir / "store.sqlite")
+    try:
+        store.add_jobs(plan.jobs)
+        engines = EngineHolder(plan)
+        n_gen = n_tok = 0
+        secs = 0.0
+        if not skip_generation:
+            n_gen, n_tok, secs = generate(plan, store, engines, progress)
+        summary = RunSummary(out_dir, store.path, len(plan.jobs), n_gen, n_tok, secs)
+        if generate_only:
+            return summary
+        stages = build_stages(config, plan.protocol, *_judge_engine(plan, engines))
+        summary.judged_now, summary.unjudged, keymap = judge(plan, store, stages, progress)
+        summary.exported = export(plan, store, keymap, out_dir)
+        return summary
+    finally:
+        store.close()
+
+
+def _judge_engine(plan: Plan, engines: EngineHolder):
+    """(a loader of the log-prob judge's engine, the judge model's identity)."""
+    j = plan.config.judge
+    if j.kind != "logprob":
+        return (lambda: None), ""
+    if j.model == "generation":
+        ident = plan.model_id + (f"+{j.adapter}:{adapter_fingerprint(plan.adapters[j.adapter], 'judge.adapter')}"
+                                 if j.adapter else "")
+        return engines.get, ident
+    from warmfast.run.config import ConfigError
+
+    model_dir = Path(j.model)
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"judge.model: no config.json in {model_dir} (a model folder, or 'generation')")
+    ident = f"{model_dir.name}@{model_fingerprint(model_dir)}"
+    if j.adapter:
+        ident += f"+{adapter_fingerprint(Path(j.adapter), 'judge.adapter')}"
+
+    def load():
+        import warmfast as wf
+
+        engines.release()  # the generation model is done: free its memory first
+        m = plan.config.model
+        adapters = {"judge": j.adapter} if j.adapter else {}
+        return wf.Engine.from_pretrained(model_dir, adapters=adapters, device=j.device or m.device,
+                                         dtype=j.dtype or m.dtype, backend=m.backend,
+                                         max_batch_tokens=m.max_batch_tokens)
+
+    return load, ident
