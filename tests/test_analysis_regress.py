@@ -7,7 +7,10 @@ per (model, arm, task) for 2 of the 5 models (315 rows after preprocessing, agai
 study), so none of the headline values (M1 +7.43 pp, coefficient 0.4266, ...) can be reproduced
 from it. On the sample M1, M1_length, M2 and M3 are not even estimable: every unmodified Disinfo
 answer is correct in both arms, so the Disinfo reference level is separated (test below); M4 is
-estimable and is checked number for number against the independent fit. The published headline
+estimable and is checked number for number against the independent fit. Nor can M1 be rebuilt
+from the published cell tables: their belief-absent unmodified cells hold the plain prompts only
+(n about 500 per model and task, see test_analysis_paired), while M1 used 32,145 rows with the
+neutral prompts, and the rows lost to pairing are unknown. The published headline
 values ship with warmfast and are checked against PROTOCOL.md's text so a report shows them right.
 """
 import math

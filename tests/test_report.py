@@ -146,3 +146,14 @@ def test_no_rows_is_a_clear_error(tmp_path):
     f.write_text("content_key,prompt_template,amendment_type,output,evaluation\n")
     with pytest.raises(ValueError, match="no judged rows"):
         analyse(read_study_csvs([f]))
+
+
+def test_response_lengths_in_report(full_report):
+    lengths = pd.read_csv(full_report / "tables" / "response_length.csv").set_index("arm")
+    rows = read_study_csvs([SAMPLE])
+    # independent: mean output length of the non-refused rows (the 4 refusals are not Disinfo)
+    from warmfast.analysis.preprocess import is_refusal, published_refusal_phrases
+    kept = rows[~is_refusal(rows["output"], published_refusal_phrases())]
+    for arm in ("original", "warm"):
+        assert lengths.loc[arm, "mean_chars"] == pytest.approx(kept.loc[kept["arm"] == arm, "output"].str.len().mean())
+    assert lengths.loc["warm", "published_mean_chars"] == 734 and lengths.loc["original", "published_mean_chars"] == 877

@@ -179,10 +179,13 @@ def write_report(analysis: Analysis, out_dir: str | Path, sources: list[str], *,
 
     steps = analysis.pre.step_totals()
     ames = ame_table(analysis, headline)
+    lengths = analysis.pre.rows.groupby("arm")["response_length"].agg(["size", "mean"]).reset_index() \
+        .rename(columns={"size": "answers", "mean": "mean_chars"})
+    lengths["published_mean_chars"] = lengths["arm"].map(headline["response_length_chars"])
     sbs = side_by_side(analysis.paired, published) if len(analysis.paired) else pd.DataFrame()
     tables = {"preprocessing_steps": analysis.pre.steps, "paired_tests": analysis.paired,
               "missing_cells": analysis.missing, "unpaired_rows": analysis.unpaired,
-              "marginal_effects": ames, "run_vs_published": sbs}
+              "marginal_effects": ames, "run_vs_published": sbs, "response_length": lengths}
     for arm, regs in analysis.regressions.items():
         for name, r in regs.items():
             if r.status == "ok":
@@ -198,7 +201,9 @@ def write_report(analysis: Analysis, out_dir: str | Path, sources: list[str], *,
         {"id": "regressions", "title": "2. Regressions: average marginal effects (pp of error)", "blocks": [
             R.text("Binomial GLM, logit link; AME by counterfactual prediction with delta-method 95% CIs. "
                    "`published_pp`: the study's value (warm vs original, all 10 model versions)."),
-            R.table(ames)] + [R.table(pd.DataFrame([{"arm": arm, "model": n, "status": r.status, "n": r.n_obs,
+            R.table(ames),
+            R.text("Response length in characters per arm (published: mean over all analysed answers of "
+                   "the study, original vs warm)."), R.table(lengths)] + [R.table(pd.DataFrame([{"arm": arm, "model": n, "status": r.status, "n": r.n_obs,
                                                      "formula": r.formula, "message": r.message}
                                                     for arm, regs in analysis.regressions.items()
                                                     for n, r in regs.items()]), details="formulas and status")]
@@ -221,14 +226,15 @@ def write_report(analysis: Analysis, out_dir: str | Path, sources: list[str], *,
     html_path = out / "report.html"
     html_path.write_text(R.render_html(title, sources, sections), encoding="utf-8")
     md_path = out / "summary.md"
-    md_path.write_text(_summary_md(title, sources, steps, ames, analysis, sbs, cannot), encoding="utf-8")
+    md_path.write_text(_summary_md(title, sources, steps, ames, lengths, analysis, sbs, cannot), encoding="utf-8")
     return {"html": html_path, "markdown": md_path, "tables": out / "tables", "figures": out / "figures"}
 
 
-def _summary_md(title, sources, steps, ames, analysis: Analysis, sbs: pd.DataFrame, cannot) -> str:
+def _summary_md(title, sources, steps, ames, lengths, analysis: Analysis, sbs: pd.DataFrame, cannot) -> str:
     parts = [f"# {title}\n", f"Inputs: {', '.join(sources)}\n",
              "## Preprocessing\n", R.table_md(steps),
-             "## Average marginal effects (pp of error, 95% CI) beside the published values\n", R.table_md(ames)]
+             "## Average marginal effects (pp of error, 95% CI) beside the published values\n", R.table_md(ames),
+             "## Response length (characters)\n", R.table_md(lengths)]
     if len(analysis.paired):
         counts = analysis.paired.assign(sig=analysis.paired["p_fdr"] < 0.05).groupby(["model", "arm", "task", "belief"]) \
             .agg(cells=("context", "size"), pairs=("n", "sum"), mean_diff_pp=("diff_pp", "mean"),
