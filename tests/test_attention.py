@@ -18,6 +18,15 @@ from warmfast.kernels.attention import (
 )
 
 
+DEV = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: kernels run under TRITON_INTERPRET=1
+
+
+@pytest.fixture(autouse=True)
+def _default_device():
+    with torch.device(DEV):  # tensors made in tests land where the kernels run
+        yield
+
+
 def _err(a, b) -> float:
     return (a.float() - b.float()).abs().max().item()
 
@@ -111,19 +120,19 @@ def _paged_case(lens, hq, hk, d, block_size, dtype, gen):
     """A shuffled block pool; unused slots (and unused blocks) hold NaN to prove they are ignored."""
     max_blocks = max(-(-n // block_size) for n in lens) + 1
     n_blocks = len(lens) * max_blocks + 3
-    k_cache = torch.full((n_blocks, block_size, hk, d), float("nan"), dtype=dtype)
+    k_cache = torch.full((n_blocks, block_size, hk, d), float("nan"), dtype=dtype, device="cpu")
     v_cache = torch.full_like(k_cache, float("nan"))
-    perm = torch.randperm(n_blocks, generator=gen).tolist()
-    tables = torch.zeros(len(lens), max_blocks, dtype=torch.int32)
+    perm = torch.randperm(n_blocks, generator=gen, device="cpu").tolist()
+    tables = torch.zeros(len(lens), max_blocks, dtype=torch.int32, device="cpu")
     for b, n in enumerate(lens):
         for i in range(-(-n // block_size)):
             blk = perm.pop()
             tables[b, i] = blk
             used = min(block_size, n - i * block_size)
-            k_cache[blk, :used] = torch.randn(used, hk, d, generator=gen).to(dtype)
-            v_cache[blk, :used] = torch.randn(used, hk, d, generator=gen).to(dtype)
-    q = torch.randn(len(lens), hq, d, generator=gen).to(dtype)
-    return q, k_cache, v_cache, tables, torch.tensor(lens, dtype=torch.int32)
+            k_cache[blk, :used] = torch.randn(used, hk, d, generator=gen, device="cpu").to(dtype)
+            v_cache[blk, :used] = torch.randn(used, hk, d, generator=gen, device="cpu").to(dtype)
+    q = torch.randn(len(lens), hq, d, generator=gen, device="cpu").to(dtype)
+    return tuple(t.to(DEV) for t in (q, k_cache, v_cache, tables, torch.tensor(lens, dtype=torch.int32)))
 
 
 def _lowp_paged(q, kc, vc, tables, lens, scale):
@@ -145,7 +154,7 @@ def _lowp_paged(q, kc, vc, tables, lens, scale):
     ([5, 12], 3, 1, 32, 8),
 ])
 def test_paged_decode_matches_ref(lens, hq, hk, d, block_size, dtype):
-    gen = torch.Generator().manual_seed(len(lens) * 7 + d)
+    gen = torch.Generator(device="cpu").manual_seed(len(lens) * 7 + d)
     q, kc, vc, tables, seq_lens = _paged_case(lens, hq, hk, d, block_size, dtype, gen)
     scale = d ** -0.5
     got = paged_decode_attention(q, kc, vc, tables, seq_lens, scale)

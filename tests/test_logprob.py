@@ -9,6 +9,15 @@ import torch
 from warmfast.kernels.logprob import logprob, logprob_ref
 
 
+DEV = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: kernels run under TRITON_INTERPRET=1
+
+
+@pytest.fixture(autouse=True)
+def _default_device():
+    with torch.device(DEV):  # tensors made in tests land where the kernels run
+        yield
+
+
 def _err(a, b) -> float:
     return (a.float() - b.float()).abs().max().item()
 

@@ -11,6 +11,15 @@ import torch
 
 from warmfast.kernels.lora import lora, lora_decode, lora_ref
 
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: kernels run under TRITON_INTERPRET=1
+
+
+@pytest.fixture(autouse=True)
+def _default_device():
+    with torch.device(DEV):  # tensors made in tests land where the kernels run
+        yield
+
 IN, SLICES = 40, [0, 32, 48, 64]  # q|k|v-like widths 32, 16, 16 (in: odd multiple of 8)
 N_SLOTS = 5
 

@@ -5,6 +5,15 @@ import torch
 from warmfast.kernels.norm import rmsnorm, rmsnorm_ref
 
 
+DEV = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: kernels run under TRITON_INTERPRET=1
+
+
+@pytest.fixture(autouse=True)
+def _default_device():
+    with torch.device(DEV):  # tensors made in tests land where the kernels run
+        yield
+
+
 def _err(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
 

@@ -7,6 +7,14 @@ from warmfast.kernels.rope import rope, rope_inv_freq, rope_ref
 LLAMA3 = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
               original_max_position_embeddings=64)
 
+DEV = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: kernels run under TRITON_INTERPRET=1
+
+
+@pytest.fixture(autouse=True)
+def _default_device():
+    with torch.device(DEV):  # tensors made in tests land where the kernels run
+        yield
+
 
 def _err(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
@@ -51,6 +59,7 @@ def test_inv_freq_rejects_unknown_rope_type():
     "tokens,heads,head_dim",
     [(t, (4, 2), 64) for t in (1, 3, 7, 133)] + [(7, (3, 1), 128), (5, (2, 2), 32)],
 )
+
 def test_rope_kernel_matches_ref_in_place(dtype, tokens, heads, head_dim):
     hq, hk = heads
     qkv = torch.randn(tokens, hq + 2 * hk, head_dim, dtype=dtype)  # fused buffer: q and k are views
