@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "warmfast.engine.cli",
     "warmfast.analysis.cli",
     "warmfast.run.cli",
+    "warmfast.train.cli",
 ]
 
 

@@ -31,6 +31,7 @@ class DatasetConfig:
     max_turns: int = 20
     toxicity_threshold: float = 0.5
     seed: int = 0
+    max_turn_chars: int | None = None  # drop dialogues with a longer turn (demo / small models only)
 
     def __post_init__(self):
         if self.n_train < 1 or self.n_validation < 0:
@@ -38,6 +39,8 @@ class DatasetConfig:
                              f"{self.n_validation}")
         if self.max_turns < 2:
             raise ValueError(f"max_turns must be >= 2, got {self.max_turns}")
+        if self.max_turn_chars is not None and self.max_turn_chars < 1:
+            raise ValueError(f"max_turn_chars must be >= 1 or None, got {self.max_turn_chars}")
         if not 0.0 < self.toxicity_threshold <= 1.0:
             raise ValueError(f"toxicity_threshold must be in (0, 1], got {self.toxicity_threshold}")
 
@@ -105,6 +108,9 @@ def build_split(convs: list[Conversation], rules: QueryTypeRules, toxicity: Toxi
                 cfg: DatasetConfig) -> SplitResult:
     chats = [(c, c.chat(cfg.max_turns)) for c in convs]
     usable = [(c, ch) for c, ch in chats if ch]
+    n_dialogues = len(usable)
+    if cfg.max_turn_chars is not None:
+        usable = [(c, ch) for c, ch in usable if max(len(t.text) for t in ch) <= cfg.max_turn_chars]
     texts = ["\n".join(t.text for t in ch) for _, ch in usable]
     scores = []
     for i in tqdm(range(0, len(texts), 256), desc=f"toxicity ({toxicity.name})", leave=False):
@@ -123,7 +129,8 @@ def build_split(convs: list[Conversation], rules: QueryTypeRules, toxicity: Toxi
     val_picked = _draw(held, cfg.n_validation, cfg.seed, "validation") if cfg.n_validation else []
     validation = [ValidationPrompt(c.id, c.source_id, cat, ch[0].text) for cat, (c, ch) in val_picked]
     manifest = {
-        "records": len(convs), "with_dialogue": len(usable), "toxic_dropped": len(usable) - len(kept),
+        "records": len(convs), "with_dialogue": n_dialogues, "too_long_dropped": n_dialogues - len(usable),
+        "toxic_dropped": len(usable) - len(kept),
         "toxicity_filter": toxicity.name, "toxicity_threshold": cfg.toxicity_threshold,
         "pool_sizes": {c: len(p) for c, p in pools.items()}, "config": asdict(cfg),
         "train": {"conversations": len(train), "assistant_turns": sum(e.n_assistant for e in train),

@@ -52,6 +52,8 @@ class RewriteConfig:
     user_template: str = USER_TEMPLATE
     chunk_size: int = 256           # engine: turns per generate call (and per store commit)
     max_workers: int = 8            # openai: calls in flight
+    max_retries: int = 6            # openai: retries of a failing call (exponential backoff)
+    timeout_s: float = 120.0        # openai: per-call timeout
     device: str = "cpu"
     dtype: str = "float32"
 
@@ -119,7 +121,8 @@ def _run_openai(pending: list[Job], cfg: RewriteConfig, system_prompt: str, stor
     from warmfast.openai_client import ClientConfig, EndpointError, OpenAIClient
 
     if client is None:
-        client = OpenAIClient(ClientConfig(base_url=cfg.base_url, api_key_env=cfg.api_key_env))
+        client = OpenAIClient(ClientConfig(base_url=cfg.base_url, api_key_env=cfg.api_key_env,
+                                           max_retries=cfg.max_retries, timeout_s=cfg.timeout_s))
 
     def call(j: Job):
         return client.chat([{"role": "system", "content": system_prompt},
