@@ -56,9 +56,10 @@ def test_judge_grades_at_temperature_zero_and_caches(endpoint, monkeypatch, tmp_
     ep = endpoint(answer=_grader)
     with Store(tmp_path / "s.sqlite") as store:
         judge = _judge(ep.base_url, store)
-        verdicts = judge.judge(ITEMS)
-        assert [v.verdict for v in verdicts] == ["CORRECT", "INCORRECT", "CORRECT", "CORRECT"]
-        assert [v.score for v in verdicts] == [1.0, 0.0, 1.0, 1.0]
+        verdicts = judge.judge(ITEMS + ITEMS[:1])  # a repeated item is asked once
+        assert [v.verdict for v in verdicts] == ["CORRECT", "INCORRECT", "CORRECT", "CORRECT", "CORRECT"]
+        assert [v.score for v in verdicts] == [1.0, 0.0, 1.0, 1.0, 1.0]
+        verdicts = verdicts[:4]
         assert len(ep.seen) == 4 and all(s["body"]["temperature"] == 0.0 for s in ep.seen)
         assert SECRET not in json.dumps(judge.spec())
         again = _judge(ep.base_url, store).judge(ITEMS)   # a new judge on the same store: all cached

@@ -69,13 +69,14 @@ class OpenAIJudge:
         calls = [self._call(it) for it in items]
         keys = [content_key({"url": self.client.url, "request": c}) for c in calls]
         replies: dict[int, ChatResponse] = {}
-        todo = []
+        todo, first_of = [], {}  # identical requests (same question, answer, reference) go out once
         for i, key in enumerate(keys):
             cached = None if self.store is None else self.store.cached_response(key)
-            if cached is None:
-                todo.append(i)
-            else:
+            if cached is not None:
                 replies[i] = ChatResponse.from_dict(cached)
+            elif key not in first_of:
+                first_of[key] = i
+                todo.append(i)
         bar = tqdm(total=len(todo), desc=f"judge {self.config.model}", unit="req", disable=not progress)
         # The first endpoint error ends the run, after queued requests are cancelled and the replies
         # of requests already in flight are cached (the store is written only from this thread).
@@ -99,6 +100,9 @@ class OpenAIJudge:
         bar.close()
         if error is not None:
             raise error
+        for i, key in enumerate(keys):
+            if i not in replies:
+                replies[i] = replies[first_of[key]]
         verdicts = []
         for i in range(len(items)):
             v = self.config.prompt.parse(replies[i].text)
