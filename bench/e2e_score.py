@@ -78,17 +78,24 @@ def make_rows(n_rows: int, ctx: int, cont: int, vocab: int, arms: list, seed: in
     return rows
 
 
-def timed(fn, device: str, reps: int) -> float:
-    fn()  # warm-up (allocations, kernel compilation)
-    best = float("inf")
-    for _ in range(reps):
+def timed(fns: dict, device: str, reps: int) -> dict[str, float]:
+    """Best-of-reps seconds per system, the systems interleaved within each rep so that a change
+    in machine load hits all of them alike."""
+    def once(fn) -> float:
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         fn()
         if device == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
+        return time.perf_counter() - t0
+
+    for fn in fns.values():
+        fn()  # warm-up (allocations, kernel compilation)
+    best = {k: float("inf") for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            best[k] = min(best[k], once(fn))
     return best
 
 
@@ -172,22 +179,18 @@ def main(argv=None) -> dict:
     eng = wf.Engine.from_pretrained(model_dir, adapters=adapters, device=args.device, dtype=args.dtype,
                                     backend=args.backend, max_batch_tokens=args.batch_tokens)
     reqs = [wf.ScoreRequest(c, x, a) for c, x, a in rows]
-    t_wf = timed(lambda: eng.score(reqs), args.device, args.reps)
-    del eng
     pm, mixed, loop, base_only = hf_runner(model_dir, adapters, rows, args.device, dtype, args.hf_batch_rows)
-    t_mixed = timed(mixed, args.device, args.reps)
-    t_loop = timed(loop, args.device, args.reps)
-    t_base = timed(base_only, args.device, args.reps)
+    secs = timed({"warmfast": lambda: eng.score(reqs), "hf_peft_mixed": mixed, "hf_peft_loop": loop,
+                  "hf_base_only": base_only}, args.device, args.reps)
 
     n_params = sum(p.numel() for n, p in pm.named_parameters() if "lora_" not in n)
-    tps = {k: n_tokens / t for k, t in [("warmfast", t_wf), ("hf_peft_mixed", t_mixed),
-                                         ("hf_peft_loop", t_loop), ("hf_base_only", t_base)]}
+    tps = {k: n_tokens / t for k, t in secs.items()}
     record = {
         "bench": "e2e_score", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.node(), "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(), "device": args.device,
         "card": torch.cuda.get_device_name() if args.device == "cuda" else None,
-        "torch": torch.__version__, "backend": wf.Engine.__name__ and args.backend,
+        "torch": torch.__version__, "backend": eng.backend,
         "preset": args.preset, "params": n_params, "dtype": args.dtype, "adapters": args.adapters,
         "rank": args.rank, "rows": args.rows, "ctx": args.ctx, "cont": args.cont, "tokens": n_tokens,
         "tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
