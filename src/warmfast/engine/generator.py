@@ -1,0 +1,283 @@
+"""Generation on the paged KV cache: continuous batching, mixed adapters, Philox-keyed sampling.
+
+    requests -> validated (prompt ids, lengths, sampling settings, KV capacity) before any compute
+    loop: scheduler picks a prefill (new or preempted sequences, prompt + output so far) or a
+          decode step (one token per running sequence) -> rows grouped by adapter slot ->
+          forward on the paged cache -> lm_head at each row's last position -> sample_logits
+          keyed by (seed, request id, step = tokens generated so far) -> detokenise, stop checks
+    -> results in request order.
+
+A preempted sequence is recomputed by a prefill over its prompt and its output so far; its next
+token is drawn at the same step index as it would have been, so preemption changes nothing but
+float rounding in the logits. On CUDA, decode steps can replay CUDA graphs captured per batch-size
+bucket (`cuda_graphs=True`); each captured graph is checked once against the eager step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from warmfast.engine.batch import Batch, build_decode, build_prefill
+from warmfast.engine.detok import IncrementalDetokenizer, OutputState, StopCriteria
+from warmfast.engine.kv_cache import PagedKVCache, blocks_for
+from warmfast.engine.sampling import SamplingParams, default_impl, sample_logits
+from warmfast.engine.scheduler import Scheduler, SchedulerConfig, Sequence
+from warmfast.engine.simple_generate import _prompt_ids, default_request_id
+
+GRAPH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+@dataclass(slots=True)
+class GeneratorConfig:
+    max_batch_size: int = 64  # sequences per step
+    max_batch_tokens: int = 8192  # prefill tokens per step
+    block_size: int = 16  # tokens per KV block (a power of two: the Triton decode kernel needs it)
+    kv_blocks: int | None = None  # None: enough for max_batch_size of the longest requests (CPU),
+    #                               or kv_memory_fraction of the free GPU memory (CUDA)
+    kv_memory_fraction: float = 0.85
+    cuda_graphs: bool = False  # decode steps replay per-bucket CUDA graphs (CUDA only)
+    sampler: str | None = None  # "cpp" | "triton"; None: C++ on CPU, Triton on CUDA
+
+    def __post_init__(self):
+        for name in ("max_batch_size", "max_batch_tokens", "block_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"generate: {name} must be >= 1, got {getattr(self, name)}")
+        if self.block_size & (self.block_size - 1):
+            raise ValueError(f"generate: block_size must be a power of two, got {self.block_size}")
+        if self.kv_blocks is not None and self.kv_blocks < 1:
+            raise ValueError(f"generate: kv_blocks must be >= 1, got {self.kv_blocks}")
+        if not 0.0 < self.kv_memory_fraction <= 1.0:
+            raise ValueError(f"generate: kv_memory_fraction must be in (0, 1], got {self.kv_memory_fraction}")
+
+
+@dataclass(slots=True)
+class _Request:
+    seq: Sequence
+    params: SamplingParams
+    request_id: int
+    out: OutputState
+
+
+def _prepare(engine, requests, cfg: GeneratorConfig) -> list[_Request]:
+    """Validate every request before any compute; errors name the request and the values."""
+    prepared = []
+    for i, req in enumerate(requests):
+        where = f"GenerateRequest #{i}"
+        ids = _prompt_ids(engine, req, where)
+        if not ids:
+            raise ValueError(f"{where}: the prompt is empty (no tokens to condition on)")
+        total = len(ids) + req.max_new_tokens
+        if total > engine.max_seq_len:
+            raise ValueError(f"{where}: prompt ({len(ids)} tokens) + max_new_tokens "
+                             f"({req.max_new_tokens}) = {total} exceeds the maximum sequence length "
+                             f"{engine.max_seq_len}")
+        try:
+            params = SamplingParams(float(req.temperature), int(req.top_k), float(req.top_p),
+                                    float(req.min_p), int(req.seed))
+            criteria = StopCriteria(req.max_new_tokens, engine.tok.eos_ids, tuple(req.stop))
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from err
+        rid = req.request_id if req.request_id is not None else default_request_id(ids)
+        if not 0 <= rid < 2**64:
+            raise ValueError(f"{where}: request_id must be in [0, 2^64), got {rid}")
+        seq = Sequence(i, ids, req.max_new_tokens, engine.slot(req.adapter, where))
+        prepared.append(_Request(seq, params, rid, OutputState(criteria, IncrementalDetokenizer(engine.tok.hf))))
+    return prepared
+
+
+def _num_blocks(engine, reqs: list[_Request], cfg: GeneratorConfig) -> int:
+    if cfg.kv_blocks is not None:
+        return cfg.kv_blocks
+    c = engine.model.cfg
+    if engine.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(engine.device)
+        per_block = PagedKVCache.bytes_per_block(c.num_layers, cfg.block_size, c.num_kv_heads,
+                                                 c.head_dim, engine.dtype)
+        return max(1, int(free * cfg.kv_memory_fraction) // per_block)
+    need = sorted((blocks_for(r.seq.max_len, cfg.block_size) for r in reqs), reverse=True)
+    return max(1, sum(need[:cfg.max_batch_size]))
+
+
+def _tables(tables: list[list[int]], width: int, device: torch.device) -> torch.Tensor:
+    """Block tables padded with block 0 to [B, width] int32 (entries past a row's length unread)."""
+    out = torch.zeros((len(tables), width), dtype=torch.int32)
+    for r, t in enumerate(tables):
+        out[r, :len(t)] = torch.tensor(t, dtype=torch.int32)
+    return out.to(device)
+
+
+class Generator:
+    """One generate() call: the cache, the scheduler and the step loop."""
+
+    def __init__(self, engine, cfg: GeneratorConfig, reqs: list[_Request]):
+        self.engine, self.cfg, self.reqs = engine, cfg, reqs
+        c = engine.model.cfg
+        num_blocks = _num_blocks(engine, reqs, cfg)
+        self.sched = Scheduler(SchedulerConfig(num_blocks, cfg.block_size, cfg.max_batch_size,
+                                               cfg.max_batch_tokens))
+        for r in reqs:
+            self.sched.add(r.seq, f"GenerateRequest #{r.seq.seq_id}")
+        # one extra block past the managed pool: the scratch target of CUDA-graph padding rows
+        self.cache = PagedKVCache(c.num_layers, num_blocks + 1, cfg.block_size, c.num_kv_heads,
+                                  c.head_dim, engine.dtype, engine.device)
+        self.scratch_block = num_blocks
+        self.sampler = cfg.sampler or default_impl(engine.device)
+        self.graphs = None
+        if cfg.cuda_graphs:
+            if engine.device.type != "cuda" or engine.backend != "triton":
+                raise ValueError(f"generate: cuda_graphs=True needs device cuda and backend triton, "
+                                 f"got device {engine.device.type} and backend {engine.backend}")
+            self.graphs = DecodeGraphs(self, blocks_for(engine.max_seq_len, cfg.block_size))
+
+    def run(self, bar) -> None:
+        by_id = {r.seq.seq_id: r for r in self.reqs}
+        while self.sched.has_work():
+            work = self.sched.schedule()
+            seqs = sorted(work.seqs, key=lambda s: s.slot)  # adapters as contiguous segments
+            if work.kind == "prefill":
+                last = self._prefill(seqs)
+            else:
+                last = self._decode(seqs)
+            logits = last @ self.engine.model.weights.lm_head.T  # [B, V]
+            reqs = [by_id[s.seq_id] for s in seqs]
+            tokens = sample_logits(logits, [r.params for r in reqs], [r.request_id for r in reqs],
+                                   [len(s.output) for s in seqs], self.sampler)
+            for r, tok in zip(reqs, tokens):
+                r.seq.output.append(tok)
+                if r.out.append(tok):
+                    self.sched.finish(r.seq)
+            bar.update(len(seqs))
+
+    def _prefill(self, seqs: list[Sequence]) -> torch.Tensor:
+        dev = self.engine.device
+        rows = [s.tokens for s in seqs]
+        tables = [self.sched.table(s) for s in seqs]
+        width = max(len(t) for t in tables)
+        batch = build_prefill(rows, [s.slot for s in seqs], dev, _tables(tables, width, dev))
+        hidden = self.engine.model.forward(self.engine.ops, batch, self.cache)  # [T, H]
+        return hidden[batch.cu_seqlens_q[1:].long() - 1]  # [B, H]
+
+    def _decode(self, seqs: list[Sequence]) -> torch.Tensor:
+        if self.graphs is not None and len(seqs) <= self.graphs.max_bucket:
+            return self.graphs.run(seqs)
+        dev = self.engine.device
+        tables = [self.sched.table(s) for s in seqs]
+        batch = build_decode([s.output[-1] for s in seqs], [s.num_tokens - 1 for s in seqs],
+                             [s.slot for s in seqs], _tables(tables, max(len(t) for t in tables), dev), dev)
+        return self.engine.model.forward(self.engine.ops, batch, self.cache)  # [B, H]
+
+
+class _RowSlotLoraOps:
+    """The backend's ops with LoRA taken per row (kernels.lora.lora_decode) from a static slot
+    tensor, so one captured graph serves every mix of adapters."""
+
+    def __init__(self, ops, row_slots: torch.Tensor):
+        self._ops, self.row_slots = ops, row_slots
+
+    def __getattr__(self, name):
+        return getattr(self._ops, name)
+
+    def lora(self, x, y, stack, batch: Batch):
+        from warmfast.kernels.lora import lora_decode
+
+        return lora_decode(x, y, stack.A, stack.B, stack.slice_offsets, self.row_slots)
+
+
+class DecodeGraphs:
+    """CUDA graphs of the decode forward, one per batch-size bucket, captured on first use.
+
+    Static inputs live in fixed buffers; a step copies its rows into the first n entries and pads
+    the rest with rows that attend to one position of a scratch block (base model, token 0).
+    """
+
+    def __init__(self, gen: Generator, max_blocks: int):
+        self.gen, self.max_blocks = gen, max_blocks
+        cap = gen.cfg.max_batch_size
+        self.buckets = sorted({b for b in GRAPH_BUCKETS if b < cap} | {cap})
+        self.max_bucket = cap
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict, torch.Tensor]] = {}
+        self.pool = None
+
+    def _buffers(self, n: int) -> dict:
+        dev = self.gen.engine.device
+        return dict(ids=torch.zeros(n, dtype=torch.int64, device=dev),
+                    pos=torch.zeros(n, dtype=torch.int64, device=dev),
+                    tables=torch.full((n, self.max_blocks), self.gen.scratch_block, dtype=torch.int32, device=dev),
+                    lens=torch.ones(n, dtype=torch.int32, device=dev),
+                    slots=torch.full((n,), -1, dtype=torch.int32, device=dev))
+
+    def _batch(self, buf: dict) -> Batch:
+        n, dev = buf["ids"].shape[0], buf["ids"].device
+        cu = torch.arange(n + 1, dtype=torch.int32, device=dev)
+        # seg_slots [0]: tells the forward that LoRA may apply; the per-row slots decide
+        return Batch(input_ids=buf["ids"], positions=buf["pos"], cu_seqlens_q=cu, cu_seqlens_k=cu,
+                     max_seqlen_q=1, max_seqlen_k=self.gen.engine.max_seq_len, seg_starts=[0, n],
+                     seg_slots=[0], seg_starts_t=torch.tensor([0, n], dtype=torch.int32, device=dev),
+                     seg_slots_t=torch.zeros(1, dtype=torch.int32, device=dev), row_slots=[0] * n,
+                     block_tables=buf["tables"], seq_lens=buf["lens"], decode=True)
+
+    def _capture(self, n: int):
+        eng = self.gen.engine
+        buf = self._buffers(n)
+        batch, ops = self._batch(buf), _RowSlotLoraOps(eng.ops, buf["slots"])
+        stream = torch.cuda.Stream(eng.device)
+        stream.wait_stream(torch.cuda.current_stream(eng.device))
+        with torch.cuda.stream(stream):  # warm-up: Triton compiles outside the capture
+            eng.model.forward(ops, batch, self.gen.cache)
+        torch.cuda.current_stream(eng.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            out = eng.model.forward(ops, batch, self.gen.cache)
+        self.pool = graph.pool()
+        return graph, buf, out, batch, ops
+
+    def run(self, seqs: list[Sequence]) -> torch.Tensor:
+        n = len(seqs)
+        bucket = min(b for b in self.buckets if b >= n)
+        first = bucket not in self.graphs
+        if first:
+            graph, buf, out, batch, ops = self._capture(bucket)
+            self.graphs[bucket] = (graph, buf, out)
+        graph, buf, out = self.graphs[bucket]
+        dev = buf["ids"].device
+        tables = [self.gen.sched.table(s) for s in seqs]
+        buf["ids"].fill_(0)
+        buf["pos"].fill_(0)
+        buf["tables"].fill_(self.gen.scratch_block)
+        buf["lens"].fill_(1)
+        buf["slots"].fill_(-1)
+        buf["ids"][:n] = torch.tensor([s.output[-1] for s in seqs], device=dev)
+        buf["pos"][:n] = torch.tensor([s.num_tokens - 1 for s in seqs], device=dev)
+        buf["lens"][:n] = torch.tensor([s.num_tokens for s in seqs], dtype=torch.int32, device=dev)
+        buf["slots"][:n] = torch.tensor([s.slot for s in seqs], dtype=torch.int32, device=dev)
+        buf["tables"][:n, :max(len(t) for t in tables)] = _tables(tables, max(len(t) for t in tables), dev)
+        if first:  # once per bucket: the replay must equal the eager step on the same inputs
+            eager = self.gen.engine.model.forward(ops, batch, self.gen.cache)[:n].clone()
+        graph.replay()
+        if first and not torch.allclose(out[:n].float(), eager.float(), rtol=1e-2, atol=1e-2):
+            raise RuntimeError(f"CUDA graph for decode bucket {bucket} disagrees with the eager "
+                               f"step (max abs diff {(out[:n].float() - eager.float()).abs().max():.3g}); "
+                               "run with cuda_graphs=False and report this")
+        return out[:n]
+
+
+def generate(engine, requests, max_batch_size: int = 64, progress: bool = False,
+             **knobs) -> list:
+    """Generate for every request (see GenerateRequest); results in request order.
+
+    knobs: max_batch_tokens, block_size, kv_blocks, kv_memory_fraction, cuda_graphs, sampler
+    (fields of GeneratorConfig)."""
+    from warmfast.engine.api import GenerateResult
+
+    cfg = GeneratorConfig(max_batch_size=max_batch_size, **knobs)
+    reqs = _prepare(engine, requests, cfg)
+    if not reqs:
+        return []
+    gen = Generator(engine, cfg, reqs)
+    with tqdm(total=sum(r.seq.max_new_tokens for r in reqs), unit="tok", desc="generate",
+              disable=not progress) as bar:
+        gen.run(bar)
+    return [GenerateResult(text=r.out.text, token_ids=list(r.out.token_ids),
+                           finish_reason=r.out.finish_reason) for r in reqs]
