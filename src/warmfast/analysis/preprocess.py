@@ -9,14 +9,13 @@ rows went into each pool.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from warmfast.analysis.load import JUDGED_COLUMNS
-from warmfast.analysis.published import PUBLISHED_DIR
+from warmfast.judge.refusal import RefusalRule, load_refusal_rule
 
 BELIEF_OF_PROMPT_TYPE = {"original": "absent", "original_neutral": "absent",
                          "incorrect": "present", "correct": "present"}
@@ -25,9 +24,8 @@ DEDUP_KEYS = ["model", "arm", "task", "question_key", "context", "prompt_type"]
 
 
 def published_refusal_phrases() -> tuple[str, ...]:
-    """The study's refusal phrase list as shipped with warmfast (copy of protocol.json's list)."""
-    text = (PUBLISHED_DIR / "refusal_phrases.json").read_text("utf-8")
-    return tuple(json.loads(text)["refusal_phrases_case_insensitive"])
+    """The study's refusal phrase list (protocol.json's, as judge/refusal.py loads it)."""
+    return load_refusal_rule().phrases
 
 
 @dataclass(frozen=True)
@@ -45,20 +43,13 @@ class PreprocessConfig:
 
     @classmethod
     def from_protocol(cls, protocol_json: str | Path, **kw) -> "PreprocessConfig":
-        data = json.loads(Path(protocol_json).read_text("utf-8"))
-        key = "refusal_phrases_case_insensitive"
-        if key not in data:
-            raise KeyError(f"{protocol_json}: no {key!r} entry; keys are {sorted(data)}")
-        return cls(refusal_phrases=tuple(data[key]), **kw)
+        return cls(refusal_phrases=load_refusal_rule(protocol_json).phrases, **kw)
 
 
 def is_refusal(outputs: pd.Series, phrases: tuple[str, ...]) -> pd.Series:
-    """True where the output contains any phrase, case-insensitively (plain substrings, no regex)."""
-    lowered = outputs.fillna("").astype(str).str.lower()
-    hit = pd.Series(False, index=outputs.index)
-    for p in phrases:
-        hit |= lowered.str.contains(p.lower(), regex=False)
-    return hit
+    """True where the output contains any phrase, case-insensitively (judge/refusal.py's rule)."""
+    rule = RefusalRule(tuple(p.lower() for p in phrases), name="preprocess")
+    return pd.Series(rule.flags(outputs.tolist()), index=outputs.index, dtype=bool)
 
 
 @dataclass
