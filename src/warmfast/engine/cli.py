@@ -18,10 +18,10 @@ def _adapters(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _engine(args):
+def _engine(args, adapters: dict[str, str]):
     import warmfast as wf
 
-    eng = wf.Engine.from_pretrained(args.model, adapters=_adapters(args.adapter), device=args.device,
+    eng = wf.Engine.from_pretrained(args.model, adapters=adapters, device=args.device,
                                     dtype=args.dtype, backend=args.backend)
     print(f"warmfast: backend={eng.backend} device={eng.device} dtype={args.dtype} "
           f"adapters={eng.adapter_names or 'none'}", file=sys.stderr)
@@ -48,8 +48,9 @@ def _read_jsonl(path: str, required: tuple[str, ...]) -> list[dict]:
 def cmd_score(args) -> int:
     import warmfast as wf
 
+    adapters = _adapters(args.adapter)
     rows = _read_jsonl(args.input, ("context", "continuation"))
-    eng = _engine(args)
+    eng = _engine(args, adapters)
     reqs = [wf.ScoreRequest(r["context"], r["continuation"], r.get("adapter")) for r in rows]
     t0 = time.perf_counter()
     results = eng.score(reqs, max_batch_tokens=args.batch_tokens, progress=True)
@@ -65,8 +66,9 @@ def cmd_score(args) -> int:
 def cmd_generate(args) -> int:
     import warmfast as wf
 
+    adapters = _adapters(args.adapter)
     rows = _read_jsonl(args.input, ())
-    eng = _engine(args)
+    eng = _engine(args, adapters)
     reqs = []
     for n, r in enumerate(rows, 1):
         if ("prompt" in r) == ("messages" in r):

@@ -1,0 +1,88 @@
+"""The engine's command line: tiny, score, generate (JSONL in, JSONL out), and the _C import guard."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+import warmfast as wf
+from warmfast.cli import main
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_tiny_folders_load_in_transformers_and_peft(tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert main(["tiny", str(tmp_path / "t"), "--arch", "mistral", "--adapters", "2"]) == 0
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "t" / "model")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "t" / "model")
+    assert tok.chat_template and tok("hi").input_ids[0] == tok.bos_token_id
+    pm = PeftModel.from_pretrained(model, tmp_path / "t" / "adapter_1")
+    b = [p for n, p in pm.named_parameters() if "lora_B" in n]
+    assert b and all(p.abs().sum() > 0 for p in b)
+
+
+def test_score_and_generate_cli_match_the_api(tiny, tmp_path):
+    p = tiny("llama", 3)
+    rows = [{"context": "The capital of France is", "continuation": " Paris.", "adapter": a}
+            for a in (None, "a0", "a2")]
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    args = ["--model", str(p.model_dir), "--adapter", f"a0={p.adapters['adapter_0']}",
+            "--adapter", f"a2={p.adapters['adapter_2']}"]
+    assert main(["score", *args, "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl")]) == 0
+    out = read_jsonl(tmp_path / "out.jsonl")
+    eng = wf.Engine.from_pretrained(p.model_dir, adapters={"a0": p.adapters["adapter_0"], "a2": p.adapters["adapter_2"]})
+    api = eng.score([wf.ScoreRequest(r["context"], r["continuation"], r["adapter"]) for r in rows])
+    assert [o["logprob"] for o in out] == pytest.approx([r.logprob for r in api], rel=1e-6)
+    assert [o["adapter"] for o in out] == [None, "a0", "a2"]
+
+    gens = [{"prompt": "Hello", "adapter": "a0", "max_new_tokens": 5},
+            {"messages": [{"role": "user", "content": "Hi"}], "max_new_tokens": 4}]
+    write_jsonl(tmp_path / "g.jsonl", gens)
+    assert main(["generate", *args, "--input", str(tmp_path / "g.jsonl"), "--output", str(tmp_path / "go.jsonl")]) == 0
+    got = read_jsonl(tmp_path / "go.jsonl")
+    want = eng.generate([wf.GenerateRequest(prompt="Hello", adapter="a0", max_new_tokens=5),
+                         wf.GenerateRequest(messages=gens[1]["messages"], max_new_tokens=4)])
+    assert [g["token_ids"] for g in got] == [w.token_ids for w in want]
+
+
+def test_cli_bad_jsonl_names_file_and_line(tiny, tmp_path):
+    p = tiny("llama", 3)
+    (tmp_path / "bad.jsonl").write_text('{"context": "a", "continuation": " b"}\n{"context": "x"}\n')
+    with pytest.raises(SystemExit, match=r"bad.jsonl:2: missing key\(s\) \['continuation'\]"):
+        main(["score", "--model", str(p.model_dir), "--input", str(tmp_path / "bad.jsonl"),
+              "--output", str(tmp_path / "o.jsonl")])
+    with pytest.raises(SystemExit, match="--adapter expects NAME=DIR"):
+        main(["score", "--model", str(p.model_dir), "--adapter", "nodir", "--input",
+              str(tmp_path / "bad.jsonl"), "--output", str(tmp_path / "o.jsonl")])
+
+
+def test_missing_extension_says_how_to_build(tmp_path):
+    # a meta-path finder that hides warmfast._C, as if the extension had never been built
+    code = (
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'warmfast._C':\n"
+        "            raise ImportError('No module named warmfast._C')\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "import warmfast\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "warmfast._C is missing" in r.stderr and "pip install --no-build-isolation -e ." in r.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    assert main(["demo", "--outdir", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "scored 12 (question, answer, arm) rows in one pass" in out
+    assert "adapter_2" in out and "tokens/s" in out
