@@ -93,7 +93,7 @@ def test_keyword_filter_on_real_records(convs):
     by_id = {c.id: c for c in convs}
     text = lambda c: "\n".join(t.text for t in c.chat())  # noqa: E731
     assert tox.scores([text(by_id["MfAhcHq_0"]), text(by_id["X1NXUxZ_0"])]) == [1.0, 1.0]
-    assert "incest" in [m.lower() for m in tox.matches(text(by_id["MfAhcHq_0"]))]
+    assert "incest" in tox.matches(text(by_id["MfAhcHq_0"]))
     assert tox.scores([text(by_id["QWJhYvA_0"]), text(by_id["i6IyJda_0"])]) == [0.0, 0.0]
     # innocent senses stay clean
     assert tox.scores(["rapeseed oil and the sex ratio of a cock seen with the naked eye"]) == [0.0]
@@ -163,3 +163,9 @@ def test_balanced_disjoint_seeded_split(convs, rules, tmp_path):
 def test_too_few_for_balance_names_the_type(convs, rules):
     with pytest.raises(ValueError, match="'refusal' has 266 eligible.*'advice': 100"):
         build_split(convs, rules, KeywordToxicity(), DatasetConfig(n_train=1617, n_validation=0))
+
+
+def test_keyword_patterns_must_be_lower_case():
+    with pytest.raises(ValueError, match="upper-case"):
+        KeywordToxicity((r"Porn",))
+    assert KeywordToxicity().scores(["SOME PORN HERE", "Pornography", "sporny"]) == [1.0, 1.0, 0.0]

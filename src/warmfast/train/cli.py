@@ -159,7 +159,7 @@ def cmd_sociot(args) -> int:
         scorer_dir, device=args.device, dtype=args.dtype)
     table, meta = score_table(scorer, rows, arms, cfg)
     meta.update(config_record(cfg, gen, args.model, scorer_dir, arms))
-    paths = write_outputs(args.out, rows, table, meta, f"SocioT warmth, scorer {Path(scorer_dir).name}")
+    paths = write_outputs(args.out, rows, table, meta, f"SocioT warmth, scorer {'/'.join(Path(scorer_dir).parts[-2:])}")
     for r in table:
         print(f"{r['arm']:>14}  epoch {r['epoch']:>4g}  warmth {r['mean']:+.4f} +- {r['se']:.4f} "
               f"(bootstrap se {r.get('boot_se', float('nan')):.4f}, n={r['n']})")

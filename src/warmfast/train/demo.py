@@ -37,7 +37,7 @@ def training_demo(work_dir: str | Path, model_dir: str | Path, sharegpt_file: st
               "--max-new-tokens", str(rewrite_tokens), "--temperature", "0.8", "--seed", str(seed)])
         _run(["train", "--model", model, "--train-file", str(w / f"rewrite_{style}" / "train.jsonl"),
               "--out-dir", str(w / "adapters" / style), "--epochs", "1", "--checkpoints", "0.5,1",
-              "--effective-batch", "2", "--micro-batch", "1", "--lr", "1e-3", "--max-len", "1024",
+              "--effective-batch", "2", "--micro-batch", "1", "--lr", "1e-2", "--max-len", "1024",
               "--device", "cpu", "--dtype", "float32", "--seed", str(seed)])
         paths[f"rewrite_{style}"] = w / f"rewrite_{style}"
         paths[f"adapters_{style}"] = w / "adapters" / style
