@@ -3,6 +3,11 @@
 bf16 tolerance derived from the ref's low-precision twin: logits computed as a bf16 matmul
 (what HF's lm_head in bf16 gives) and then reduced in fp32.
 """
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -85,3 +90,11 @@ def test_logprob_rejects_bad_inputs():
         logprob(hidden, torch.randn(50, 15), torch.tensor([0, 1, 2, 3]))
     with pytest.raises(ValueError, match="targets has dtype"):
         logprob(hidden, weight, torch.tensor([0, 1, 2, 3], dtype=torch.int32))
+
+
+def test_logprob_kernels_compile_for_h100():
+    """Lowered to sm_90 cubin by the triton wheel's ptxas: what the CPU interpreter never checks."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_compile.py"
+    run = subprocess.run([sys.executable, str(script), "--ops", "logprob", "--arch", "90", "--quick"], capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "0"})
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -1,4 +1,9 @@
 """kernels/rope.py: inv_freq vs HF, rope_ref vs HF apply_rotary_pos_emb, Triton RoPE vs rope_ref."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -86,3 +91,11 @@ def test_rope_rejects_bad_inputs():
         rope(q, k, torch.arange(3), torch.ones(4))
     with pytest.raises(ValueError, match="rope: positions has shape"):
         rope(q, k, torch.arange(4), torch.ones(8))
+
+
+def test_rope_kernels_compile_for_h100():
+    """Lowered to sm_90 cubin by the triton wheel's ptxas: what the CPU interpreter never checks."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_compile.py"
+    run = subprocess.run([sys.executable, str(script), "--ops", "rope", "--arch", "90", "--quick"], capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "0"})
+    assert run.returncode == 0, run.stdout + run.stderr
