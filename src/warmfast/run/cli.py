@@ -44,13 +44,37 @@ def cmd_judge(args) -> int:
     from warmfast.run.runner import run
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if (args.config is None) == (args.labelled is None):
+        print("warmfast judge: give either a run CONFIG or --labelled DIR --judge FILE", file=sys.stderr)
+        return 2
     try:
+        if args.labelled is not None:
+            return _judge_labelled(args)
         config = _load(args)
         summary = run(config, progress=not args.no_progress, skip_generation=True)
     except ConfigError as err:
         print(f"warmfast judge: {err}", file=sys.stderr)
         return 2
     _report(summary)
+    return 0
+
+
+def _judge_labelled(args) -> int:
+    from pathlib import Path
+
+    from warmfast.run.config import ConfigError, load_judge_spec
+    from warmfast.run.labelled import judge_labelled
+
+    if args.judge is None:
+        raise ConfigError("--labelled needs --judge FILE (e.g. configs/judges/openai.yaml)")
+    spec = load_judge_spec(Path(args.judge))
+    if args.device or args.dtype:
+        import dataclasses
+
+        spec = dataclasses.replace(spec, device=args.device or spec.device, dtype=args.dtype or spec.dtype)
+    out = args.output_dir or "runs/judge-labelled"
+    result = judge_labelled(args.labelled, spec, out, per_task=args.per_task, progress=not args.no_progress)
+    _report(result)
     return 0
 
 
@@ -62,9 +86,17 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("judge", help="judge and export a run's stored generations (no new generation); "
-                                     "change the config's judge: section to re-judge with another judge")
-    p.add_argument("config", help="the run's config")
-    p.add_argument("--output-dir", default=None, help="run folder (default: output_dir in the config)")
+    p = sub.add_parser("judge", help="judge and export a run's stored generations (no new generation; "
+                                     "edit the config's judge: section to re-judge), or with --labelled, "
+                                     "grade labelled outputs and report the judge's agreement and kappa")
+    p.add_argument("config", nargs="?", default=None, help="the run's config")
+    p.add_argument("--labelled", default=None, metavar="DIR",
+                   help="outputs in the study layout with reference labels (e.g. warm_ai_2025/sample_data)")
+    p.add_argument("--judge", default=None, metavar="FILE", help="judge config for --labelled (configs/judges/*.yaml)")
+    p.add_argument("--per-task", type=int, default=None, help="--labelled: at most this many rows per task")
+    p.add_argument("--device", default=None, help="--labelled: device of a log-prob judge")
+    p.add_argument("--dtype", default=None, help="--labelled: dtype of a log-prob judge")
+    p.add_argument("--output-dir", default=None, help="run folder (default: output_dir in the config; "
+                                                      "--labelled: runs/judge-labelled)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_judge)

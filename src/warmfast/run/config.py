@@ -399,6 +399,14 @@ def load_config(path: str | Path) -> RunConfig:
     return config_from_dict(raw, str(path), path.parent)
 
 
+def load_judge_spec(path: str | Path) -> JudgeSpec:
+    """A judge config file (configs/judges/*.yaml) on its own; errors name the file and key."""
+    try:
+        return _build(JudgeSpec, _read_yaml(Path(path), "judge"), "judge")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
 def resolve_text(value: str, protocol: dict, key: str) -> str:
     """`protocol:<dotted.key>` -> the text in protocol.json; any other string as given."""
     if not value.startswith("protocol:"):

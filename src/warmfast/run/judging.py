@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from warmfast.judge.prompts import JudgeItem, JudgePrompt, Verdict
-from warmfast.run.config import GRID_TASKS, ConfigError, RunConfig, resolve_text
+from warmfast.run.config import GRID_TASKS, ConfigError, JudgeSpec, RunConfig, resolve_text
 from warmfast.run.store import Generation, JobRecord, Store, content_key
 
 # (pairs of job and its generation, the run's store) -> one verdict per pair
@@ -119,44 +119,66 @@ def extraction_stage(task: str) -> Stage:
                  judge)
 
 
+class LLMJudge:
+    """The configured free-text judge behind one call: judge(items, store) -> verdicts.
+
+    spec: every setting that decides a verdict (never an API key). The log-prob judge's engine is
+    loaded by `engine_loader()` on first use only, so a fully judged run never loads a model."""
+
+    def __init__(self, j: JudgeSpec, protocol: dict, chunk_size: int, engine_loader, model_id: str,
+                 engine_adapter: str | None):
+        self.answers = j.answers
+        prompt = JudgePrompt(resolve_text(j.prompt, protocol, "judge.prompt"), tuple(j.verdicts),
+                             None if j.system is None else resolve_text(j.system, protocol, "judge.system"))
+        self._impl = None
+        if j.kind == "logprob":
+            from warmfast.judge.logprob import LogprobJudgeConfig
+
+            self.name = "logprob_judge"
+            self._cfg = LogprobJudgeConfig(prompt, j.template, j.verdict_prefix, engine_adapter, chunk_size)
+            self._engine_loader, self._model_id = engine_loader, model_id
+            self.spec = {"kind": "logprob", "model": model_id, "adapter": j.adapter, "prompt": prompt.spec(),
+                         "template": j.template, "verdict_prefix": j.verdict_prefix, "answers": j.answers}
+        elif j.kind == "openai":
+            from warmfast.judge.openai import OpenAIJudgeConfig
+            from warmfast.openai_client import ClientConfig
+
+            self.name = "openai_judge"
+            client = ClientConfig(j.base_url, j.api_key_env, j.timeout_s, j.max_retries, j.backoff_s)
+            self._cfg = OpenAIJudgeConfig(j.model, client, prompt, j.temperature, j.max_tokens, j.seed, j.concurrency)
+            self.spec = {"kind": "openai", "url": client.base_url, "model": j.model, "prompt": prompt.spec(),
+                         "temperature": j.temperature, "max_tokens": j.max_tokens, "seed": j.seed,
+                         "answers": j.answers}
+        else:
+            raise ConfigError(f"judge.kind: {j.kind!r} is not an LLM judge (logprob or openai)")
+        self.kind = j.kind
+
+    def __call__(self, items: Sequence[JudgeItem], store: Store | None, progress: bool = False) -> list[Verdict]:
+        if self._impl is None:
+            if self.kind == "logprob":
+                from warmfast.judge.logprob import LogprobJudge
+
+                self._impl = LogprobJudge(self._engine_loader(), self._cfg, self._model_id)
+            else:
+                from warmfast.judge.openai import OpenAIJudge
+
+                self._impl = OpenAIJudge(self._cfg, store)
+        return self._impl.judge(items, progress=progress)
+
+
 def llm_stage(config: RunConfig, protocol: dict, tasks: tuple[str, ...], judge_engine, judge_model_id: str) -> Stage:
     """The free-text judge. judge_engine() -> the warmfast Engine of the log-prob judge (called only
     when something is left to judge); judge_model_id: that model's content identity."""
     j = config.judge
-    prompt = JudgePrompt(resolve_text(j.prompt, protocol, "judge.prompt"), tuple(j.verdicts),
-                         None if j.system is None else resolve_text(j.system, protocol, "judge.system"))
-    if j.kind == "logprob":
-        from warmfast.judge.logprob import LogprobJudge, LogprobJudgeConfig
+    # with model: generation the adapter is an arm (engine adapter names are arm names); a
+    # separate judge model loads its adapter under the name "judge"
+    engine_adapter = j.adapter if j.model == "generation" else ("judge" if j.adapter else None)
+    llm = LLMJudge(j, protocol, config.runner.judge_chunk_size, judge_engine, judge_model_id, engine_adapter)
 
-        # with model: generation the adapter is an arm (engine adapter names are arm names); a
-        # separate judge model loads its adapter under the name "judge"
-        engine_adapter = j.adapter if j.model == "generation" else ("judge" if j.adapter else None)
-        cfg = LogprobJudgeConfig(prompt, j.template, j.verdict_prefix, engine_adapter, config.runner.judge_chunk_size)
-        holder: dict = {}
+    def judge(pairs, store):
+        return llm([judge_item(job, gen, j.answers) for job, gen in pairs], store)
 
-        def judge_lp(pairs, store):
-            if "judge" not in holder:  # the engine is loaded only when something is left to judge
-                holder["judge"] = LogprobJudge(judge_engine(), cfg, judge_model_id)
-            return holder["judge"].judge([judge_item(job, gen, j.answers) for job, gen in pairs])
-
-        spec = {"kind": "logprob", "model": judge_model_id, "adapter": j.adapter, "prompt": prompt.spec(),
-                "template": j.template, "verdict_prefix": j.verdict_prefix, "answers": j.answers}
-        return Stage("evaluation", "logprob_judge", tasks, spec, judge_lp)
-    from warmfast.judge.openai import OpenAIJudge, OpenAIJudgeConfig
-    from warmfast.openai_client import ClientConfig
-
-    client = ClientConfig(j.base_url, j.api_key_env, j.timeout_s, j.max_retries, j.backoff_s)
-    ocfg = OpenAIJudgeConfig(j.model, client, prompt, j.temperature, j.max_tokens, j.seed, j.concurrency)
-    holder = {}
-
-    def judge_oa(pairs, store):
-        if "judge" not in holder:
-            holder["judge"] = OpenAIJudge(ocfg, store)
-        return holder["judge"].judge([judge_item(job, gen, j.answers) for job, gen in pairs])
-
-    spec = {"kind": "openai", "url": client.base_url, "model": j.model, "prompt": prompt.spec(),
-            "temperature": j.temperature, "max_tokens": j.max_tokens, "seed": j.seed, "answers": j.answers}
-    return Stage("evaluation", "openai_judge", tasks, spec, judge_oa)
+    return Stage("evaluation", llm.name, tasks, llm.spec, judge)
 
 
 def build_stages(config: RunConfig, protocol: dict, judge_engine, judge_model_id: str) -> list[Stage]:
