@@ -55,6 +55,9 @@ class CountingEngine:
     def __init__(self, engine, crash_after=None):
         self.engine, self.crash_after, self.calls, self.requests = engine, crash_after, 0, 0
 
+    def __getattr__(self, name):  # tokenizer, max_seq_len, ...: the real engine's
+        return getattr(self.engine, name)
+
     def generate(self, reqs, **kw):
         if self.crash_after is not None and self.calls >= self.crash_after:
             raise RuntimeError("killed")
@@ -99,6 +102,11 @@ def test_engine_backend_batched_resumable_side_by_side(tiny, tmp_path):
     counted = CountingEngine(eng)
     rewrite(exs, cold, PROMPTS["cold"], store, engine=counted)
     assert counted.requests == 5
+    # a prompt the model cannot hold is reported up front, by example and turn, before any compute
+    long = [TrainExample("long_0", "long", "other", [{"role": "user", "content": "why " * 600},
+                                                     {"role": "assistant", "content": "because"}])]
+    with pytest.raises(RewriteError, match="long_0 turn 1"):
+        rewrite(exs + long, cfg, PROMPTS["warm"], store, engine=CountingEngine(eng, crash_after=0))
     paths = write_outputs(tmp_path / "out", out, rows, summary)
     assert [e.messages for e in read_train_jsonl(paths["train"])] == [e.messages for e in out]
     assert len(paths["pairs"].read_text().splitlines()) == 5

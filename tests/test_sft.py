@@ -117,8 +117,13 @@ def test_resume_equals_uninterrupted(tiny):
     part = tiny.root / "part"
     part.mkdir()
     shutil.copytree(full[0], part / "epoch-1")  # what a run killed after epoch 1 leaves behind
+    full_log = (tiny.root / "full" / "train_log.jsonl").read_text().splitlines()
+    (part / "train_log.jsonl").write_text("\n".join(full_log[:5]) + "\n")  # it got one step further
     resumed = train(_cfg(tiny, part, checkpoints=[1, 2]), resume=part / "epoch-1", progress=False)
     assert [p.name for p in resumed] == ["epoch-2"]
+    part_log = (part / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in part_log] == list(range(1, 7))  # 3 steps per epoch, no repeats
+    assert [json.loads(x)["loss"] for x in part_log] == pytest.approx([json.loads(x)["loss"] for x in full_log])
     a = load_file(str(full[1] / "adapter_model.safetensors"))
     b = load_file(str(resumed[0] / "adapter_model.safetensors"))
     assert a.keys() == b.keys()

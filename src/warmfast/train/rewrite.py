@@ -98,21 +98,39 @@ def make_jobs(examples: list[TrainExample], cfg: RewriteConfig, system_prompt: s
     return jobs
 
 
-def _run_engine(pending: list[Job], cfg: RewriteConfig, system_prompt: str, store: Store, engine) -> None:
+def _messages(j: Job, system_prompt: str) -> list[dict]:
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": j.request["user"]}]
+
+
+def _check_lengths(pending: list[Job], examples: list[TrainExample], cfg: RewriteConfig,
+                   system_prompt: str, engine) -> None:
+    """Every prompt + max_new_tokens must fit the model; say which turns do not, before any compute."""
+    too_long = []
+    for j in pending:
+        n = len(engine.tok.chat(_messages(j, system_prompt), f"rewrite of {examples[j.example].id}"))
+        if n + cfg.max_new_tokens > engine.max_seq_len:
+            too_long.append(f"{examples[j.example].id} turn {j.turn} ({n} prompt tokens)")
+    if too_long:
+        raise RewriteError(f"{len(too_long)} rewrite prompts + max_new_tokens={cfg.max_new_tokens} exceed "
+                           f"the model's {engine.max_seq_len} tokens: {', '.join(too_long[:5])}"
+                           f"{' ...' if len(too_long) > 5 else ''}; use a longer-context rewriter, "
+                           "fewer max_new_tokens, or drop those conversations")
+
+
+def _run_engine(pending: list[Job], examples: list[TrainExample], cfg: RewriteConfig,
+                system_prompt: str, store: Store, engine) -> None:
     import warmfast as wf
 
     if engine is None:
         engine = wf.Engine.from_pretrained(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    _check_lengths(pending, examples, cfg, system_prompt, engine)
     bar = tqdm(total=len(pending), desc=f"rewrite {cfg.style} (engine)")
     for i in range(0, len(pending), cfg.chunk_size):
         chunk = pending[i:i + cfg.chunk_size]
-        reqs = [wf.GenerateRequest(messages=[{"role": "system", "content": system_prompt},
-                                             {"role": "user", "content": j.request["user"]}],
-                                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                   seed=cfg.seed) for j in chunk]
+        reqs = [wf.GenerateRequest(messages=_messages(j, system_prompt), max_new_tokens=cfg.max_new_tokens,
+                                   temperature=cfg.temperature, seed=cfg.seed) for j in chunk]
         for j, r in zip(chunk, engine.generate(reqs)):
-            store.cache_response(j.key, j.request,
-                                 {"text": r.text, "finish_reason": r.finish_reason})
+            store.cache_response(j.key, j.request, {"text": r.text, "finish_reason": r.finish_reason})
         bar.update(len(chunk))
     bar.close()
 
@@ -125,9 +143,7 @@ def _run_openai(pending: list[Job], cfg: RewriteConfig, system_prompt: str, stor
                                            max_retries=cfg.max_retries, timeout_s=cfg.timeout_s))
 
     def call(j: Job):
-        return client.chat([{"role": "system", "content": system_prompt},
-                            {"role": "user", "content": j.request["user"]}],
-                           model=cfg.model, temperature=cfg.temperature, max_tokens=cfg.max_new_tokens,
+        return client.chat(_messages(j, system_prompt), model=cfg.model, temperature=cfg.temperature, max_tokens=cfg.max_new_tokens,
                            seed=cfg.seed)
 
     done = 0
@@ -158,9 +174,10 @@ def rewrite(examples: list[TrainExample], cfg: RewriteConfig, system_prompt: str
     pending = [j for j in jobs if store.cached_response(j.key) is None]
     log.info("rewrite %s: %d turns, %d already stored, %d to do", cfg.style, len(jobs),
              len(jobs) - len(pending), len(pending))
-    if pending:
-        (_run_engine if cfg.backend == "engine" else _run_openai)(
-            pending, cfg, system_prompt, store, engine if cfg.backend == "engine" else client)
+    if pending and cfg.backend == "engine":
+        _run_engine(pending, examples, cfg, system_prompt, store, engine)
+    elif pending:
+        _run_openai(pending, cfg, system_prompt, store, client)
     new_msgs = [[dict(m) for m in ex.messages] for ex in examples]
     rows = []
     for j in jobs:

@@ -189,6 +189,9 @@ def train(cfg: SFTConfig, resume: str | Path | None = None, progress: bool = Tru
         raise ValueError(f"{len(empty)} examples have no assistant token within max_len={cfg.max_len} "
                          f"(first: {empty[:3]}); raise max_len or drop them")
     n = len(data)
+    cut = sum(d.truncated for d in data)
+    if cut:
+        log.warning("%d of %d examples are longer than max_len=%d tokens and were cut", cut, n, cfg.max_len)
     ends, marks = plan_steps(n, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -202,6 +205,7 @@ def train(cfg: SFTConfig, resume: str | Path | None = None, progress: bool = Tru
     else:
         torch.manual_seed(cfg.seed + 1)  # dropout stream
     out.mkdir(parents=True, exist_ok=True)
+    _trim_log(out / "train_log.jsonl", step)  # steps after the checkpoint are redone
     model.train()
     written = []
     bar = tqdm(total=len(ends), initial=step, desc=f"sft {out.name}", disable=not progress)
@@ -229,6 +233,13 @@ def train(cfg: SFTConfig, resume: str | Path | None = None, progress: bool = Tru
                                      step, pos, n, marks[pos], cfg))
     bar.close()
     return written
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Keep the log lines of steps <= `step` (a resumed run logs the later steps again)."""
+    if path.is_file():
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in keep))
 
 
 def _save(path: Path, model, opt, sched, dev, step: int, pos: int, n: int, epoch: float,
