@@ -6,6 +6,7 @@ matrix, so a decoder layer runs 4 GEMMs instead of 7. No transformers model obje
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +62,10 @@ def checkpoint_files(model_dir: Path) -> dict[str, Path]:
 class _Reader:
     """Reads named tensors from a set of shards, checking shape and finiteness on the way."""
 
-    def __init__(self, files: dict[str, Path], dtype: torch.dtype, device: torch.device):
+    def __init__(self, files: dict[str, Path], dtype: torch.dtype, device: torch.device,
+                 shard: Callable[[str], tuple[int, int, int] | None] | None = None):
         self.files, self.dtype, self.device = files, dtype, device
+        self.shard = shard  # tensor name -> (dim, start, stop) to read, None = the whole tensor
         self._open: dict[Path, object] = {}
 
     def get(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
@@ -72,10 +75,19 @@ class _Reader:
         path = self.files[name]
         if path not in self._open:
             self._open[path] = safe_open(str(path), framework="pt")
-        t = self._open[path].get_tensor(name)
-        if tuple(t.shape) != tuple(shape):
-            raise WeightsError(f"tensor {name!r} in {path} has shape {tuple(t.shape)}, "
+        cut = None if self.shard is None else self.shard(name)
+        if cut is None:
+            t = self._open[path].get_tensor(name)
+            full = tuple(t.shape)
+        else:  # tensor parallel: read only this rank's rows or columns from the file
+            sl = self._open[path].get_slice(name)
+            full = tuple(sl.get_shape())
+        if full != tuple(shape):
+            raise WeightsError(f"tensor {name!r} in {path} has shape {full}, "
                                f"the config expects {tuple(shape)}")
+        if cut is not None:
+            dim, start, stop = cut
+            t = sl[start:stop] if dim == 0 else sl[:, start:stop]
         t = t.to(device=self.device, dtype=self.dtype)
         if not torch.isfinite(t).all():
             bad = (~torch.isfinite(t)).sum().item()
@@ -84,9 +96,13 @@ class _Reader:
 
 
 def load_weights(model_dir: str | Path, cfg: ModelConfig, dtype: torch.dtype,
-                 device: torch.device) -> ModelWeights:
+                 device: torch.device,
+                 shard: Callable[[str], tuple[int, int, int] | None] | None = None) -> ModelWeights:
+    """The model's weights in the engine's fused layout. `shard` (tensor parallel, see
+    model/parallel.py `weight_slicer`) names the (dim, start, stop) part of a tensor this process
+    reads; shapes are still checked against the full tensor in the file."""
     model_dir = Path(model_dir)
-    r = _Reader(checkpoint_files(model_dir), dtype, device)
+    r = _Reader(checkpoint_files(model_dir), dtype, device, shard)
     H, I, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
     q, kv = cfg.q_size, cfg.kv_size
     layers = []
