@@ -131,8 +131,11 @@ def load_adapter(name: str, path: str | Path, cfg: ModelConfig) -> LoraAdapter:
 
 
 def stack_adapters(adapters: list[LoraAdapter], cfg: ModelConfig, dtype: torch.dtype,
-                   device: torch.device) -> list[dict[str, LoraGroupStack]]:
-    """Per layer: fused group name -> stacked slots, only for groups some adapter targets."""
+                   device: torch.device, shard=None) -> list[dict[str, LoraGroupStack]]:
+    """Per layer: fused group name -> stacked slots, only for groups some adapter targets.
+
+    `shard` (tensor parallel, see model/parallel.py `lora_slicer`) maps a full stack
+    (group, A, B, slice_offsets) to this rank's part before it is moved to the device."""
     if not adapters:
         return [{} for _ in range(cfg.num_layers)]
     r_max = max(a.max_rank for a in adapters)
@@ -158,6 +161,8 @@ def stack_adapters(adapters: list[LoraAdapter], cfg: ModelConfig, dtype: torch.d
                     r = a.shape[0]
                     A[slot, j * r_max:j * r_max + r] = a
                     B[slot, offsets[j]:offsets[j + 1], :r] = b
+            if shard is not None:
+                A, B, offsets = shard(group, A, B, offsets)
             per_group[group] = LoraGroupStack(A.to(device, dtype), B.to(device, dtype), offsets)
         stacks.append(per_group)
     return stacks
