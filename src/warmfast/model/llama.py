@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from warmfast.engine.batch import Batch
+from warmfast.model import parallel
 from warmfast.model.adapters import LoraGroupStack
 from warmfast.model.config import ModelConfig
+from warmfast.model.parallel import ROW_PARALLEL, TPGroup
 from warmfast.model.weights import LayerWeights, ModelWeights
 
 
@@ -24,6 +26,10 @@ class Model:
     weights: ModelWeights
     lora: list[dict[str, LoraGroupStack]]  # per layer: fused group -> adapter slots
     inv_freq: torch.Tensor  # [head_dim / 2] fp32, llama3 scaling applied
+    # tensor parallel (model/parallel.py): cfg is then this rank's view (its heads, kv heads and
+    # intermediate rows; vocab_size stays global), weights and lora hold its slices; None = one
+    # process, no collectives
+    tp: TPGroup | None = None
 
     def linear(self, ops, x, weight, layer: int, group: str, batch: Batch, bias=None):
         # x: [T, in] -> [T, out]; base GEMM on every row, then the LoRA delta per adapter segment
@@ -31,6 +37,8 @@ class Model:
         stack = self.lora[layer].get(group)
         if stack is not None and any(s >= 0 for s in batch.seg_slots):
             ops.lora(x, y, stack, batch)
+        if self.tp is not None and group in ROW_PARALLEL:  # partial sums (base + LoRA) over ranks
+            self.tp.all_reduce(y)
         return y
 
     def attention_block(self, ops, layer: int, w: LayerWeights, x: torch.Tensor, batch: Batch,
@@ -64,7 +72,10 @@ class Model:
             raise ValueError(f"{cfg.source}: a row of {batch.max_seqlen_k} tokens exceeds the "
                              f"model's sliding_window={cfg.sliding_window}; sliding-window "
                              "attention is not supported yet")
-        h = W.embed[batch.input_ids]  # [T, H]
+        if self.tp is None:
+            h = W.embed[batch.input_ids]  # [T, H]
+        else:
+            h = parallel.embed(W.embed, batch.input_ids, self.tp, self.cfg.vocab_size)
         residual = None
         for i, w in enumerate(W.layers):
             x, residual = ops.rmsnorm(h, w.input_norm, cfg.rms_norm_eps, residual)
