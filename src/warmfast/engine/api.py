@@ -13,6 +13,7 @@ from warmfast.kernels.rope import rope_inv_freq
 from warmfast.model.adapters import AdapterError, load_adapter, stack_adapters
 from warmfast.model.config import ModelConfig
 from warmfast.model.llama import Model
+from warmfast.model.parallel import TPGroup, init_tensor_parallel, local_config, lora_slicer, weight_slicer
 from warmfast.model.weights import load_weights
 
 log = logging.getLogger("warmfast")
@@ -86,8 +87,9 @@ class Engine:
 
     def __init__(self, model: Model, tokenizer: TokenizerCache, adapter_names: list[str],
                  device: torch.device, dtype: torch.dtype, backend: str, max_batch_tokens: int,
-                 max_seq_len: int):
+                 max_seq_len: int, tp: TPGroup | None = None):
         self.model, self.tok = model, tokenizer
+        self.tp = tp  # tensor-parallel group (every rank runs the same calls), None = one process
         self.adapter_names = adapter_names
         self.device, self.dtype = device, dtype
         self.ops = select_backend(backend, device)
@@ -99,23 +101,35 @@ class Engine:
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, adapters: dict[str, str | Path] | None = None,
                         device: str = "cpu", dtype: str = "float32", backend: str = "auto",
-                        max_batch_tokens: int = 8192, max_seq_len: int | None = None) -> "Engine":
+                        max_batch_tokens: int = 8192, max_seq_len: int | None = None,
+                        tensor_parallel: int = 1) -> "Engine":
+        """tensor_parallel=N > 1: this process is one of N ranks of an initialised torch.distributed
+        world of exactly N processes (torchrun); each loads only its slice of every weight and
+        adapter, and every rank must make the same score/generate calls (see model/parallel.py)."""
         cfg = ModelConfig.from_folder(model_dir)
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         dev = torch.device(device)
+        tp = None
+        if tensor_parallel != 1:
+            tp = init_tensor_parallel(tensor_parallel, cfg)
+            if dev.type == "cuda" and dev.index is None:  # one GPU per rank
+                dev = torch.device("cuda", tp.rank % torch.cuda.device_count())
         adapters = dict(adapters or {})
         for name in adapters:
             if name in BASE_NAMES or not isinstance(name, str) or not name:
                 raise AdapterError(f"adapter name {name!r} is reserved or empty: 'base'/None mean "
                                    "the model without an adapter")
         loaded = [load_adapter(name, path, cfg) for name, path in adapters.items()]
-        weights = load_weights(model_dir, cfg, DTYPES[dtype], dev)
+        weights = load_weights(model_dir, cfg, DTYPES[dtype], dev,
+                               shard=None if tp is None else weight_slicer(cfg, tp))
         inv_freq = rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling).to(dev)
-        model = Model(cfg, weights, stack_adapters(loaded, cfg, DTYPES[dtype], dev), inv_freq)
+        stacks = stack_adapters(loaded, cfg, DTYPES[dtype], dev,
+                                shard=None if tp is None else lora_slicer(cfg, tp))
+        model = Model(cfg if tp is None else local_config(cfg, tp), weights, stacks, inv_freq, tp=tp)
         max_len = min(max_seq_len or cfg.max_position_embeddings, cfg.max_position_embeddings)
         return cls(model, TokenizerCache(model_dir), list(adapters), dev, DTYPES[dtype], backend,
-                   max_batch_tokens, max_len)
+                   max_batch_tokens, max_len, tp=tp)
 
     def slot(self, adapter: str | None, where: str) -> int:
         """Adapter name -> stacked slot (-1 for the base model)."""
