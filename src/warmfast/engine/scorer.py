@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from warmfast.engine.batch import build_prefill
+from warmfast.model import parallel
 
 
 @dataclass(slots=True)
@@ -89,8 +90,12 @@ def score(engine, requests, budget: int, progress: bool = False):
             index.extend(range(start, start + len(r.targets)))
             targets.extend(r.targets)
             offset += len(r.tokens)
-        lp, am = ops.logprob(hidden[torch.tensor(index, device=dev)], model.weights.lm_head,
-                             torch.tensor(targets, dtype=torch.int64, device=dev))
+        sel = hidden[torch.tensor(index, device=dev)]  # [N, H] scored positions only
+        tgt = torch.tensor(targets, dtype=torch.int64, device=dev)
+        if engine.tp is None:
+            lp, am = ops.logprob(sel, model.weights.lm_head, tgt)
+        else:  # vocab-parallel lm_head: logsumexp, target and argmax combined across ranks
+            lp, am = parallel.logprob(sel, model.weights.lm_head, tgt, engine.tp, model.cfg.vocab_size)
         lp, greedy = lp.cpu().tolist(), (am.cpu() == torch.tensor(targets)).tolist()
         k = 0
         for r in group:
