@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from warmfast.engine.batch import Batch, build_decode, build_prefill
+from warmfast.model import parallel
 
 
 class ContiguousKVCache:
@@ -103,8 +104,14 @@ def _generate_chunk(engine, reqs, prompts, slots, bar):
     last = hidden[batch.cu_seqlens_q[1:].long() - 1]  # [n, H]
     step = 0
     while active:
-        logits = (last @ model.weights.lm_head.T).float()  # [rows, V]
-        tokens = _sample(engine, logits, [reqs[r] for r in active], [req_ids[r] for r in active], step)
+        logits = (last @ model.weights.lm_head.T).float()  # [rows, V] (tensor parallel: [rows, V_r])
+        if engine.tp is None:
+            tokens = _sample(engine, logits, [reqs[r] for r in active], [req_ids[r] for r in active], step)
+        else:  # full logits on every rank; rank 0 samples once and broadcasts
+            logits = parallel.gather_logits(logits, engine.tp, cfg.vocab_size)
+            tokens = parallel.decide_once(
+                engine.tp, lambda: _sample(engine, logits, [reqs[r] for r in active],
+                                           [req_ids[r] for r in active], step), len(active), dev)
         still = []
         for r, t in zip(active, tokens):
             out_ids[r].append(t)
