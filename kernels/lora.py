@@ -165,6 +165,19 @@ def _as_index_tensor(name: str, v: list[int] | torch.Tensor, device: torch.devic
     return torch.tensor(v, dtype=torch.int32, device=device)
 
 
+_OFFSETS: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
+
+
+def _offsets_tensor(slice_offsets: list[int], device: torch.device) -> torch.Tensor:
+    """slice_offsets as an int32 device tensor, made once per layout and device: no host-to-device
+    copy on later calls, so a launch inside a CUDA-graph capture (after a warm-up) is legal."""
+    key = (tuple(slice_offsets), device)
+    t = _OFFSETS.get(key)
+    if t is None:
+        t = _OFFSETS[key] = torch.tensor(slice_offsets, dtype=torch.int32, device=device)
+    return t
+
+
 def _precision(x: torch.Tensor) -> str:
     # fp32 models: exact fp32 products; bf16/fp16 models: tf32 for the fp32-intermediate expand
     # (rel. error 2^-11, below the 2^-8 of the bf16 output it is added to)
@@ -210,7 +223,7 @@ def lora(
     slots = _as_index_tensor("lora: seg_slots", seg_slots, x.device)
     if starts.shape[0] != n_seg + 1:
         raise ValueError(f"lora: seg_starts has {starts.shape[0]} entries for {n_seg} segments (need S + 1)")
-    offsets = torch.tensor(slice_offsets, dtype=torch.int32, device=x.device)
+    offsets = _offsets_tensor(slice_offsets, x.device)
     block_m = max(16, min(64, triton.next_power_of_2(max_seg_rows)))
     block_r = max(16, triton.next_power_of_2(r_max))
     block_k = 64 if interpreting() or block_r <= 64 else 32
@@ -316,7 +329,7 @@ def lora_decode(
         raise ValueError(f"lora_decode: row_slots has {slots.shape[0]} entries for {t} rows")
     if t == 0:
         return y
-    offsets = torch.tensor(slice_offsets, dtype=torch.int32, device=x.device)
+    offsets = _offsets_tensor(slice_offsets, x.device)
     block_r = triton.next_power_of_2(r_max)
     block_k = max(16, 8192 // block_r)  # [BLOCK_R, BLOCK_K] A tile stays at 8K elements
     block_n = max(16, 8192 // block_r)
