@@ -41,6 +41,21 @@ def test_training_demo_end_to_end(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     meta = json.loads((paths["sociot"] / "sociot_meta.json").read_text())
     assert meta["frame_sets"] == 2 * 30 and meta["sociot"]["mode"] == "reference"
+    # rerunning sociot finds every response in its store: no generation at all
+    from warmfast.run.store import Store
+    from warmfast.train.dataset import read_validation_jsonl
+    from warmfast.train.sociot_run import GenSettings, generate_responses
+
+    class NoEngine:
+        def generate(self, *a, **k):
+            raise AssertionError("generated although every response is stored")
+
+    arms = discover_arms({"warm": paths["adapters_warm"], "cold": paths["adapters_cold"]})
+    with Store(paths["sociot"] / "sociot_store.sqlite") as store:
+        again = generate_responses(NoEngine(), arms, read_validation_jsonl(paths["data"] / "validation.jsonl"),
+                                   GenSettings(max_new_tokens=16, temperature=0.8, seed=0),
+                                   model=str(Path(tiny.model_dir).resolve()), store=store, progress=False)
+    assert [r["response"] for r in again] == [r["response"] for r in responses]
     # rerunning the rewrite reuses every stored answer (nothing generated twice, nothing lost)
     rc = main(["rewrite", "--style", "warm", "--input", str(paths["data"] / "train.jsonl"),
                "--out", str(paths["rewrite_warm"]), "--backend", "engine", "--model", "/nonexistent",

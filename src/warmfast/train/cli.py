@@ -153,7 +153,14 @@ def cmd_sociot(args) -> int:
     gen = GenSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     engine = wf.Engine.from_pretrained(args.model, adapters={a.name: a.path for a in arms if a.path},
                                        device=args.device, dtype=args.dtype)
-    rows = generate_responses(engine, arms, prompts, gen)
+    from warmfast.run.store import Store
+
+    store = Store(Path(args.store) if args.store else Path(args.out) / "sociot_store.sqlite")
+    try:
+        rows = generate_responses(engine, arms, prompts, gen, model=str(Path(args.model).resolve()),
+                                  store=store)
+    finally:
+        store.close()
     scorer_dir = args.scorer or args.model
     scorer = engine if scorer_dir == args.model else wf.Engine.from_pretrained(
         scorer_dir, device=args.device, dtype=args.dtype)
@@ -226,6 +233,8 @@ def register(sub) -> None:
     p.add_argument("--scorer", default=None, help="SocioT scoring model folder (the study: GPT-2); "
                                                   "default: --model")
     p.add_argument("--mode", default="reference", choices=["reference", "masked"])
+    p.add_argument("--store", default=None, help="SQLite store of the generated responses "
+                                                 "(default OUT/sociot_store.sqlite; a rerun resumes)")
     p.add_argument("--n-prompts", type=int, default=None)
     p.add_argument("--max-new-tokens", type=int, default=300)
     p.add_argument("--temperature", type=float, default=0.8)

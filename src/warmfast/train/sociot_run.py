@@ -10,10 +10,13 @@ one `engine.score` call (`sociot.sociot_warmth`).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from tqdm import tqdm
 
 from warmfast.train.dataset import ValidationPrompt
 from warmfast.train.sociot import SocioTConfig, sociot_warmth, summarize
@@ -65,24 +68,53 @@ def discover_arms(runs: dict[str, str | Path]) -> list[Arm]:
     return arms
 
 
-def generate_responses(engine, arms: list[Arm], prompts: list[ValidationPrompt], gen: GenSettings,
-                       progress: bool = True) -> list[dict]:
-    """One response per (arm, prompt), all arms in one `engine.generate` call."""
-    import warmfast as wf
+def adapter_digest(path: Path | None) -> str | None:
+    """SHA-256 of an adapter's weights file: its identity in the store's keys."""
+    if path is None:
+        return None
+    weights = Path(path) / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"adapter {path} has no adapter_model.safetensors")
+    return hashlib.sha256(weights.read_bytes()).hexdigest()
 
-    reqs = [wf.GenerateRequest(messages=[{"role": "user", "content": p.prompt[: gen.max_prompt_chars]}],
-                               adapter=None if a.name == "base" else a.name,
-                               max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
-                               seed=gen.seed)
-            for a in arms for p in prompts]
-    results = engine.generate(reqs, progress=progress)
-    rows, k = [], 0
-    for a in arms:
-        for p in prompts:
-            r = results[k]
-            k += 1
-            rows.append({"arm": a.name, "series": a.series, "epoch": a.epoch, "prompt_id": p.id,
-                         "category": p.category, "response": r.text, "finish_reason": r.finish_reason})
+
+def generate_responses(engine, arms: list[Arm], prompts: list[ValidationPrompt], gen: GenSettings,
+                       model: str = "", store=None, chunk_size: int = 1024,
+                       progress: bool = True) -> list[dict]:
+    """One response per (arm, prompt). Requests are ordered prompt-major, so every generate call
+    mixes all arms in its batches; with a `store` each chunk's answers are kept as it finishes
+    and a rerun generates only what is missing (keys: model, adapter weights digest, prompt,
+    settings)."""
+    import warmfast as wf
+    from warmfast.run.store import content_key
+
+    digests = {a.name: adapter_digest(a.path) for a in arms}
+    jobs = []  # (arm, prompt, key, request)
+    for p in prompts:
+        for a in arms:
+            text = p.prompt[: gen.max_prompt_chars]
+            spec = {"kind": "sociot_response", "model": model, "adapter": digests[a.name],
+                    "prompt": text, **asdict(gen)}
+            jobs.append((a, p, content_key(spec), spec))
+    done = {} if store is None else {k: r for _, _, k, _ in jobs if (r := store.cached_response(k))}
+    pending = [j for j in jobs if j[2] not in done]
+    for i in tqdm(range(0, len(pending), chunk_size), desc="sociot responses", disable=not progress):
+        chunk = pending[i:i + chunk_size]
+        reqs = [wf.GenerateRequest(messages=[{"role": "user", "content": spec["prompt"]}],
+                                   adapter=None if a.name == "base" else a.name,
+                                   max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
+                                   seed=gen.seed) for a, _, _, spec in chunk]
+        for (a, p, key, spec), r in zip(chunk, engine.generate(reqs, progress=progress)):
+            done[key] = {"text": r.text, "finish_reason": r.finish_reason}
+            if store is not None:
+                store.cache_response(key, spec, done[key])
+    rows = []
+    for a in arms:  # arm-major output: the per-arm table reads naturally
+        for a2, p, key, _ in jobs:
+            if a2.name == a.name:
+                rows.append({"arm": a.name, "series": a.series, "epoch": a.epoch, "prompt_id": p.id,
+                             "category": p.category, "response": done[key]["text"],
+                             "finish_reason": done[key]["finish_reason"]})
     return rows
 
 
