@@ -67,6 +67,8 @@ def test_plan_lands_on_exact_fractional_epochs():
         steps = [b - a for a, b in zip([0] + ends, ends)]
         assert max(steps) == min(16, max(steps)) and min(steps) >= 1
     assert plan_steps(100, cfg)[1][50] == 0.5 and plan_steps(7, cfg)[1][3] == 0.5  # floor(3.5)
+    with pytest.raises(ValueError, match="same example counts"):
+        plan_steps(1, SFTConfig(model="m", train_file="t", out_dir="o", epochs=2, checkpoints=[1, 1.5]))
 
 
 def _assistant_nll(tiny, adapter_dir):

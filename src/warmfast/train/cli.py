@@ -117,6 +117,9 @@ def cmd_train(args) -> int:
     if args.config:
         cfg = SFTConfig.from_yaml(args.config, **over)
     else:
+        missing = [f"--{k.replace('_', '-')}" for k in ("model", "train_file", "out_dir") if over[k] is None]
+        if missing:
+            raise ValueError(f"give {', '.join(missing)} (or a YAML config that sets them)")
         cfg = SFTConfig(**{k: v for k, v in over.items() if v is not None})
     resume = args.resume
     if resume == "latest":

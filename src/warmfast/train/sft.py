@@ -99,6 +99,10 @@ def plan_steps(n: int, cfg: SFTConfig) -> tuple[list[int], dict[int, float]]:
     """Stream position (examples seen) after every optimizer step, and boundary -> checkpoint epoch."""
     total = math.floor(cfg.epochs * n)
     marks = {math.floor(e * n): e for e in cfg.checkpoints}
+    if len(marks) != len(cfg.checkpoints):
+        raise ValueError(f"with {n} examples, checkpoints {cfg.checkpoints} fall on the same example "
+                         f"counts {[math.floor(e * n) for e in cfg.checkpoints]}; use fewer checkpoints "
+                         "or more examples")
     if 0 in marks:
         raise ValueError(f"checkpoint at epoch {marks[0]} falls before the first example with {n} examples")
     ends, pos = [], 0
