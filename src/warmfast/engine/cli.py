@@ -21,11 +21,21 @@ def _adapters(pairs: list[str]) -> dict[str, str]:
 def _engine(args, adapters: dict[str, str]):
     import warmfast as wf
 
+    if args.tensor_parallel != 1:  # torchrun started this process: join its world first
+        from warmfast.model.parallel import init_distributed
+
+        init_distributed(args.device)
     eng = wf.Engine.from_pretrained(args.model, adapters=adapters, device=args.device,
-                                    dtype=args.dtype, backend=args.backend)
+                                    dtype=args.dtype, backend=args.backend,
+                                    tensor_parallel=args.tensor_parallel)
     print(f"warmfast: backend={eng.backend} device={eng.device} dtype={args.dtype} "
           f"adapters={eng.adapter_names or 'none'}", file=sys.stderr)
     return eng
+
+
+def _lead(eng) -> bool:
+    """Whether this process reports and writes: always, except tensor-parallel ranks other than 0."""
+    return eng.tp is None or eng.tp.rank == 0
 
 
 def _read_jsonl(path: str, required: tuple[str, ...]) -> list[dict]:
@@ -53,8 +63,10 @@ def cmd_score(args) -> int:
     eng = _engine(args, adapters)
     reqs = [wf.ScoreRequest(r["context"], r["continuation"], r.get("adapter")) for r in rows]
     t0 = time.perf_counter()
-    results = eng.score(reqs, max_batch_tokens=args.batch_tokens, progress=True)
+    results = eng.score(reqs, max_batch_tokens=args.batch_tokens, progress=_lead(eng))
     dt = time.perf_counter() - t0
+    if not _lead(eng):  # tensor parallel: every rank holds the same results; rank 0 writes them
+        return 0
     with open(args.output, "w") as f:
         for row, res in zip(rows, results):
             f.write(json.dumps({**row, "logprob": res.logprob, "token_logprobs": res.token_logprobs,
@@ -79,8 +91,10 @@ def cmd_generate(args) -> int:
             temperature=r.get("temperature", args.temperature), seed=r.get("seed", args.seed),
             stop=r.get("stop", [])))
     t0 = time.perf_counter()
-    results = eng.generate(reqs, progress=True)
+    results = eng.generate(reqs, progress=_lead(eng))
     dt = time.perf_counter() - t0
+    if not _lead(eng):
+        return 0
     ntok = sum(len(r.token_ids) for r in results)
     with open(args.output, "w") as f:
         for row, res in zip(rows, results):
@@ -113,6 +127,8 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "triton"])
+    p.add_argument("--tensor-parallel", type=int, default=1, metavar="N",
+                   help="split the model over N ranks; launch with torchrun --nproc-per-node N")
     p.add_argument("--input", required=True, help="JSONL requests")
     p.add_argument("--output", required=True, help="JSONL results (the input rows plus results)")
 
