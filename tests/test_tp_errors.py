@@ -1,0 +1,100 @@
+"""Tensor parallelism: clear errors (no process group, world size mismatch, heads not divisible, a
+missing checkpoint shard) on every rank without a hang, and `torchrun ... warmfast score
+--tensor-parallel 2` writing what one process writes."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import warmfast as wf
+from test_tp import free_port, rel
+from warmfast.model.config import ModelConfig
+from warmfast.model.parallel import TensorParallelError, check_divisible
+
+
+def test_tensor_parallel_without_a_process_group(tiny):
+    paths = tiny("llama", 1)
+    assert not dist.is_initialized()
+    with pytest.raises(TensorParallelError, match=r"tensor_parallel=2 needs an initialised torch.distributed"):
+        wf.Engine.from_pretrained(paths.model_dir, tensor_parallel=2)
+    with pytest.raises(TensorParallelError, match="positive integer, got 0"):
+        wf.Engine.from_pretrained(paths.model_dir, tensor_parallel=0)
+
+
+def test_divisibility_names_the_config_value():
+    base = dict(architecture="LlamaForCausalLM", vocab_size=100, hidden_size=64, intermediate_size=96,
+                num_layers=1, num_heads=8, num_kv_heads=2, head_dim=8, rms_norm_eps=1e-5,
+                rope_theta=1e4, max_position_embeddings=64, source="x/config.json")
+    check_divisible(ModelConfig(**base), 2)
+    with pytest.raises(TensorParallelError, match=r"x/config.json: num_key_value_heads=2 is not divisible by tensor_parallel=4"):
+        check_divisible(ModelConfig(**base), 4)
+    with pytest.raises(TensorParallelError, match="intermediate_size=96 is not divisible by tensor_parallel=64"):
+        check_divisible(ModelConfig(**{**base, "num_heads": 64, "num_kv_heads": 64}), 64)
+
+
+def _worker(rank: int, world: int, port: int, cases: dict, out_path: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    seen = {}
+    try:
+        for name, (model_dir, n) in cases.items():
+            try:
+                wf.Engine.from_pretrained(model_dir, tensor_parallel=n)
+                seen[name] = ["no error", ""]
+            except (TensorParallelError, FileNotFoundError) as err:
+                seen[name] = [type(err).__name__, str(err)]
+        with open(f"{out_path}.{rank}", "w") as f:
+            json.dump(seen, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_errors_on_every_rank(tiny, tmp_path):
+    ok = tiny("llama", 1)
+    odd = tiny("llama", 1, hidden_size=48, num_heads=3, num_kv_heads=1)
+    sharded = tiny("llama", 1, shard_size="60KB")
+    broken = tmp_path / "broken"
+    shutil.copytree(sharded.model_dir, broken)
+    shards = sorted(broken.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    shards[-1].unlink()
+    cases = {"world": (str(ok.model_dir), 4), "heads": (str(odd.model_dir), 2), "shard": (str(broken), 2)}
+    out = str(tmp_path / "err")
+    mp.spawn(_worker, args=(2, free_port(), cases, out), nprocs=2, join=True)
+    for r in range(2):
+        seen = json.load(open(f"{out}.{r}"))
+        kind, msg = seen["world"]
+        assert kind == "TensorParallelError" and "tensor_parallel=4 but the torch.distributed world size is 2" in msg
+        kind, msg = seen["heads"]
+        assert kind == "TensorParallelError" and "num_attention_heads=3 is not divisible by tensor_parallel=2" in msg
+        kind, msg = seen["shard"]
+        assert kind == "FileNotFoundError" and f"shard {shards[-1]} listed in" in msg and "does not exist" in msg
+
+
+def test_cli_torchrun_score_equals_one_process(tiny, tmp_path):
+    paths = tiny("qwen2", 3)
+    rows = [{"context": c, "continuation": x, "adapter": a}
+            for c, x in [("The capital of France is", " Paris."), ("Why is the sky blue?", " Light scatters.")]
+            for a in [None, *paths.adapters]]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    adapters = [a for name, p in paths.adapters.items() for a in ("--adapter", f"{name}={p}")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+           str(free_port()), "-m", "warmfast", "score", "--model", str(paths.model_dir), *adapters,
+           "--input", str(inp), "--output", str(tmp_path / "out.jsonl"), "--tensor-parallel", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    eng = wf.Engine.from_pretrained(paths.model_dir, adapters=paths.adapters)
+    ref = eng.score([wf.ScoreRequest(r["context"], r["continuation"], r["adapter"]) for r in rows])
+    assert len(got) == len(rows)
+    for g, r in zip(got, ref):
+        assert rel(g["logprob"], r.logprob) < 1e-5 and g["is_greedy"] == r.is_greedy
