@@ -52,9 +52,11 @@ def _variants(op: str, dt: str, quick: bool = False):
         prec = "ieee" if dt == "fp32" else "tf32"
         for r in (128,) if quick else (16, 128):
             bk, bn = (64, 128) if r <= 64 else (32, 64)
+            nr = 3 * r  # fused q|k|v: all three slices' ranks in one shrink
             yield (f"lora shrink r={r}", LO._shrink_kernel,
                    {"x_ptr": p, "a_ptr": p, "xa_ptr": "*fp32", "seg_starts_ptr": "*i32", "seg_slots_ptr": "*i32"},
-                   {"R_MAX": r, "DOT": dot, "PRECISION": prec, "BLOCK_M": 64, "BLOCK_R": r, "BLOCK_K": bk}, 4, 3)
+                   {"NR": nr, "DOT": dot, "PRECISION": prec, "BLOCK_M": 64,
+                    "BLOCK_R": min(128, triton.next_power_of_2(nr)), "BLOCK_K": 64 if nr <= 64 else 32}, 4, 3)
             yield (f"lora expand r={r}", LO._expand_kernel,
                    {"xa_ptr": "*fp32", "b_ptr": p, "y_ptr": p, "offsets_ptr": "*i32", "seg_starts_ptr": "*i32",
                     "seg_slots_ptr": "*i32"},

@@ -69,25 +69,25 @@ def _segment_rows(seg_starts_ptr, seg_slots_ptr, seg, tile, BLOCK_M: tl.constexp
 def _shrink_kernel(
     x_ptr, a_ptr, xa_ptr, seg_starts_ptr, seg_slots_ptr,
     K, stride_xt, stride_as, stride_ar, stride_xat,
-    R_MAX: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
+    NR: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # program (segment, row tile, slice j): xa[rows, j*R:(j+1)*R] = x[rows] @ A[slot, j*R:(j+1)*R].T
+    # program (segment, row tile, rank tile): xa[rows, cols] = x[rows] @ A[slot, cols].T over the
+    # NR = n_slices * r_max rows of A, all slices at once (x is read once when NR <= BLOCK_R)
     slot, rows, row_ok, busy = _segment_rows(seg_starts_ptr, seg_slots_ptr, tl.program_id(0), tl.program_id(1), BLOCK_M)
     if (slot >= 0) & busy:
-        j = tl.program_id(2)
-        r = tl.arange(0, BLOCK_R)
-        r_ok = r < R_MAX
+        r = tl.program_id(2) * BLOCK_R + tl.arange(0, BLOCK_R)
+        r_ok = r < NR
         ks = tl.arange(0, BLOCK_K)
         x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xt
-        a_rows = a_ptr + slot.to(tl.int64) * stride_as + (j * R_MAX + r).to(tl.int64)[:, None] * stride_ar
+        a_rows = a_ptr + slot.to(tl.int64) * stride_as + r.to(tl.int64)[:, None] * stride_ar
         acc = tl.zeros((BLOCK_M, BLOCK_R), tl.float32)
         for k0 in range(0, K, BLOCK_K):
             k_ok = (k0 + ks) < K
             xt = tl.load(x_rows + (k0 + ks)[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(DOT)
             at = tl.load(a_rows + (k0 + ks)[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0).to(DOT)
             acc = tl.dot(xt, tl.trans(at), acc, input_precision=PRECISION)  # [BLOCK_M, BLOCK_R] fp32
-        out = xa_ptr + rows.to(tl.int64)[:, None] * stride_xat + (j * R_MAX + r)[None, :]
+        out = xa_ptr + rows.to(tl.int64)[:, None] * stride_xat + r[None, :]
         tl.store(out, acc, mask=row_ok[:, None] & r_ok[None, :])
 
 
@@ -225,16 +225,18 @@ def lora(
         raise ValueError(f"lora: seg_starts has {starts.shape[0]} entries for {n_seg} segments (need S + 1)")
     offsets = _offsets_tensor(slice_offsets, x.device)
     block_m = max(16, min(64, triton.next_power_of_2(max_seg_rows)))
-    block_r = max(16, triton.next_power_of_2(r_max))
-    block_k = 64 if interpreting() or block_r <= 64 else 32
+    nr = n_slices * r_max
+    block_rs = min(128, max(16, triton.next_power_of_2(nr)))  # shrink: all slices per rank tile
+    block_r = max(16, triton.next_power_of_2(r_max))  # expand: one slice's rank
+    block_k = 64 if interpreting() or block_rs <= 64 else 32
     block_n = 64 if block_r > 64 else 128
     row_tiles = triton.cdiv(max_seg_rows, block_m)
-    xa = torch.empty((t, n_slices * r_max), dtype=torch.float32, device=x.device)  # base rows untouched
-    _shrink_kernel[(n_seg, row_tiles, n_slices)](
+    xa = torch.empty((t, nr), dtype=torch.float32, device=x.device)  # base rows untouched
+    _shrink_kernel[(n_seg, row_tiles, triton.cdiv(nr, block_rs))](
         x, A, xa, starts, slots,
         k_in, x.stride(0), A.stride(0), A.stride(1), xa.stride(0),
-        R_MAX=r_max, DOT=dot_dtype(x), PRECISION=_precision(x),
-        BLOCK_M=block_m, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=4,
+        NR=nr, DOT=dot_dtype(x), PRECISION=_precision(x),
+        BLOCK_M=block_m, BLOCK_R=block_rs, BLOCK_K=block_k, num_warps=4,
     )
     _expand_kernel[(n_seg, row_tiles, triton.cdiv(y.shape[1], block_n))](
         xa, B, y, offsets, starts, slots,

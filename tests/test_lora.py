@@ -145,9 +145,12 @@ def test_device_tensor_metadata_equals_lists():
     A, B = _weights(16, torch.float32)
     x, y0 = torch.randn(40, IN), torch.randn(40, SLICES[-1])
     a = lora(x, y0.clone(), A, B, SLICES, starts, slots)
-    b = lora(x, y0.clone(), A, B, SLICES, torch.tensor(starts, dtype=torch.int32),
-             torch.tensor(slots, dtype=torch.int32))
+    st, sl = torch.tensor(starts, dtype=torch.int32), torch.tensor(slots, dtype=torch.int32)
+    longest = max(e - s for s, e in zip(starts, starts[1:]))
+    b = lora(x, y0.clone(), A, B, SLICES, st, sl, max_seg_rows=longest)  # same tiling: same bits
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+    c = lora(x, y0.clone(), A, B, SLICES, st, sl)  # default bound T: other tiles, same values
+    torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
 
 
 def test_single_slice_projection_and_y_view():
