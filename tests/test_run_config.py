@@ -92,3 +92,18 @@ def test_paper_config_holds_the_protocol_values():
     assert cfg.capability_generation.temperature == 0.2
     assert {a.name for a in cfg.arms} == {"original", "warm", "cold", "warm_sysprompt"}
     assert cfg.judge.temperature == 0.0
+
+
+def test_cli_reports_a_malformed_config_and_exits_2(tmp_path, capsys):
+    from warmfast.cli import main
+
+    raw = _base()
+    raw["judge"] = {"kind": "logprob", "verdicts": ["CORRECT"]}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(path), "--no-progress"]) == 2
+    assert f"{path}: judge.verdicts: must be a list of two words" in capsys.readouterr().err
+    raw["judge"] = "judges/absent.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["judge", str(path), "--no-progress"]) == 2
+    assert "judge: file not found" in capsys.readouterr().err
