@@ -38,10 +38,15 @@ def _variants(op: str, dt: str, quick: bool = False):
         for res in (True, False):
             yield (f"rmsnorm res={res}", NO._rmsnorm_kernel,
                    {"x_ptr": p, "res_ptr": p, "w_ptr": p, "out_ptr": p, "res_out_ptr": p, "eps": "fp32"},
-                   {"HAS_RES": res, "BLOCK_H": 4096}, 16, 1)
+                   {"HAS_RES": res, "ROWS": 1, "BLOCK_H": 4096}, 16, 1)
+            yield (f"rmsnorm res={res} 8 rows of 256", NO._rmsnorm_kernel,
+                   {"x_ptr": p, "res_ptr": p, "w_ptr": p, "out_ptr": p, "res_out_ptr": p, "eps": "fp32"},
+                   {"HAS_RES": res, "ROWS": 8, "BLOCK_H": 256}, 8, 1)
     elif op == "rope":
         yield ("rope", RO._rope_kernel, {"q_ptr": p, "k_ptr": p, "pos_ptr": "*i64", "inv_freq_ptr": "*fp32"},
-               {"BLOCK_HQ": 32, "BLOCK_HK": 8, "BLOCK_HALF": 64}, 4, 1)
+               {"ROWS": 1, "BLOCK_HQ": 32, "BLOCK_HK": 8, "BLOCK_HALF": 64}, 4, 1)
+        yield ("rope 4 tokens", RO._rope_kernel, {"q_ptr": p, "k_ptr": p, "pos_ptr": "*i64", "inv_freq_ptr": "*fp32"},
+               {"ROWS": 4, "BLOCK_HQ": 4, "BLOCK_HK": 2, "BLOCK_HALF": 8}, 4, 1)
     elif op == "logprob":
         for cfg in LP._configs()[:1] if quick else LP._configs():
             yield (f"logprob {cfg.kwargs} w{cfg.num_warps} s{cfg.num_stages}", LP._logprob_kernel.fn,

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import FLOAT_DTYPES, check_device, check_dtype, check_shape, round_to
+from . import FLOAT_DTYPES, check_device, check_dtype, check_shape, interpreting, round_to
 
 
 def rmsnorm_ref(
@@ -31,23 +31,23 @@ def rmsnorm_ref(
 @triton.jit
 def _rmsnorm_kernel(
     x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr,
-    H, stride_x, stride_res, stride_out, stride_res_out, eps,
-    HAS_RES: tl.constexpr, BLOCK_H: tl.constexpr,
+    T, H, stride_x, stride_res, stride_out, stride_res_out, eps,
+    HAS_RES: tl.constexpr, ROWS: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
-    # one program per row; x, residual: [T, H]; all arithmetic in fp32 with HF's rounding points
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.arange(0, BLOCK_H)
-    mask = cols < H
-    x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+    # ROWS rows per program; x, residual: [T, H]; arithmetic in fp32 with HF's rounding points
+    rows = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)[:, None]  # [ROWS, 1]
+    cols = tl.arange(0, BLOCK_H)[None, :]  # [1, BLOCK_H]
+    mask = (rows < T) & (cols < H)
+    x = tl.load(x_ptr + rows * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
     if HAS_RES:
-        r = tl.load(res_ptr + row * stride_res + cols, mask=mask, other=0.0).to(tl.float32)
+        r = tl.load(res_ptr + rows * stride_res + cols, mask=mask, other=0.0).to(tl.float32)
         x = round_to(x + r, res_out_ptr.dtype.element_ty)  # s = x + residual in x.dtype
-        tl.store(res_out_ptr + row * stride_res_out + cols, x.to(res_out_ptr.dtype.element_ty), mask=mask)
-    var = tl.sum(x * x, axis=0) / H
+        tl.store(res_out_ptr + rows * stride_res_out + cols, x.to(res_out_ptr.dtype.element_ty), mask=mask)
+    var = tl.sum(x * x, axis=1)[:, None] / H
     normed = round_to(x * tl.rsqrt(var + eps), res_out_ptr.dtype.element_ty)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    w = tl.load(w_ptr + cols, mask=cols < H, other=0.0).to(tl.float32)
     out = round_to(w * normed, out_ptr.dtype.element_ty)
-    tl.store(out_ptr + row * stride_out + cols, out.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + rows * stride_out + cols, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def rmsnorm(
@@ -76,10 +76,14 @@ def rmsnorm(
     if t == 0:
         return out, res_out
     res = residual if residual is not None else x
-    _rmsnorm_kernel[(t,)](
+    block_h = triton.next_power_of_2(h)
+    # GPU: one row per program for model widths (>= 2K); narrow rows share a program. The
+    # interpreter pays per program, so there a program takes up to 16K elements.
+    rows = max(1, min(triton.next_power_of_2(t), (16384 if interpreting() else 2048) // block_h))
+    _rmsnorm_kernel[(triton.cdiv(t, rows),)](
         x, res, weight, out, res_out,
-        h, x.stride(0), res.stride(0), out.stride(0), res_out.stride(0), eps,
-        HAS_RES=residual is not None, BLOCK_H=triton.next_power_of_2(h),
-        num_warps=min(16, max(1, triton.next_power_of_2(h) // 256)),
+        t, h, x.stride(0), res.stride(0), out.stride(0), res_out.stride(0), eps,
+        HAS_RES=residual is not None, ROWS=rows, BLOCK_H=block_h,
+        num_warps=min(16, max(1, rows * block_h // 256)),
     )
     return out, res_out

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import FLOAT_DTYPES, check_device, check_dtype, check_shape, round_to
+from . import FLOAT_DTYPES, check_device, check_dtype, check_shape, interpreting, round_to
 
 
 def rope_inv_freq(head_dim: int, theta: float, rope_scaling: dict | None) -> torch.Tensor:
@@ -70,15 +70,15 @@ def rope_ref(
 
 
 @triton.jit
-def _rope_heads(ptr, stride_t, stride_h, row, n_heads, cos1, sin1, half, BLOCK_HEADS: tl.constexpr,
-                BLOCK_HALF: tl.constexpr):
-    # x: [n_heads, D] of one token, rotated in place; products rounded to x.dtype like HF's
+def _rope_heads(ptr, stride_t, stride_h, rows, row_ok, n_heads, cos1, sin1, half,
+                BLOCK_HEADS: tl.constexpr, BLOCK_HALF: tl.constexpr):
+    # x: [ROWS, n_heads, D] rotated in place; products rounded to x.dtype like HF's
     # `q * cos + rotate_half(q) * sin` done in that dtype
     dt = ptr.dtype.element_ty
-    heads = tl.arange(0, BLOCK_HEADS)[:, None]
-    cols = tl.arange(0, BLOCK_HALF)[None, :]
-    mask = (heads < n_heads) & (cols < half)
-    p1 = ptr + row * stride_t + heads * stride_h + cols
+    heads = tl.arange(0, BLOCK_HEADS)[None, :, None]
+    cols = tl.arange(0, BLOCK_HALF)[None, None, :]
+    mask = row_ok[:, None, None] & (heads < n_heads) & (cols < half)
+    p1 = ptr + rows[:, None, None] * stride_t + heads * stride_h + cols
     x1 = tl.load(p1, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(p1 + half, mask=mask, other=0.0).to(tl.float32)
     a1 = round_to(x1 * cos1, dt)
@@ -92,19 +92,21 @@ def _rope_heads(ptr, stride_t, stride_h, row, n_heads, cos1, sin1, half, BLOCK_H
 @triton.jit
 def _rope_kernel(
     q_ptr, k_ptr, pos_ptr, inv_freq_ptr,
-    Hq, Hk, half, stride_qt, stride_qh, stride_kt, stride_kh,
-    BLOCK_HQ: tl.constexpr, BLOCK_HK: tl.constexpr, BLOCK_HALF: tl.constexpr,
+    T, Hq, Hk, half, stride_qt, stride_qh, stride_kt, stride_kh,
+    ROWS: tl.constexpr, BLOCK_HQ: tl.constexpr, BLOCK_HK: tl.constexpr, BLOCK_HALF: tl.constexpr,
 ):
-    # one program per token: angles in fp32, cos/sin rounded to q.dtype, then all heads of q and k
-    row = tl.program_id(0).to(tl.int64)
+    # ROWS tokens per program: angles in fp32, cos/sin rounded to q.dtype, all heads of q and k
+    rows = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)
+    row_ok = rows < T
     cols = tl.arange(0, BLOCK_HALF)
     inv = tl.load(inv_freq_ptr + cols, mask=cols < half, other=0.0)
-    ang = tl.load(pos_ptr + row).to(tl.float32) * inv  # [D/2]
+    pos = tl.load(pos_ptr + rows, mask=row_ok, other=0).to(tl.float32)
+    ang = pos[:, None] * inv[None, :]  # [ROWS, D/2]
     dt = q_ptr.dtype.element_ty
-    cos1 = round_to(tl.cos(ang), dt)[None, :]
-    sin1 = round_to(tl.sin(ang), dt)[None, :]
-    _rope_heads(q_ptr, stride_qt, stride_qh, row, Hq, cos1, sin1, half, BLOCK_HQ, BLOCK_HALF)
-    _rope_heads(k_ptr, stride_kt, stride_kh, row, Hk, cos1, sin1, half, BLOCK_HK, BLOCK_HALF)
+    cos1 = round_to(tl.cos(ang), dt)[:, None, :]
+    sin1 = round_to(tl.sin(ang), dt)[:, None, :]
+    _rope_heads(q_ptr, stride_qt, stride_qh, rows, row_ok, Hq, cos1, sin1, half, BLOCK_HQ, BLOCK_HALF)
+    _rope_heads(k_ptr, stride_kt, stride_kh, rows, row_ok, Hk, cos1, sin1, half, BLOCK_HK, BLOCK_HALF)
 
 
 def rope(
@@ -131,10 +133,13 @@ def rope(
     check_dtype("rope: inv_freq", inv_freq, (torch.float32,))
     if tt == 0:
         return q, k
-    _rope_kernel[(tt,)](
+    block_hq, block_half = triton.next_power_of_2(hq), triton.next_power_of_2(d // 2)
+    # GPU: one token per program for model shapes (32 heads x 64 pairs); the interpreter pays per
+    # program, so there a program takes up to 16K elements
+    rows = max(1, min(triton.next_power_of_2(tt), (16384 if interpreting() else 2048) // (block_hq * block_half)))
+    _rope_kernel[(triton.cdiv(tt, rows),)](
         q, k, positions.contiguous(), inv_freq.contiguous(),
-        hq, k.shape[1], d // 2, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-        BLOCK_HQ=triton.next_power_of_2(hq), BLOCK_HK=triton.next_power_of_2(k.shape[1]),
-        BLOCK_HALF=triton.next_power_of_2(d // 2),
+        tt, hq, k.shape[1], d // 2, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+        ROWS=rows, BLOCK_HQ=block_hq, BLOCK_HK=triton.next_power_of_2(k.shape[1]), BLOCK_HALF=block_half,
     )
     return q, k

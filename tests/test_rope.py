@@ -62,8 +62,8 @@ def test_inv_freq_rejects_unknown_rope_type():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
     "tokens,heads,head_dim",
-    [(t, (4, 2), 64) for t in (1, 3, 7, 133)] + [(7, (3, 1), 128), (5, (2, 2), 32)],
-)
+    [(t, (4, 2), 64) for t in (1, 3, 7, 133)] + [(7, (3, 1), 128), (5, (2, 2), 32), (3, (64, 8), 512)],
+)  # the last: one token per program (the GPU layout); the others share programs
 
 def test_rope_kernel_matches_ref_in_place(dtype, tokens, heads, head_dim):
     hq, hk = heads
