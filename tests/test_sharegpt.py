@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from warmfast.train.dataset import DatasetConfig, build_split, quotas, read_train_jsonl
-from warmfast.train.query_type import CATEGORIES, QueryTypeRules, load_protocol
+from warmfast.train.query_type import QueryTypeRules, load_protocol
 from warmfast.train.sharegpt import Conversation, ShareGPTError, Turn, load_sharegpt
 from warmfast.train.toxicity import KeywordToxicity, make_toxicity_filter
 

@@ -1,6 +1,5 @@
 """SocioT warmth on warmfast's scorer vs an independent plain-transformers implementation of the
 reference algorithm (compute_humt_sociot.py: pad_sequence, labels = input_ids, -outputs.loss)."""
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
