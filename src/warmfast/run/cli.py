@@ -24,14 +24,31 @@ def _report(summary) -> None:
         print(line)
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """"RANK/WORLD", or "env" for torchrun's RANK and WORLD_SIZE variables; None: no sharding."""
+    import os
+
+    if text is None:
+        return None
+    if text == "env":
+        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+            raise SystemExit("--shard env: RANK and WORLD_SIZE are not set (launch with torchrun)")
+        text = f"{os.environ['RANK']}/{os.environ['WORLD_SIZE']}"
+    rank, sep, world = text.partition("/")
+    if not sep or not rank.isdigit() or not world.isdigit() or not int(rank) < int(world):
+        raise SystemExit(f"--shard expects RANK/WORLD with 0 <= RANK < WORLD (or 'env'), got {text!r}")
+    return int(rank), int(world)
+
+
 def cmd_run(args) -> int:
     from warmfast.run.config import ConfigError
     from warmfast.run.runner import run
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    shard = parse_shard(args.shard)
     try:
         config = _load(args)
-        summary = run(config, progress=not args.no_progress, generate_only=args.generate_only)
+        summary = run(config, progress=not args.no_progress, generate_only=args.generate_only, shard=shard)
     except ConfigError as err:
         print(f"warmfast run: {err}", file=sys.stderr)
         return 2
@@ -83,6 +100,9 @@ def register(sub) -> None:
     p.add_argument("config", help="run config, e.g. configs/paper.yaml or configs/demo.yaml")
     p.add_argument("--output-dir", default=None, help="run folder (default: output_dir in the config)")
     p.add_argument("--generate-only", action="store_true", help="stop after generation (judge later)")
+    p.add_argument("--shard", default=None, metavar="RANK/WORLD",
+                   help="run one rank's share into its own store (RANK/WORLD, or 'env' under torchrun); "
+                        "a later run without --shard merges the shards and exports")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 

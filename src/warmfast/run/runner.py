@@ -4,11 +4,17 @@ Resumption: every job and judgement is keyed by its content; each chunk's result
 transaction. The plan's job list is cut into fixed chunks (by position in the plan, not by what is
 left), so a resumed run hands the engine exactly the batches an uninterrupted run would have, and
 a kill at any point loses at most the chunk in flight. Nothing finished is ever recomputed.
+
+Many GPUs or nodes: launch one `warmfast run CONFIG --shard env` per rank (torchrun sets RANK,
+WORLD_SIZE, LOCAL_RANK); rank r takes chunks r, r + world, ... into its own store file. A final
+`warmfast run CONFIG` merges the shard stores (content keys make the merge idempotent), fills any
+gap and exports.
 """
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,15 +55,30 @@ class RunSummary:
         return out
 
 
-def _chunks(jobs: list[JobRecord], size: int) -> list[list[JobRecord]]:
+def _chunks(jobs: list, size: int) -> list[list]:
     return [jobs[i:i + size] for i in range(0, len(jobs), size)]
+
+
+def plan_chunks(plan: Plan, shard: tuple[int, int] | None = None) -> list[list[JobRecord]]:
+    """The plan's fixed generation chunks (cut by position in the full plan), or those of one shard:
+    chunk i belongs to rank i % world. Judging is cut inside these chunks too, so a batch's
+    composition never depends on what was done before a kill or on which rank runs it."""
+    chunks = _chunks(plan.jobs, plan.config.runner.chunk_size)
+    if shard is None:
+        return chunks
+    rank, world = shard
+    return [c for i, c in enumerate(chunks) if i % world == rank]
 
 
 class EngineHolder:
     """Loads the generation engine (base model + every adapter arm) once, on first use."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, shard: tuple[int, int] | None = None):
         self.plan, self.engine = plan, None
+        self.device = plan.config.model.device
+        # one rank per GPU under torchrun: "cuda" means this rank's own device
+        if shard is not None and self.device == "cuda" and "LOCAL_RANK" in os.environ:
+            self.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
 
     def get(self):
         if self.engine is None:
@@ -66,7 +87,7 @@ class EngineHolder:
             m = self.plan.config.model
             self.engine = wf.Engine.from_pretrained(
                 self.plan.model_dir, adapters={k: str(v) for k, v in self.plan.adapters.items()},
-                device=m.device, dtype=m.dtype, backend=m.backend, max_batch_tokens=m.max_batch_tokens,
+                device=self.device, dtype=m.dtype, backend=m.backend, max_batch_tokens=m.max_batch_tokens,
                 max_seq_len=m.max_seq_len)
         return self.engine
 
@@ -75,17 +96,19 @@ class EngineHolder:
         gc.collect()
 
 
-def generate(plan: Plan, store: Store, engines: EngineHolder, progress: bool) -> tuple[int, int, float]:
+def generate(chunks: list[list[JobRecord]], plan: Plan, store: Store, engines: EngineHolder,
+             progress: bool) -> tuple[int, int, float]:
     """Generate every job without a stored generation; returns (jobs done now, tokens, seconds)."""
     cfg = plan.config.runner
-    done = store.done_generations(j.key for j in plan.jobs)
-    if len(done) == len(plan.jobs):
+    total = sum(len(c) for c in chunks)
+    done = store.done_generations(j.key for c in chunks for j in c)
+    if len(done) == total:
         return 0, 0, 0.0
-    bar = tqdm(total=len(plan.jobs), initial=len(done), unit="job", desc="generate", disable=not progress,
+    bar = tqdm(total=total, initial=len(done), unit="job", desc="generate", disable=not progress,
                dynamic_ncols=True)
     n_jobs = n_tok = 0
     t0 = time.perf_counter()
-    for chunk in _chunks(plan.jobs, cfg.chunk_size):
+    for chunk in chunks:
         todo = [j for j in chunk if j.key not in done]
         if not todo:
             continue
@@ -104,33 +127,35 @@ def generate(plan: Plan, store: Store, engines: EngineHolder, progress: bool) ->
     return n_jobs, n_tok, time.perf_counter() - t0
 
 
-def judge(plan: Plan, store: Store, stages: list[Stage], progress: bool) -> tuple[dict, dict, dict]:
+def judge(chunks: list[list[JobRecord]], plan: Plan, store: Store, stages: list[Stage],
+          progress: bool) -> tuple[dict, dict, dict]:
     """Run every stage over the jobs it covers that have a generation and no verdict yet.
 
     Returns ({stage: new verdicts}, {stage: verdicts that are None}, {(role, job key): judgement key})."""
-    cfg = plan.config.runner
+    size = plan.config.runner.judge_chunk_size
     new, unjudged, keymap = {}, {}, {}
     for stage in stages:
-        jobs = [j for j in plan.jobs if j.task in stage.tasks]
-        gens = store.generations(j.key for j in jobs)
-        jobs = [j for j in jobs if j.key in gens]
-        keys = {j.key: judgement_key(j.key, stage.role, stage.spec, gens[j.key].text) for j in jobs}
-        for j in jobs:
-            keymap[(stage.role, j.key)] = keys[j.key]
+        gens = store.generations(j.key for c in chunks for j in c if j.task in stage.tasks)
+        # judge batches: this stage's jobs of each generation chunk, cut into judge_chunk_size
+        batches = [b for c in chunks for b in _chunks([j for j in c if j.task in stage.tasks and j.key in gens], size)]
+        keys = {j.key: judgement_key(j.key, stage.role, stage.spec, gens[j.key].text) for b in batches for j in b}
+        for job_key, k in keys.items():
+            keymap[(stage.role, job_key)] = k
         have = store.judgements(keys.values())
-        todo_all = [j for j in jobs if keys[j.key] not in have]
-        bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo_all), unit="answer", desc=stage.name,
-                   disable=not progress or not todo_all, dynamic_ncols=True)
-        count = 0
-        for chunk in _chunks(todo_all, cfg.judge_chunk_size):
-            verdicts = stage.judge([(j, gens[j.key]) for j in chunk], store)
-            store.add_judgements([
+        todo = [[j for j in b if keys[j.key] not in have] for b in batches]
+        n_todo = sum(len(b) for b in todo)
+        bar = tqdm(total=len(keys), initial=len(keys) - n_todo, unit="answer", desc=stage.name,
+                   disable=not progress or not n_todo, dynamic_ncols=True)
+        for batch in todo:
+            if not batch:
+                continue
+            verdicts = stage.judge([(j, gens[j.key]) for j in batch], store)
+            store.add_judgements([  # one transaction per batch
                 Judgement(keys[j.key], j.key, stage.role, stage.judge_name, v.verdict, v.score, v.confidence, v.detail)
-                for j, v in zip(chunk, verdicts)])
-            count += len(chunk)
-            bar.update(len(chunk))
+                for j, v in zip(batch, verdicts)])
+            bar.update(len(batch))
         bar.close()
-        new[stage.name] = count
+        new[stage.name] = n_todo
         stored = store.judgements(keys.values())
         unjudged[stage.name] = sum(1 for k in keys.values() if k in stored and stored[k].verdict is None)
     return new, unjudged, keymap
@@ -156,25 +181,44 @@ def export(plan: Plan, store: Store, keymap: dict, out_dir: Path) -> list[Path]:
     return export_rows(rows, out_dir, plan.config.export)
 
 
+def shard_store_name(rank: int, world: int) -> str:
+    return f"store.shard{rank}of{world}.sqlite"
+
+
 def run(config: RunConfig, progress: bool = True, generate_only: bool = False,
-        skip_generation: bool = False) -> RunSummary:
-    """The whole run. skip_generation: judge and export what is stored (`warmfast judge`)."""
+        skip_generation: bool = False, shard: tuple[int, int] | None = None) -> RunSummary:
+    """The whole run. skip_generation: judge and export what is stored (`warmfast judge`).
+
+    shard=(rank, world): generate and judge only this rank's chunks into its own store file
+    (`store.shard<rank>of<world>.sqlite`), no export. A later run without shard merges every shard
+    store of the run folder into store.sqlite, computes whatever is still missing, and exports."""
     out_dir = Path(config.output_dir)
+    if shard is not None:
+        rank, world = shard
+        if not (isinstance(rank, int) and isinstance(world, int) and 0 <= rank < world):
+            raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}")
     plan = build_plan(config)
-    store = Store(out_dir / "store.sqlite")
+    chunks = plan_chunks(plan, shard)
+    store_path = out_dir / (shard_store_name(*shard) if shard else "store.sqlite")
+    store = Store(store_path)
     try:
-        store.add_jobs(plan.jobs)
-        engines = EngineHolder(plan)
+        if shard is None:
+            for part in sorted(out_dir.glob("store.shard*of*.sqlite")):
+                added = store.merge_from(part)
+                log.info("merged %s: %s", part.name, added)
+        store.add_jobs(j for c in chunks for j in c)
+        engines = EngineHolder(plan, shard)
         n_gen = n_tok = 0
         secs = 0.0
         if not skip_generation:
-            n_gen, n_tok, secs = generate(plan, store, engines, progress)
-        summary = RunSummary(out_dir, store.path, len(plan.jobs), n_gen, n_tok, secs)
+            n_gen, n_tok, secs = generate(chunks, plan, store, engines, progress)
+        summary = RunSummary(out_dir, store.path, sum(len(c) for c in chunks), n_gen, n_tok, secs)
         if generate_only:
             return summary
         stages = build_stages(config, plan.protocol, *_judge_engine(plan, engines))
-        summary.judged_now, summary.unjudged, keymap = judge(plan, store, stages, progress)
-        summary.exported = export(plan, store, keymap, out_dir)
+        summary.judged_now, summary.unjudged, keymap = judge(chunks, plan, store, stages, progress)
+        if shard is None:
+            summary.exported = export(plan, store, keymap, out_dir)
         return summary
     finally:
         store.close()
@@ -204,7 +248,7 @@ def _judge_engine(plan: Plan, engines: EngineHolder):
         engines.release()  # the generation model is done: free its memory first
         m = plan.config.model
         adapters = {"judge": j.adapter} if j.adapter else {}
-        return wf.Engine.from_pretrained(model_dir, adapters=adapters, device=j.device or m.device,
+        return wf.Engine.from_pretrained(model_dir, adapters=adapters, device=j.device or engines.device,
                                          dtype=j.dtype or m.dtype, backend=m.backend,
                                          max_batch_tokens=m.max_batch_tokens)
 

@@ -267,6 +267,33 @@ class Store:
         self._write("INSERT OR IGNORE INTO llm_cache VALUES (?,?,?,?)",
                     [(key, canonical_json(dict(request)), canonical_json(dict(response)), time.time())])
 
+    # ---- shards ---------------------------------------------------------------------------
+    def merge_from(self, other: str | Path) -> dict[str, int]:
+        """Copy every row of another store (a rank's shard) into this one, in one transaction.
+        Rows are content-keyed, so merging twice, or merging overlapping shards, adds nothing twice.
+        Returns the number of new rows per table."""
+        other = Path(other)
+        if not other.is_file():
+            raise StoreError(f"shard store {other} does not exist")
+        with Store(other) as src:  # checks it is a warmfast store of this schema version
+            del src
+        added = {}
+        self._db.execute("ATTACH DATABASE ? AS shard", (str(other),))
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for table, cols in (("jobs", "*"), ("generations", "*"), ("judgements", "*"), ("llm_cache", "*")):
+                    before = self._db.total_changes
+                    self._db.execute(f"INSERT OR IGNORE INTO main.{table} SELECT {cols} FROM shard.{table}")
+                    added[table] = self._db.total_changes - before
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        finally:
+            self._db.execute("DETACH DATABASE shard")
+        return added
+
     # ---- comparison ----------------------------------------------------------------------
     def content_snapshot(self) -> dict[str, list[tuple]]:
         """Every table's content columns, rows sorted: equal snapshots = equal stores, timestamps aside."""
