@@ -56,3 +56,29 @@ def test_shard_arguments(monkeypatch):
     monkeypatch.delenv("RANK")
     with pytest.raises(SystemExit, match="RANK and WORLD_SIZE are not set"):
         main(["run", "x.yaml", "--shard", "env"])
+
+
+def test_all_arms_share_each_engine_call(tmp_path, tiny, monkeypatch):
+    """Every engine.generate call of a run holds both arms (base rows and adapter rows together)."""
+    from warmfast.run import runner
+
+    calls = []
+    real_get = runner.EngineHolder.get
+
+    def spying_get(self):
+        engine = real_get(self)
+        if not getattr(engine, "_spied", False):
+            real_generate = engine.generate
+
+            def generate(requests, **kw):
+                calls.append([r.adapter for r in requests])
+                return real_generate(requests, **kw)
+
+            engine.generate, engine._spied = generate, True
+        return engine
+
+    monkeypatch.setattr(runner.EngineHolder, "get", spying_get)
+    summary = run(_config(tmp_path / "spy", tiny), progress=False, generate_only=True)
+    assert len(calls) == 6 and sum(map(len, calls)) == summary.jobs == 60
+    for adapters in calls:
+        assert adapters.count(None) == adapters.count("warm") == 5
