@@ -133,6 +133,8 @@ def test_resume_equals_uninterrupted(tiny):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7)
     one = load_file(str(full[0] / "adapter_model.safetensors"))
     assert any(not torch.equal(one[k], a[k]) for k in a)  # epoch 2 really trained further
+    with pytest.raises(ValueError, match="'lr': \\(0.01, 0.02\\)"):
+        train(_cfg(tiny, tiny.root / "other", checkpoints=[1, 2], lr=2e-2), resume=part / "epoch-1", progress=False)
     with pytest.raises(FileNotFoundError, match="trainer_state.pt"):
         (part / "epoch-2" / "trainer_state.pt").unlink()
         train(_cfg(tiny, part), resume=part / "epoch-2", progress=False)

@@ -30,6 +30,10 @@ from warmfast.train.dataset import read_train_jsonl
 from warmfast.train.sft_data import Tokenized, collate, tokenize_chat
 
 log = logging.getLogger(__name__)
+# settings a resumed run must share with the run that wrote the checkpoint (they fix the stream,
+# the schedule and the adapter's shape); device, dtype, micro_batch and out_dir may change
+RESUME_KEYS = ("model", "r", "alpha", "dropout", "target_modules", "lr", "weight_decay", "max_len",
+               "effective_batch", "epochs", "checkpoints", "seed", "max_examples")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -270,6 +274,14 @@ def _resume(path: Path, model, opt, sched, dev, n: int, cfg: SFTConfig, set_stat
         if not f.is_file():
             raise FileNotFoundError(f"cannot resume from {path}: {f.name} is missing")
     st = torch.load(state_file, map_location="cpu", weights_only=False)
+    saved = json.loads((path / "train_state.json").read_text())["config"]
+    now = asdict(cfg)
+    now["checkpoints"] = [float(e) for e in now["checkpoints"]]
+    now["model"], saved["model"] = (str(Path(m).resolve()) for m in (now["model"], saved["model"]))
+    differ = {k: (saved.get(k), now[k]) for k in RESUME_KEYS if saved.get(k) != now[k]}
+    if differ:
+        raise ValueError(f"cannot resume from {path}: settings differ from the run that wrote it "
+                         f"(key: (checkpoint, now)): {differ}")
     if st["n_examples"] != n:
         raise ValueError(f"cannot resume from {path}: it was trained on {st['n_examples']} examples, "
                          f"{cfg.train_file} now gives {n}")
