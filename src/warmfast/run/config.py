@@ -288,7 +288,7 @@ class RunConfig:
         names = [a.name for a in self.arms]
         _need(len(set(names)) == len(names), "arms", f"arm names must be unique, got {names}")
         _need(len(self.tasks) > 0, "tasks", "at least one task is needed")
-        for i, t in enumerate(self.tasks):
+        for t in self.tasks:
             for a in t.arms or []:
                 _need(a in names, f"tasks.{t.name}.arms", f"unknown arm {a!r}; arms are {names}")
         _need(all(f in EXPORT_FORMATS for f in self.export), "export",
