@@ -26,12 +26,12 @@ def test_demo_config_plans_the_whole_grid(tmp_path):
 def test_run_demo_grid_writes_into_the_given_folder(tmp_path):
     raw = yaml.safe_load(demo_config_path().read_text())
     raw["tasks"] = {"disinfo": {"n": 1}}
-    raw["arms"] = {k: v for k, v in raw["arms"].items() if k in ("original", "warm")}
+    raw["arms"] = {"original": raw["arms"]["original"]}
     raw["generation"]["max_new_tokens"] = 2
     raw["judge"].update(template="raw", verdict_prefix=" ", prompt="Q: {query} A: {result} T: {answer} Grade:")
     small = tmp_path / "small.yaml"
     small.write_text(yaml.safe_dump(raw))
     summary = run_demo_grid(tmp_path / "grid", small, progress=False)
-    assert summary.jobs == 56 and summary.judged_now["logprob_judge"] == 56
-    assert (tmp_path / "grid" / "outputs" / "tiny_llama" / "warm" / "disinfo_warm_outputs.csv").is_file()
+    assert summary.jobs == 28 and summary.judged_now["logprob_judge"] == 28
+    assert (tmp_path / "grid" / "outputs" / "tiny_llama" / "original" / "disinfo_original_outputs.csv").is_file()
     assert any("results.csv" in line for line in summary.lines())
