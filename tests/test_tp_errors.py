@@ -98,3 +98,50 @@ def test_cli_torchrun_score_equals_one_process(tiny, tmp_path):
     assert len(got) == len(rows)
     for g, r in zip(got, ref):
         assert rel(g["logprob"], r.logprob) < 1e-5 and g["is_greedy"] == r.is_greedy
+
+
+def test_rank_slices_are_slices_of_the_full_model(tiny):
+    # loading needs no process group: each rank's tensors equal the matching slice of the full model
+    from warmfast.model.adapters import load_adapter, stack_adapters
+    from warmfast.model.parallel import TPGroup, lora_slicer, vocab_range, weight_slicer
+    from warmfast.model.weights import load_weights
+
+    paths = tiny("qwen2", 3, num_kv_heads=4)  # q/k/v bias, tied embeddings
+    cfg = ModelConfig.from_folder(paths.model_dir)
+    cpu = torch.device("cpu")
+    full = load_weights(paths.model_dir, cfg, torch.float32, cpu)
+    adapters = [load_adapter(n, p, cfg) for n, p in paths.adapters.items()]
+    full_lora = stack_adapters(adapters, cfg, torch.float32, cpu)
+    n = 4
+    q, kv, inter = cfg.q_size // n, cfg.kv_size // n, cfg.intermediate_size // n
+    for r in range(n):
+        tp = TPGroup(rank=r, size=n)
+        part = load_weights(paths.model_dir, cfg, torch.float32, cpu, shard=weight_slicer(cfg, tp))
+        a, b = vocab_range(cfg.vocab_size, n, r)
+        assert torch.equal(part.embed, full.embed[a:b]) and part.lm_head.data_ptr() == part.embed.data_ptr()
+        for lp, lf in zip(part.layers, full.layers):
+            qkv_rows = [range(q * r, q * (r + 1)), range(cfg.q_size + kv * r, cfg.q_size + kv * (r + 1)),
+                        range(cfg.q_size + cfg.kv_size + kv * r, cfg.q_size + cfg.kv_size + kv * (r + 1))]
+            rows = torch.tensor([i for rg in qkv_rows for i in rg])
+            assert torch.equal(lp.qkv, lf.qkv[rows]) and torch.equal(lp.qkv_bias, lf.qkv_bias[rows])
+            assert torch.equal(lp.o, lf.o[:, q * r:q * (r + 1)])
+            I = cfg.intermediate_size
+            gu = torch.cat([torch.arange(inter * r, inter * (r + 1)), I + torch.arange(inter * r, inter * (r + 1))])
+            assert torch.equal(lp.gate_up, lf.gate_up[gu])
+            assert torch.equal(lp.down, lf.down[:, inter * r:inter * (r + 1)])
+            assert torch.equal(lp.input_norm, lf.input_norm) and torch.equal(lp.post_norm, lf.post_norm)
+        part_lora = stack_adapters(adapters, cfg, torch.float32, cpu, shard=lora_slicer(cfg, tp))
+        for lp, lf in zip(part_lora, full_lora):
+            assert set(lp) == set(lf)
+            for group in lf:
+                sp, sf = lp[group], lf[group]
+                assert sf.B.abs().sum() > 0  # non-zero B: the slice is not trivially equal
+                if group in ("qkv", "gate_up"):
+                    assert torch.equal(sp.A, sf.A)
+                    idx = torch.cat([torch.arange(o0 + (o1 - o0) // n * r, o0 + (o1 - o0) // n * (r + 1))
+                                     for o0, o1 in zip(sf.slice_offsets, sf.slice_offsets[1:])])
+                    assert torch.equal(sp.B, sf.B[:, idx])
+                    assert sp.slice_offsets[-1] * n == sf.slice_offsets[-1]
+                else:
+                    w = sf.A.shape[2] // n
+                    assert torch.equal(sp.A, sf.A[:, :, w * r:w * (r + 1)]) and torch.equal(sp.B, sf.B)
