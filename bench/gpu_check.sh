@@ -8,6 +8,8 @@
 #               256-token rows: warmfast vs HF+PEFT mixed, HF+PEFT loop, HF base-only -> $OUT/e2e_*.json
 #   6. table    a short summary                               -> $OUT/gpu_check.json
 # Every step runs (a failed step is recorded, not fatal); the exit status is non-zero if any failed.
+# Step limits add up to 9.5 minutes (env 60 + install 120 + kernels 150 + bench 90 + e2e 240 + table
+# 60 s at most); a normal run takes far less than its limits.
 #   bash bench/gpu_check.sh                  # OUT defaults to bench/results/gpu_check_<UTC stamp>
 #   WF_SKIP="bench e2e" bash bench/gpu_check.sh
 # Copy $OUT into bench/results/ afterwards: every GPU run is kept there with card and date.
@@ -58,7 +60,7 @@ if not torch.cuda.is_available():
     sys.exit("no CUDA device visible to torch")
 PYEOF
 
-step install 150 "$PY" -m pip install --no-build-isolation --no-deps --no-index .
+step install 120 "$PY" -m pip install --no-build-isolation --no-deps --no-index .
 
 if have pytest; then
   step kernels 150 "$PY" -m pytest tests/test_norm.py tests/test_rope.py tests/test_logprob.py \
@@ -69,7 +71,7 @@ else
 fi
 
 if have pytest_benchmark; then
-  step bench 120 "$PY" -m pytest bench/bench_norm.py bench/bench_rope.py bench/bench_logprob.py \
+  step bench 90 "$PY" -m pytest bench/bench_norm.py bench/bench_rope.py bench/bench_logprob.py \
     bench/bench_attention.py bench/bench_lora.py -q -s -p no:cacheprovider \
     --benchmark-json="$OUT/kernel_bench.json" --benchmark-columns=median,rounds
 else
@@ -78,7 +80,7 @@ else
 fi
 
 # 288 rows = 9 arms (base + 8 adapters) x 32 rows of 236 context + 20 continuation tokens
-step e2e 300 "$PY" bench/e2e_score.py --preset llama8b --device cuda --dtype bfloat16 \
+step e2e 240 "$PY" bench/e2e_score.py --preset llama8b --device cuda --dtype bfloat16 \
   --backend "${WF_BACKEND:-auto}" --adapters 8 --rank 16 --ctx 236 --cont 20 --rows 288 \
   --reps 2 --workdir "$WORKDIR" --out "$OUT"
 

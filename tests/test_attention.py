@@ -180,6 +180,7 @@ def test_paged_decode_rejects_bad_inputs():
         paged_decode_attention(q, kc, kc, torch.zeros(3, 2, dtype=torch.int32), torch.ones(2, dtype=torch.int32), 0.25)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the kernel tests compile for the real card")
 def test_attention_kernels_compile_for_h100():
     """Lowered to sm_90 cubin by the triton wheel's ptxas: what the CPU interpreter never checks."""
     script = Path(__file__).resolve().parents[1] / "bench" / "bench_compile.py"

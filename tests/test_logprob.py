@@ -92,6 +92,7 @@ def test_logprob_rejects_bad_inputs():
         logprob(hidden, weight, torch.tensor([0, 1, 2, 3], dtype=torch.int32))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the kernel tests compile for the real card")
 def test_logprob_kernels_compile_for_h100():
     """Lowered to sm_90 cubin by the triton wheel's ptxas: what the CPU interpreter never checks."""
     script = Path(__file__).resolve().parents[1] / "bench" / "bench_compile.py"

@@ -183,6 +183,7 @@ def test_lora_rejects_bad_metadata():
         lora_decode(x, y, A, B, SLICES, [0, 1])
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the kernel tests compile for the real card")
 def test_lora_kernels_compile_for_h100():
     """Lowered to sm_90 cubin by the triton wheel's ptxas: what the CPU interpreter never checks."""
     script = Path(__file__).resolve().parents[1] / "bench" / "bench_compile.py"

@@ -69,6 +69,7 @@ def test_rmsnorm_rejects_bad_shapes():
         rmsnorm(torch.randn(4, 32), torch.ones(32), 1e-6, torch.randn(4, 32, dtype=torch.bfloat16))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the kernel tests compile for the real card")
 def test_norm_kernels_compile_for_h100():
     """Lowered to sm_90 cubin by the triton wheel's ptxas: what the CPU interpreter never checks."""
     script = Path(__file__).resolve().parents[1] / "bench" / "bench_compile.py"

@@ -93,6 +93,7 @@ def test_rope_rejects_bad_inputs():
         rope(q, k, torch.arange(4), torch.ones(8))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the kernel tests compile for the real card")
 def test_rope_kernels_compile_for_h100():
     """Lowered to sm_90 cubin by the triton wheel's ptxas: what the CPU interpreter never checks."""
     script = Path(__file__).resolve().parents[1] / "bench" / "bench_compile.py"
