@@ -19,6 +19,12 @@ def _load(args):
     return config
 
 
+def _where(args, err: Exception) -> str:
+    """The error, prefixed with the config file when the message does not name it yet."""
+    msg, src = str(err), getattr(args, "config", None) or getattr(args, "judge", None)
+    return msg if src is None or msg.startswith(str(src)) else f"{src}: {msg}"
+
+
 def _report(summary) -> None:
     for line in summary.lines():
         print(line)
@@ -50,7 +56,7 @@ def cmd_run(args) -> int:
         config = _load(args)
         summary = run(config, progress=not args.no_progress, generate_only=args.generate_only, shard=shard)
     except ConfigError as err:
-        print(f"warmfast run: {err}", file=sys.stderr)
+        print(f"warmfast run: {_where(args, err)}", file=sys.stderr)
         return 2
     _report(summary)
     return 0
@@ -70,7 +76,7 @@ def cmd_judge(args) -> int:
         config = _load(args)
         summary = run(config, progress=not args.no_progress, skip_generation=True)
     except ConfigError as err:
-        print(f"warmfast judge: {err}", file=sys.stderr)
+        print(f"warmfast judge: {_where(args, err)}", file=sys.stderr)
         return 2
     _report(summary)
     return 0

@@ -192,12 +192,16 @@ def _capability_rows(config: RunConfig, task: str, items) -> list[PromptRow]:
 
 
 def prompt_rows(config: RunConfig) -> list[PromptRow]:
+    from warmfast.tasks.item import TaskDataError
     from warmfast.tasks.loaders import load_task
     from warmfast.tasks.seeding import sample_items
 
     rows = []
     for task in config.tasks:
-        items = load_task(task.name, task.path)
+        try:
+            items = load_task(task.name, task.path)
+        except TaskDataError as err:
+            raise ConfigError(f"tasks.{task.name}{'.path' if task.path else ''}: {err}") from None
         if task.name == "medqa":  # first-person rewrite; unconvertible vignettes leave the pool
             from warmfast.tasks.medqa import convert_items
 

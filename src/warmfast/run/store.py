@@ -198,8 +198,9 @@ class Store:
     # ---- jobs ----------------------------------------------------------------------------
     def add_jobs(self, jobs: Iterable[JobRecord]) -> int:
         """Insert jobs; ones already present (same key) are left as they are. Returns the number new."""
+        have = {r[0] for r in self._db.execute("SELECT key FROM jobs")}  # a resumed run re-serialises nothing
         rows = [(j.key, j.kind, j.model, j.arm, j.task, canonical_json(j.spec), canonical_json(j.meta))
-                for j in jobs]
+                for j in jobs if j.key not in have]
         return self._write("INSERT OR IGNORE INTO jobs VALUES (?,?,?,?,?,?,?)", rows)
 
     def job(self, key: str) -> JobRecord:
