@@ -14,22 +14,21 @@ conversation's label is the label of its first user->assistant pair.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from warmfast.tasks.protocol import load_protocol_json
 from warmfast.train.sharegpt import Conversation
 
-PROTOCOL_TRAIN_JSON = Path(__file__).with_name("protocol_train.json")
 CATEGORIES = ("refusal", "factual", "creative", "technical", "advice", "other")
 
 
 def load_protocol(path: str | Path | None = None) -> dict:
-    """The training-layer protocol materials (rewrite prompts, query-type rules, lora, sociot)."""
-    path = Path(path) if path else PROTOCOL_TRAIN_JSON
-    if not path.is_file():
+    """The study's protocol.json (rewrite prompts, query-type rules, lora, sociot, ...): the copy
+    shipped with warmfast unless `path` names another."""
+    if path is not None and not Path(path).is_file():
         raise FileNotFoundError(f"protocol file {path} does not exist")
-    return json.loads(path.read_text("utf-8"))
+    return load_protocol_json(path)
 
 
 @dataclass(frozen=True)
