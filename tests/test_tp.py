@@ -45,22 +45,24 @@ def score_requests(adapter_names: list[str], vocab: int) -> list[wf.ScoreRequest
     return reqs
 
 
-def gen_requests(adapter_names: list[str]) -> list[wf.GenerateRequest]:
+def gen_requests(adapter_names: list[str], n_prompts: int) -> list[wf.GenerateRequest]:
     arms = [None, *adapter_names]
-    greedy = [wf.GenerateRequest(prompt=p, adapter=a, max_new_tokens=8) for p in PROMPTS for a in arms]
+    greedy = [wf.GenerateRequest(prompt=p, adapter=a, max_new_tokens=8) for p in PROMPTS[:n_prompts]
+              for a in arms]
     sampled = [wf.GenerateRequest(prompt=p, adapter=a, max_new_tokens=6, temperature=0.9, seed=5)
-               for p in PROMPTS[:2] for a in arms]
+               for p in PROMPTS[:n_prompts - 1] for a in arms]
     return greedy + sampled
 
 
-def run_all(models: dict, tensor_parallel: int) -> dict:
-    """Per arch: scores and generations of one engine (tensor_parallel ranks, or one process)."""
+def run_all(models: dict, tensor_parallel: int, budget: int = 64, n_prompts: int = 3) -> dict:
+    """Per arch: scores and generations of one engine (tensor_parallel ranks, or one process).
+    budget: scoring tokens per batch (small: many batches, rows longer than the budget alone)."""
     out = {}
     for arch, (model_dir, adapters) in models.items():
         eng = wf.Engine.from_pretrained(model_dir, adapters=adapters, tensor_parallel=tensor_parallel)
         reqs = score_requests(eng.adapter_names, eng.model.cfg.vocab_size)
-        scores = eng.score(reqs, max_batch_tokens=64)
-        gens = eng.generate(gen_requests(eng.adapter_names))
+        scores = eng.score(reqs, max_batch_tokens=budget)
+        gens = eng.generate(gen_requests(eng.adapter_names, n_prompts))
         out[arch] = {"logprob": [r.logprob for r in scores],
                      "token_logprobs": [r.token_logprobs for r in scores],
                      "is_greedy": [r.is_greedy for r in scores],
@@ -71,21 +73,21 @@ def run_all(models: dict, tensor_parallel: int) -> dict:
     return out
 
 
-def _worker(rank: int, world: int, port: int, models: dict, out_path: str) -> None:
+def _worker(rank: int, world: int, port: int, models: dict, out_path: str, kwargs: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        res = run_all(models, world)
+        res = run_all(models, world, **kwargs)
         with open(f"{out_path}.{rank}", "w") as f:
             json.dump(res, f)
     finally:
         dist.destroy_process_group()
 
 
-def spawn_tp(world: int, models: dict, tmp_path) -> list[dict]:
+def spawn_tp(world: int, models: dict, tmp_path, **kwargs) -> list[dict]:
     out = str(tmp_path / f"tp{world}")
-    mp.spawn(_worker, args=(world, free_port(), models, out), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, free_port(), models, out, kwargs), nprocs=world, join=True)
     return [json.load(open(f"{out}.{r}")) for r in range(world)]
 
 
@@ -130,8 +132,9 @@ def test_tp2_equals_one_process(models2, tmp_path):
 
 
 def test_tp4_equals_one_process(models4, tmp_path):
-    single = run_all(models4, 1)
-    assert_same(single, spawn_tp(4, models4, tmp_path), 4)
+    light = dict(budget=256, n_prompts=2)  # 4 processes on a small machine: fewer steps
+    single = run_all(models4, 1, **light)
+    assert_same(single, spawn_tp(4, models4, tmp_path, **light), 4)
 
 
 def test_vocab_ranges_cover_the_vocabulary():
