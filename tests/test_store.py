@@ -52,6 +52,7 @@ def test_store_is_wal_and_inserts_are_idempotent(tmp_path):
         assert st.done_generations([j.key for j in jobs]) == {j.key for j in jobs[:4]}
         got = st.generations([j.key for j in jobs])
         assert got[jobs[1].key] == gens[1] and jobs[6].key not in got
+        assert st.generations([jobs[1].key], with_tokens=False)[jobs[1].key].token_ids == []
         jk = judgement_key(jobs[0].key, "evaluation", {"kind": "logprob", "model": "x"}, gens[0].text)
         assert jk != judgement_key(jobs[0].key, "evaluation", {"kind": "logprob", "model": "y"}, gens[0].text)
         jdg = Judgement(jk, jobs[0].key, "evaluation", "logprob", "CORRECT", 1.0, 0.73, {"lp": [-0.1, -2.0]})

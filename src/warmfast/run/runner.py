@@ -135,7 +135,7 @@ def judge(chunks: list[list[JobRecord]], plan: Plan, store: Store, stages: list[
     size = plan.config.runner.judge_chunk_size
     new, unjudged, keymap = {}, {}, {}
     for stage in stages:
-        gens = store.generations(j.key for c in chunks for j in c if j.task in stage.tasks)
+        gens = store.generations((j.key for c in chunks for j in c if j.task in stage.tasks), with_tokens=False)
         # judge batches: this stage's jobs of each generation chunk, cut into judge_chunk_size
         batches = [b for c in chunks for b in _chunks([j for j in c if j.task in stage.tasks and j.key in gens], size)]
         keys = {j.key: judgement_key(j.key, stage.role, stage.spec, gens[j.key].text) for b in batches for j in b}
@@ -162,7 +162,7 @@ def judge(chunks: list[list[JobRecord]], plan: Plan, store: Store, stages: list[
 
 
 def export(plan: Plan, store: Store, keymap: dict, out_dir: Path) -> list[Path]:
-    gens = store.generations(j.key for j in plan.jobs)
+    gens = store.generations((j.key for j in plan.jobs), with_tokens=False)
     judged = store.judgements(keymap.values())
     rows = []
     for j in plan.jobs:

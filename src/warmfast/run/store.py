@@ -226,15 +226,17 @@ class Store:
         done = {r[0] for r in self._db.execute("SELECT job_key FROM generations")}
         return done if keys is None else done & set(keys)
 
-    def generations(self, keys: Iterable[str]) -> dict[str, Generation]:
-        """The stored generations of `keys` (absent keys are simply missing from the result)."""
+    def generations(self, keys: Iterable[str], with_tokens: bool = True) -> dict[str, Generation]:
+        """The stored generations of `keys` (absent keys are simply missing from the result).
+        with_tokens=False leaves token_ids empty (judging and export need only the text)."""
         out: dict[str, Generation] = {}
         keys = list(keys)
+        ids_col = "token_ids" if with_tokens else "'[]'"
         for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
             part = keys[start:start + 500]
             marks = ",".join("?" * len(part))
             for k, text, ids, reason, n in self._db.execute(
-                    f"SELECT job_key, text, token_ids, finish_reason, num_tokens FROM generations "
+                    f"SELECT job_key, text, {ids_col}, finish_reason, num_tokens FROM generations "
                     f"WHERE job_key IN ({marks})", part):
                 out[k] = Generation(k, text, json.loads(ids), reason, n)
         return out
