@@ -118,12 +118,13 @@ class OutputState:
             self.finish_reason = "stop"
             return True
         self.token_ids.append(token_id)
-        delta = self.detok.add(token_id)
-        if self.criteria.stop and delta:
-            self._find_stop(len(delta))
-            if self._cut is not None:
-                self.finish_reason = "stop"
-                return True
+        if self.criteria.stop:  # without stop strings the text is only needed at the end
+            delta = self.detok.add(token_id)
+            if delta:
+                self._find_stop(len(delta))
+                if self._cut is not None:
+                    self.finish_reason = "stop"
+                    return True
         if self.num_generated >= self.criteria.max_new_tokens:
             self.finish_reason = "length"
             return True
@@ -141,5 +142,7 @@ class OutputState:
     def text(self) -> str:
         if self._cut is not None:
             return self.detok.text[:self._cut]
+        for t in self.token_ids[len(self.detok.ids):]:  # catch up (no stop strings: all at once)
+            self.detok.ids.append(t)
         self.detok.flush()
         return self.detok.text

@@ -14,6 +14,7 @@ bucket (`cuda_graphs=True`); each captured graph is checked once against the eag
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +25,6 @@ from warmfast.engine.detok import IncrementalDetokenizer, OutputState, StopCrite
 from warmfast.engine.kv_cache import PagedKVCache, blocks_for
 from warmfast.engine.sampling import SamplingParams, default_impl, sample_logits
 from warmfast.engine.scheduler import Scheduler, SchedulerConfig, Sequence
-from warmfast.engine.simple_generate import _prompt_ids, default_request_id
 
 GRAPH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -60,12 +60,32 @@ class _Request:
     out: OutputState
 
 
+def default_request_id(prompt_ids: list[int]) -> int:
+    """64-bit key of the prompt tokens: the same prompt draws the same random stream under every
+    adapter (common random numbers across arms) and in every batch."""
+    digest = hashlib.blake2b(bytes(str(prompt_ids), "ascii"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def prompt_ids(engine, req, where: str) -> list[int]:
+    """Token ids of a request: chat template for messages=, BOS + text for a string prompt,
+    token ids as given (validated against the vocabulary)."""
+    if req.messages is not None:
+        return engine.tok.chat(req.messages, where)
+    if isinstance(req.prompt, str):
+        return list(engine.tok.encode_context(req.prompt))
+    vocab = engine.model.cfg.vocab_size
+    if not req.prompt or any(not isinstance(t, int) or not 0 <= t < vocab for t in req.prompt):
+        raise ValueError(f"{where}: prompt token ids must be a non-empty list of ints in [0, {vocab})")
+    return list(req.prompt)
+
+
 def _prepare(engine, requests, cfg: GeneratorConfig) -> list[_Request]:
     """Validate every request before any compute; errors name the request and the values."""
     prepared = []
     for i, req in enumerate(requests):
         where = f"GenerateRequest #{i}"
-        ids = _prompt_ids(engine, req, where)
+        ids = prompt_ids(engine, req, where)
         if not ids:
             raise ValueError(f"{where}: the prompt is empty (no tokens to condition on)")
         total = len(ids) + req.max_new_tokens
