@@ -145,3 +145,16 @@ def test_rank_slices_are_slices_of_the_full_model(tiny):
                 else:
                     w = sf.A.shape[2] // n
                     assert torch.equal(sp.A, sf.A[:, :, w * r:w * (r + 1)]) and torch.equal(sp.B, sf.B)
+
+
+def test_cli_tensor_parallel_outside_torchrun(tiny, tmp_path, monkeypatch):
+    from warmfast.cli import main
+
+    for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"context": "The capital of France is", "continuation": " Paris."}) + "\n")
+    with pytest.raises(TensorParallelError, match=r"launch with torchrun .*lacks \['RANK', 'WORLD_SIZE'"):
+        main(["score", "--model", str(tiny("llama", 1).model_dir), "--input", str(inp),
+              "--output", str(tmp_path / "out.jsonl"), "--tensor-parallel", "2"])
+    assert not (tmp_path / "out.jsonl").exists()
