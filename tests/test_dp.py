@@ -150,6 +150,8 @@ def test_killed_rank_restarted_equals_one_process(tiny, tmp_path):
     assert again.returncode == 0, err[-3000:]
     after = _generated(shard1)
     assert set(after) == rank1
+    rank0 = {j.key for c in plan_chunks(build_plan(config), (0, 2)) for j in c}
+    assert set(_generated(Path(config.output_dir) / shard_store_name(0, 2))) == rank0  # its own shard
     assert all(after[k] == t for k, t in before.items()), "a committed generation was recomputed"
 
     merged = run(config, progress=False)  # unsharded: merges the two shards, exports
