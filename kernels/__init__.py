@@ -25,6 +25,13 @@ def check_device(name: str, t: torch.Tensor) -> None:
     raise ValueError(f"{name} is on {t.device}; Triton kernels need a CUDA tensor (or TRITON_INTERPRET=1 on CPU)")
 
 
+def check_same_device(who: str, ref: torch.Tensor, **tensors: torch.Tensor) -> None:
+    """Every tensor must sit on ref's device (a CPU tensor passed to a GPU kernel is a bad pointer)."""
+    for name, t in tensors.items():
+        if t.device != ref.device:
+            raise ValueError(f"{who}: {name} is on {t.device}, but the input is on {ref.device}")
+
+
 def check_shape(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}")

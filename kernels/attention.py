@@ -14,7 +14,9 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from . import FLOAT_DTYPES, check_device, check_dtype, check_shape, dot_dtype, interpreting, round_to
+from . import (
+    FLOAT_DTYPES, check_device, check_dtype, check_same_device, check_shape, dot_dtype, interpreting, round_to,
+)
 
 
 def _expand_kv(t: torch.Tensor, groups: int) -> torch.Tensor:
@@ -177,6 +179,7 @@ def _check_qkv(who: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> N
         check_dtype(f"{who}: {name}", t, (q.dtype,) if name != "q" else FLOAT_DTYPES)
         if t.stride(-1) != 1:
             raise ValueError(f"{who}: {name} needs unit last stride, got shape {tuple(t.shape)} strides {t.stride()}")
+    check_same_device(who, q, k=k, v=v)
     if q.shape[-1] != k.shape[-1] or k.shape[-1] != v.shape[-1]:
         raise ValueError(f"{who}: head dims differ: q {q.shape[-1]}, k {k.shape[-1]}, v {v.shape[-1]}")
     if q.shape[-2] % k.shape[-2] or k.shape[-2] != v.shape[-2]:

@@ -10,7 +10,9 @@ import torch
 import triton
 import triton.language as tl
 
-from . import FLOAT_DTYPES, check_device, check_dtype, check_shape, dot_dtype, interpreting
+from . import (
+    FLOAT_DTYPES, check_device, check_dtype, check_same_device, check_shape, dot_dtype, interpreting,
+)
 
 
 def logprob_ref(
@@ -123,6 +125,7 @@ def logprob(
     if hidden.dim() != 2 or weight.dim() != 2:
         raise ValueError(f"logprob: hidden and weight must be 2-D, got {tuple(hidden.shape)} and {tuple(weight.shape)}")
     n, h = hidden.shape
+    check_same_device("logprob", hidden, weight=weight, targets=targets)
     v = weight.shape[0]
     check_shape("logprob: weight", weight, (v, h))
     check_dtype("logprob: weight", weight, (hidden.dtype,))

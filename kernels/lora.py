@@ -16,7 +16,9 @@ import torch
 import triton
 import triton.language as tl
 
-from . import FLOAT_DTYPES, check_device, check_dtype, dot_dtype, interpreting, round_to
+from . import (
+    FLOAT_DTYPES, check_device, check_dtype, check_same_device, dot_dtype, interpreting, round_to,
+)
 
 
 def lora_ref(
@@ -136,6 +138,7 @@ def _check_layout(x: torch.Tensor, y: torch.Tensor, A: torch.Tensor, B: torch.Te
             raise ValueError(f"{who}: {name} needs unit last stride, got shape {tuple(t.shape)} strides {t.stride()}")
     for name, t in (("y", y), ("A", A), ("B", B)):
         check_dtype(f"{who}: {name}", t, (x.dtype,))
+    check_same_device(who, x, y=y, A=A, B=B)
     if x.dim() != 2 or y.dim() != 2 or A.dim() != 3 or B.dim() != 3:
         raise ValueError(f"{who}: want x [T, in], y [T, out], A [slots, n_slices*r, in], B [slots, out, r]; "
                          f"got {tuple(x.shape)}, {tuple(y.shape)}, {tuple(A.shape)}, {tuple(B.shape)}")

@@ -11,7 +11,9 @@ import torch
 import triton
 import triton.language as tl
 
-from . import FLOAT_DTYPES, check_device, check_dtype, check_shape, interpreting, round_to
+from . import (
+    FLOAT_DTYPES, check_device, check_dtype, check_same_device, check_shape, interpreting, round_to,
+)
 
 
 def rmsnorm_ref(
@@ -63,6 +65,7 @@ def rmsnorm(
     if x.dim() != 2 or x.stride(-1) != 1:
         raise ValueError(f"rmsnorm: x must be [T, H] with unit last stride, got shape {tuple(x.shape)} strides {x.stride()}")
     t, h = x.shape
+    check_same_device("rmsnorm", x, weight=weight, **({} if residual is None else {"residual": residual}))
     check_shape("rmsnorm: weight", weight, (h,))
     if not weight.is_contiguous():
         raise ValueError("rmsnorm: weight must be contiguous")

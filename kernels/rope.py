@@ -12,7 +12,9 @@ import torch
 import triton
 import triton.language as tl
 
-from . import FLOAT_DTYPES, check_device, check_dtype, check_shape, interpreting, round_to
+from . import (
+    FLOAT_DTYPES, check_device, check_dtype, check_same_device, check_shape, interpreting, round_to,
+)
 
 
 def rope_inv_freq(head_dim: int, theta: float, rope_scaling: dict | None) -> torch.Tensor:
@@ -123,6 +125,7 @@ def rope(
         if t.dim() != 3 or t.stride(-1) != 1:
             raise ValueError(f"rope: {name} must be [T, H, D] with unit last stride, got shape {tuple(t.shape)} strides {t.stride()}")
     tt, hq, d = q.shape
+    check_same_device("rope", q, k=k, positions=positions, inv_freq=inv_freq)
     check_shape("rope: k", k, (tt, k.shape[1], d))
     check_dtype("rope: k", k, (q.dtype,))
     if d % 2:
