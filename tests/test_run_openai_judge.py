@@ -78,3 +78,31 @@ def test_unreachable_judge_endpoint_stops_the_run_with_its_url(tmp_path, tiny, m
         run(config_from_dict(raw), progress=False)
     with Store(tmp_path / "run" / "store.sqlite") as st:  # the generations are kept for the next try
         assert len(st.done_generations()) == 28
+
+
+def test_missing_api_key_stops_before_any_generation(tmp_path, tiny, monkeypatch, capsys):
+    monkeypatch.delenv("WARMFAST_ABSENT_KEY", raising=False)
+    raw = {"name": "oa", "output_dir": str(tmp_path / "run"),
+           "model": {"name": "tiny", "path": str(tiny.model_dir)},
+           "arms": {"original": {"kind": "original"}}, "tasks": {"disinfo": {"n": 1}},
+           "judge": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+                     "api_key_env": "WARMFAST_ABSENT_KEY"}}
+    cfg = tmp_path / "oa.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(cfg), "--no-progress"]) == 2
+    assert "judge.api_key_env: the variable WARMFAST_ABSENT_KEY is not set" in capsys.readouterr().err
+    with Store(tmp_path / "run" / "store.sqlite") as st:
+        assert st.count_jobs() == 28 and not st.done_generations()
+
+
+def test_missing_judge_model_stops_before_any_generation(tmp_path, tiny, capsys):
+    raw = {"name": "lp", "output_dir": str(tmp_path / "run"),
+           "model": {"name": "tiny", "path": str(tiny.model_dir)},
+           "arms": {"original": {"kind": "original"}}, "tasks": {"disinfo": {"n": 1}},
+           "judge": {"kind": "logprob", "model": str(tmp_path / "no-judge-here")}}
+    cfg = tmp_path / "lp.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(cfg), "--no-progress"]) == 2
+    assert f"judge.model: no config.json in {tmp_path / 'no-judge-here'}" in capsys.readouterr().err
+    with Store(tmp_path / "run" / "store.sqlite") as st:
+        assert not st.done_generations()

@@ -14,6 +14,7 @@ differently configured judges on one store never pass for each other.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -144,6 +145,9 @@ class LLMJudge:
             from warmfast.openai_client import ClientConfig
 
             self.name = "openai_judge"
+            if j.api_key_env is not None and not os.environ.get(j.api_key_env):
+                raise ConfigError(f"judge.api_key_env: the variable {j.api_key_env} is not set; export the key "
+                                  "(or set api_key_env: null for an endpoint without authentication)")
             client = ClientConfig(j.base_url, j.api_key_env, j.timeout_s, j.max_retries, j.backoff_s)
             self._cfg = OpenAIJudgeConfig(j.model, client, prompt, j.temperature, j.max_tokens, j.seed, j.concurrency)
             self.spec = {"kind": "openai", "url": client.base_url, "model": j.model, "prompt": prompt.spec(),

@@ -208,6 +208,9 @@ def run(config: RunConfig, progress: bool = True, generate_only: bool = False,
                 log.info("merged %s: %s", part.name, added)
         store.add_jobs(j for c in chunks for j in c)
         engines = EngineHolder(plan, shard)
+        # judges are set up (paths, fingerprints, API key variable) before hours of generation,
+        # so a wrong judge setting fails now; their models load only when used
+        stages = None if generate_only else build_stages(config, plan.protocol, *_judge_engine(plan, engines))
         n_gen = n_tok = 0
         secs = 0.0
         if not skip_generation:
@@ -215,7 +218,6 @@ def run(config: RunConfig, progress: bool = True, generate_only: bool = False,
         summary = RunSummary(out_dir, store.path, sum(len(c) for c in chunks), n_gen, n_tok, secs)
         if generate_only:
             return summary
-        stages = build_stages(config, plan.protocol, *_judge_engine(plan, engines))
         summary.judged_now, summary.unjudged, keymap = judge(chunks, plan, store, stages, progress)
         if shard is None:
             summary.exported = export(plan, store, keymap, out_dir)
