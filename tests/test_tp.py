@@ -54,12 +54,14 @@ def gen_requests(adapter_names: list[str], n_prompts: int) -> list[wf.GenerateRe
     return greedy + sampled
 
 
-def run_all(models: dict, tensor_parallel: int, budget: int = 64, n_prompts: int = 3) -> dict:
+def run_all(models: dict, tensor_parallel: int, budget: int = 64, n_prompts: int = 3,
+            backend: str = "torch") -> dict:
     """Per arch: scores and generations of one engine (tensor_parallel ranks, or one process).
     budget: scoring tokens per batch (small: many batches, rows longer than the budget alone)."""
     out = {}
     for arch, (model_dir, adapters) in models.items():
-        eng = wf.Engine.from_pretrained(model_dir, adapters=adapters, tensor_parallel=tensor_parallel)
+        eng = wf.Engine.from_pretrained(model_dir, adapters=adapters, tensor_parallel=tensor_parallel,
+                                        backend=backend)
         reqs = score_requests(eng.adapter_names, eng.model.cfg.vocab_size)
         scores = eng.score(reqs, max_batch_tokens=budget)
         gens = eng.generate(gen_requests(eng.adapter_names, n_prompts))
@@ -135,6 +137,13 @@ def test_tp4_equals_one_process(models4, tmp_path):
     light = dict(budget=256, n_prompts=2)  # 4 processes on a small machine: fewer steps
     single = run_all(models4, 1, **light)
     assert_same(single, spawn_tp(4, models4, tmp_path, **light), 4)
+
+
+def test_tp2_triton_backend_equals_one_process(models2, tmp_path):
+    # the GPU path (Triton kernels, here through the interpreter) on sliced weights and LoRA stacks
+    mistral = {"mistral": models2["mistral"]}  # head_dim != hidden / heads
+    single = run_all(mistral, 1, n_prompts=1)  # torch backend, one process
+    assert_same(single, spawn_tp(2, mistral, tmp_path, n_prompts=1, backend="triton"), 2)
 
 
 def test_vocab_ranges_cover_the_vocabulary():
