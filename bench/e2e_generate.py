@@ -7,7 +7,9 @@ same requests, interleaved within each repetition (best of `--reps`):
   warmfast_sampled  the same, temperature 0.8 + top_p 0.95 (Philox sampler)
   hf_peft_mixed     PeftModel.generate(adapter_names=...) on the whole mixed batch, greedy, left-padded
   hf_base_only      the base model's generate on the same batch (what a LoRA-free run could reach)
-tokens/s counts generated tokens (EOS included where a row stopped early). One JSON record per
+tokens/s counts the tokens the requests asked for (EOS included where a row stopped early);
+HF generates the longest request's length for the whole padded batch. `--ragged` varies prompt
+lengths and max_new_tokens, the study's real case; without it every row is alike (HF's best case). One JSON record per
 batch size goes to bench/results/ (machine, date, card).
 
   python bench/e2e_generate.py --threads 1                      # CPU: ~31M-parameter Llama
@@ -31,9 +33,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e_score import PRESETS, build_random_model, timed  # noqa: E402
 
 
-def make_prompts(n: int, length: int, vocab: int, arms: list, seed: int = 0):
+def make_prompts(n: int, length: int, new: int, vocab: int, arms: list, ragged: bool, seed: int = 0):
+    """(prompt ids, adapter, max_new_tokens) per request. ragged: prompt lengths uniform in
+    [length / 4, length] and max_new_tokens in [new / 4, new] (a stand-in for EOS arriving at
+    different steps, which a random model does not do by itself)."""
     rng = random.Random(seed)
-    return [([rng.randrange(10, vocab) for _ in range(length)], arms[i % len(arms)]) for i in range(n)]
+    out = []
+    for i in range(n):
+        plen = rng.randint(max(1, length // 4), length) if ragged else length
+        nnew = rng.randint(max(1, new // 4), new) if ragged else new
+        out.append(([rng.randrange(10, vocab) for _ in range(plen)], arms[i % len(arms)], nnew))
+    return out
 
 
 def hf_generate(model_dir, adapters, device, dtype):
@@ -49,17 +59,20 @@ def hf_generate(model_dir, adapters, device, dtype):
     pad = pm.config.pad_token_id if pm.config.pad_token_id is not None else 0
 
     @torch.inference_mode()
-    def run(prompts, new: int, mixed: bool) -> int:
-        width = max(len(p) for p, _ in prompts)
+    def run(prompts, mixed: bool) -> int:
+        """Generates max(max_new_tokens) for the whole padded batch (HF has no per-row limit);
+        returns the tokens the requests asked for (up to and including an EOS)."""
+        width = max(len(p) for p, _, _ in prompts)
+        new = max(n for _, _, n in prompts)
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for i, (p, _) in enumerate(prompts):  # left padding, as decoder-only generate wants
+        for i, (p, _, _) in enumerate(prompts):  # left padding, as decoder-only generate wants
             ids[i, width - len(p):] = torch.tensor(p)
             mask[i, width - len(p):] = 1
         kw = dict(max_new_tokens=new, do_sample=False, pad_token_id=pad)
         if mixed:
             out = pm.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                              adapter_names=[a if a is not None else "__base__" for _, a in prompts], **kw)
+                              adapter_names=[a if a is not None else "__base__" for _, a, _ in prompts], **kw)
         else:
             with pm.disable_adapter():
                 out = pm.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kw)
@@ -67,7 +80,8 @@ def hf_generate(model_dir, adapters, device, dtype):
         eos = pm.generation_config.eos_token_id
         eos = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
         count = 0
-        for row in gen.tolist():  # tokens up to and including the first EOS
+        for row, (_, _, n) in zip(gen.tolist(), prompts):  # up to the first EOS or the row's limit
+            row = row[:n]
             k = next((j for j, t in enumerate(row) if t in eos), len(row) - 1)
             count += k + 1
         return count
@@ -86,6 +100,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--new", type=int, default=32)
     ap.add_argument("--rows", type=int, nargs="+", default=[32], help="batch sizes to measure")
+    ap.add_argument("--ragged", action="store_true",
+                    help="varied prompt lengths and max_new_tokens (continuous batching's case)")
     ap.add_argument("--hf-max-rows", type=int, default=None, help="skip HF above this batch size")
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--cuda-graphs", action="store_true")
@@ -112,15 +128,15 @@ def main(argv=None) -> list[dict]:
     hf = hf_generate(model_dir, adapters, args.device, dtype)
     records = []
     for rows in args.rows:
-        prompts = make_prompts(rows, args.prompt, vocab, arms)
+        prompts = make_prompts(rows, args.prompt, args.new, vocab, arms, args.ragged)
         knobs = dict(max_batch_size=rows, block_size=args.block_size, cuda_graphs=args.cuda_graphs,
                      kv_blocks=rows * blocks_for(args.prompt + args.new, args.block_size),
                      max_batch_tokens=max(8192, args.prompt * 16))
         counts = {}
 
         def wf_run(name, **sampling):
-            reqs = [wf.GenerateRequest(prompt=p, adapter=a, max_new_tokens=args.new, seed=i, **sampling)
-                    for i, (p, a) in enumerate(prompts)]
+            reqs = [wf.GenerateRequest(prompt=p, adapter=a, max_new_tokens=n, seed=i, **sampling)
+                    for i, (p, a, n) in enumerate(prompts)]
 
             def fn():
                 res = generate(eng, reqs, **knobs)
@@ -129,7 +145,7 @@ def main(argv=None) -> list[dict]:
 
         def hf_run(name, mixed):
             def fn():
-                counts[name] = hf(prompts, args.new, mixed)
+                counts[name] = hf(prompts, mixed)
             return fn
 
         systems = {"warmfast": wf_run("warmfast"),
@@ -146,7 +162,8 @@ def main(argv=None) -> list[dict]:
             "card": torch.cuda.get_device_name() if args.device == "cuda" else None,
             "torch": torch.__version__, "backend": eng.backend, "cuda_graphs": args.cuda_graphs,
             "preset": args.preset, "dtype": args.dtype, "adapters": args.adapters, "rank": args.rank,
-            "rows": rows, "prompt": args.prompt, "new": args.new, "generated_tokens": counts,
+            "rows": rows, "prompt": args.prompt, "new": args.new, "ragged": args.ragged,
+            "generated_tokens": counts,
             "seconds": {k: round(v, 4) for k, v in secs.items()},
             "tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
         }
@@ -159,7 +176,8 @@ def main(argv=None) -> list[dict]:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        path = out / f"e2e_generate_{args.device}_{args.preset}_b{rows}_{stamp}.json"
+        kind = "ragged" if args.ragged else "uniform"
+        path = out / f"e2e_generate_{args.device}_{args.preset}_b{rows}_{kind}_{stamp}.json"
         path.write_text(json.dumps(record, indent=2) + "\n")
         print(json.dumps(record))
         records.append(record)
