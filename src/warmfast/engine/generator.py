@@ -122,10 +122,7 @@ def _num_blocks(engine, reqs: list[_Request], cfg: GeneratorConfig) -> int:
 
 def _tables(tables: list[list[int]], width: int, device: torch.device) -> torch.Tensor:
     """Block tables padded with block 0 to [B, width] int32 (entries past a row's length unread)."""
-    out = torch.zeros((len(tables), width), dtype=torch.int32)
-    for r, t in enumerate(tables):
-        out[r, :len(t)] = torch.tensor(t, dtype=torch.int32)
-    return out.to(device)
+    return torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32).to(device)
 
 
 class Generator:
