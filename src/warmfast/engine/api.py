@@ -12,6 +12,7 @@ from warmfast.engine.tokens import TokenizerCache
 from warmfast.kernels.rope import rope_inv_freq
 from warmfast.model.adapters import AdapterError, load_adapter, stack_adapters
 from warmfast.model.config import ModelConfig
+from warmfast.model.gpt2 import GPT2Model, is_gpt2_folder, load_gpt2
 from warmfast.model.llama import Model
 from warmfast.model.parallel import TPGroup, init_tensor_parallel, local_config, lora_slicer, weight_slicer
 from warmfast.model.weights import load_weights
@@ -26,7 +27,9 @@ class ScoreRequest:
     """Log-probability of `continuation` after `context` under `adapter` (None/"base": no adapter).
 
     Strings: the context is tokenized with the tokenizer's special tokens (BOS), the continuation
-    without, and the two id lists are concatenated. Token-id lists are used as given.
+    without, and the two id lists are concatenated. Token-id lists are used as given. A tokenizer
+    without BOS (GPT-2) gives the context's text tokens alone, so an empty string context is an
+    error there; pass token ids (e.g. GPT-2's <|endoftext|>) to condition on a start token.
     """
     context: str | list[int]
     continuation: str | list[int]
@@ -85,7 +88,7 @@ class GenerateResult:
 class Engine:
     """A base model and any number of LoRA adapters, scored and sampled in shared batches."""
 
-    def __init__(self, model: Model, tokenizer: TokenizerCache, adapter_names: list[str],
+    def __init__(self, model: Model | GPT2Model, tokenizer: TokenizerCache, adapter_names: list[str],
                  device: torch.device, dtype: torch.dtype, backend: str, max_batch_tokens: int,
                  max_seq_len: int, tp: TPGroup | None = None):
         self.model, self.tok = model, tokenizer
@@ -106,10 +109,15 @@ class Engine:
         """tensor_parallel=N > 1: this process is one of N ranks of an initialised torch.distributed
         world of exactly N processes (torchrun); each loads only its slice of every weight and
         adapter, and every rank must make the same score/generate calls (see model/parallel.py)."""
-        cfg = ModelConfig.from_folder(model_dir)
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         dev = torch.device(device)
+        if is_gpt2_folder(model_dir):  # scoring only, no adapters (model/gpt2.py)
+            gpt2 = load_gpt2(model_dir, dict(adapters or {}), DTYPES[dtype], dev, tensor_parallel)
+            n_pos = gpt2.cfg.max_position_embeddings
+            return cls(gpt2, TokenizerCache(model_dir), [], dev, DTYPES[dtype], backend,
+                       max_batch_tokens, min(max_seq_len or n_pos, n_pos))
+        cfg = ModelConfig.from_folder(model_dir)
         tp = None
         if tensor_parallel != 1:
             tp = init_tensor_parallel(tensor_parallel, cfg)
@@ -152,4 +160,7 @@ class Engine:
                  progress: bool = False) -> list[GenerateResult]:
         from warmfast.engine.simple_generate import generate
 
+        if isinstance(self.model, GPT2Model):
+            raise ValueError(f"{self.model.cfg.source}: generation is not supported for GPT-2; "
+                             "warmfast runs GPT-2 for scoring only (Engine.score)")
         return generate(self, requests, max_batch_size, progress)

@@ -83,7 +83,8 @@ class ModelConfig:
         arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
         if arch is None:
             raise ConfigError(f"{source}: architectures={archs} is not supported; warmfast runs "
-                              f"{', '.join(SUPPORTED_ARCHITECTURES)}")
+                              f"{', '.join(SUPPORTED_ARCHITECTURES)}, and GPT2LMHeadModel for "
+                              "scoring only (model/gpt2.py)")
         _, qkv_bias = SUPPORTED_ARCHITECTURES[arch]
 
         def need(key):

@@ -153,3 +153,42 @@ def _point_base(adapter_dir: Path, model_dir: Path) -> None:
     conf = json.loads(conf_path.read_text())
     conf["base_model_name_or_path"] = str(model_dir.resolve())
     conf_path.write_text(json.dumps(conf, indent=2))
+
+
+def build_tiny_gpt2(out_dir: str | Path, seed: int = 0, vocab_size: int = 512, hidden_size: int = 64,
+                    num_layers: int = 2, num_heads: int = 4, n_positions: int = 512,
+                    activation: str = "gelu_new", init_std: float = 0.1,
+                    legacy_names: bool = False) -> TinyPaths:
+    """Write `out_dir/model`: a random GPT2LMHeadModel (the SocioT scorer's architecture) with a
+    locally trained tokenizer that, like GPT-2's, adds no BOS. `legacy_names=True` writes the
+    tensor names of the original `gpt2` checkpoint: no `transformer.` prefix, plus the
+    `attn.bias` / `attn.masked_bias` causal-mask buffers."""
+    import transformers as tf
+    from safetensors.torch import load_file, save_file
+
+    model_dir = Path(out_dir) / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(model_dir, vocab_size, add_bos=False, seed=seed)
+    eos = tok.convert_tokens_to_ids("</s>")
+    config = tf.GPT2Config(vocab_size=len(tok), n_embd=hidden_size, n_layer=num_layers, n_head=num_heads,
+                           n_positions=n_positions, activation_function=activation,
+                           initializer_range=init_std, bos_token_id=eos, eos_token_id=eos,
+                           pad_token_id=tok.pad_token_id, architectures=["GPT2LMHeadModel"])
+    torch.manual_seed(seed)
+    model = tf.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # non-trivial LayerNorms and biases, so a loader that drops them fails tests
+        for name, p in model.named_parameters():
+            if ".ln_" in name and name.endswith(".weight"):
+                p.copy_(1.0 + 0.2 * torch.randn_like(p))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+    model.save_pretrained(model_dir, safe_serialization=True)
+    if legacy_names:
+        path = model_dir / "model.safetensors"
+        tensors = {k.removeprefix("transformer."): v for k, v in load_file(path).items()}
+        mask = torch.tril(torch.ones(n_positions, n_positions)).view(1, 1, n_positions, n_positions)
+        for i in range(num_layers):
+            tensors[f"h.{i}.attn.bias"] = mask.clone()
+            tensors[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+        save_file(tensors, path, metadata={"format": "pt"})
+    return TinyPaths(model_dir=model_dir)
