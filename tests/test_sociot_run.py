@@ -101,3 +101,42 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="no epoch-"):
         discover_arms({"warm": tmp_path})
+
+
+def test_sociot_cli_with_a_gpt2_scorer(tiny, tmp_path, capsys):
+    """`warmfast sociot --scorer GPT2_DIR`: the study's scorer architecture (tiny, random) scores the
+    base model's responses; the written warmth equals sociot_warmth on a GPT-2 engine."""
+    import numpy as np
+
+    import warmfast as wf
+    from warmfast.model.tiny import build_tiny_gpt2
+    from warmfast.train.query_type import load_protocol
+    from warmfast.train.sociot import SocioTConfig, sociot_warmth
+
+    gpt2 = build_tiny_gpt2(tmp_path / "gpt2").model_dir
+    prompts = tmp_path / "validation.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"v{i}", "source_id": f"s{i}", "category": "general",
+                                           "prompt": p}) + "\n"
+                               for i, p in enumerate(["Why is the sky blue?", "Tell me a story.",
+                                                      "I feel sad today."])))
+    out = tmp_path / "out"
+    rc = main(["sociot", "--model", str(tiny("llama", 0).model_dir), "--prompts", str(prompts),
+               "--out", str(out), "--scorer", str(gpt2), "--max-new-tokens", "12", "--bootstrap", "20"])
+    assert rc == 0
+    with open(out / "responses.csv") as f:
+        responses = list(csv.DictReader(f))
+    with open(out / "sociot.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["arm"] == "base" and int(row["n"]) == 3 and float(row["boot_se"]) > 0
+    assert json.loads((out / "sociot_meta.json").read_text())["sociot"]["bootstrap"] == 20
+    ws = sociot_warmth(wf.Engine.from_pretrained(gpt2), [r["response"] for r in responses],
+                       SocioTConfig.from_protocol(load_protocol()))
+    np.testing.assert_allclose([float(r["warmth"]) for r in responses], ws.warmth, rtol=1e-6)
+    assert float(row["mean"]) == pytest.approx(np.mean(ws.warmth))
+    # GPT-2 cannot generate the responses: one line, exit status 2
+    capsys.readouterr()
+    rc = main(["sociot", "--model", str(gpt2), "--prompts", str(prompts), "--out", str(tmp_path / "o2")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("warmfast sociot: ValueError: ")
+    assert "generation is not supported for GPT-2" in err.strip().splitlines()[-1]

@@ -61,9 +61,10 @@ class SocioTConfig:
     @classmethod
     def from_protocol(cls, protocol: dict, **overrides) -> "SocioTConfig":
         s = protocol["sociot"]
-        return cls(warm_words=tuple(s["warm_words"]), cold_words=tuple(s["cold_words"]),
-                   my_words=tuple(s["my_words"]), truncate_chars=s["truncate_chars"],
-                   bootstrap=s["bootstrap"], **overrides)
+        fields = dict(warm_words=tuple(s["warm_words"]), cold_words=tuple(s["cold_words"]),
+                      my_words=tuple(s["my_words"]), truncate_chars=s["truncate_chars"],
+                      bootstrap=s["bootstrap"])
+        return cls(**{**fields, **overrides})  # overrides (e.g. --bootstrap) win over the protocol
 
 
 def frame(word: str, text: str, cfg: SocioTConfig) -> str:
