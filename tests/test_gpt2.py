@@ -182,3 +182,13 @@ def test_adapters_generation_and_tensor_parallel_are_refused(built, tiny):
         eng.generate([wf.GenerateRequest(prompt="The capital", max_new_tokens=4)])
     with pytest.raises(KeyError, match="unknown adapter 'adapter_0'"):
         eng.score([wf.ScoreRequest("The capital", " Paris", adapter="adapter_0")])
+
+
+def test_triton_backend_equals_torch(built):
+    # the GPU path (backend="auto" on CUDA) through the Triton interpreter on CPU
+    tri = wf.Engine.from_pretrained(built["new"].model_dir, backend="triton")
+    ref = wf.Engine.from_pretrained(built["new"].model_dir, backend="torch")
+    assert tri.backend == "triton"
+    reqs = [wf.ScoreRequest(c, x) for c, x in TEXTS[:3]]
+    for a, b in zip(tri.score(reqs), ref.score(reqs)):
+        assert a.token_logprobs == pytest.approx(b.token_logprobs, rel=1e-5) and a.is_greedy == b.is_greedy
