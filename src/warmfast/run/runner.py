@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from warmfast.run.shard import rank_chunks
 from warmfast.run.config import RunConfig
 from warmfast.run.export import export_rows
 from warmfast.run.judging import Stage, build_stages
@@ -61,13 +62,14 @@ def _chunks(jobs: list, size: int) -> list[list]:
 
 def plan_chunks(plan: Plan, shard: tuple[int, int] | None = None) -> list[list[JobRecord]]:
     """The plan's fixed generation chunks (cut by position in the full plan), or those of one shard:
-    chunk i belongs to rank i % world. Judging is cut inside these chunks too, so a batch's
-    composition never depends on what was done before a kill or on which rank runs it."""
+    a chunk belongs to the rank its content hash names (run/shard.py). Judging is cut inside these
+    chunks too, so a batch's composition never depends on what was done before a kill or on which
+    rank runs it."""
     chunks = _chunks(plan.jobs, plan.config.runner.chunk_size)
     if shard is None:
         return chunks
     rank, world = shard
-    return [c for i, c in enumerate(chunks) if i % world == rank]
+    return rank_chunks(chunks, rank, world)
 
 
 class EngineHolder:

@@ -10,9 +10,7 @@ This module decides ownership from content alone: chunk c belongs to rank
 content hashes). Every rank computes the same split with no communication, and a chunk keeps its
 owner wherever it sits in the plan. Whole chunks (not single jobs) are split so that the engine
 sees exactly the batches of a one-process run, which makes the merged store equal to it.
-
-Seam: runner.plan_chunks currently assigns chunk i to rank i % world (also deterministic, and
-perfectly balanced); `rank_chunks` below is the drop-in for the content-hash split.
+runner.plan_chunks uses `rank_chunks` for `--shard`.
 """
 from __future__ import annotations
 
