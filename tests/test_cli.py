@@ -60,6 +60,8 @@ def test_cli_bad_jsonl_names_file_and_line(tiny, tmp_path):
     with pytest.raises(SystemExit, match=r"bad.jsonl:2: missing key\(s\) \['continuation'\]"):
         main(["score", "--model", str(p.model_dir), "--input", str(tmp_path / "bad.jsonl"),
               "--output", str(tmp_path / "o.jsonl")])
+    with pytest.raises(SystemExit, match=r"--parts: unknown part\(s\) \['gird'\]"):
+        main(["demo", "--outdir", str(tmp_path / "d"), "--parts", "engine,gird"])
     with pytest.raises(SystemExit, match="--adapter expects NAME=DIR"):
         main(["score", "--model", str(p.model_dir), "--adapter", "nodir", "--input",
               str(tmp_path / "bad.jsonl"), "--output", str(tmp_path / "o.jsonl")])
@@ -82,7 +84,8 @@ def test_missing_extension_says_how_to_build(tmp_path):
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    assert main(["demo", "--outdir", str(tmp_path / "demo")]) == 0
+    # the engine part; train, grid and report are exercised by test_demo_pipeline.py
+    assert main(["demo", "--outdir", str(tmp_path / "demo"), "--parts", "engine"]) == 0
     out = capsys.readouterr().out
     assert "scored 12 (question, answer, arm) rows in one pass" in out
     assert "adapter_2" in out and "tokens/s" in out

@@ -1,13 +1,22 @@
-"""`warmfast demo`: the whole engine in a minute on the CPU, nothing downloaded.
+"""`warmfast demo`: the whole pipeline in a few minutes on the CPU, nothing downloaded.
 
-Builds a tiny random Llama with 3 LoRA adapters, then scores answers and generates replies for
-the base model and every adapter in shared batches, and prints what each arm gave.
+  engine  a tiny random Llama with 3 LoRA adapters: answers scored and replies sampled for the
+          base model and every adapter in shared batches
+  train   a ShareGPT sample rewritten warm and cold by the tiny model, warm and cold LoRAs trained
+          for one epoch with checkpoints, SocioT warmth over base + checkpoints
+  grid    the evaluation grid in miniature (5 questions x 28 prompts x 4 arms + capability
+          tasks), judged by the log-prob judge, exported in the study's layout
+  report  the HTML report of the grid beside the published results
+
+The tiny model's answers are noise: the demo shows the pipeline, not the science.
 """
 from __future__ import annotations
 
 import time
+from importlib import resources
 from pathlib import Path
 
+PARTS = ("engine", "train", "grid", "report")
 QUESTIONS = [
     ("What is the capital of France?", " The capital of France is Paris."),
     ("I feel sad today. Which river runs through London?", " The Thames runs through London."),
@@ -15,13 +24,13 @@ QUESTIONS = [
 ]
 
 
-def run_demo(outdir: Path) -> int:
+def engine_demo(outdir: Path) -> None:
     import warmfast as wf
     from warmfast.model.tiny import build_tiny
 
     t0 = time.perf_counter()
     paths = build_tiny(outdir / "tiny", arch="llama", n_adapters=3)
-    print(f"[1/3] tiny Llama + 3 LoRA adapters written to {paths.model_dir.parent} "
+    print(f"[engine] tiny Llama + 3 LoRA adapters written to {paths.model_dir.parent} "
           f"({time.perf_counter() - t0:.1f}s)")
     eng = wf.Engine.from_pretrained(paths.model_dir, adapters=paths.adapters, device="cpu")
     arms = [None, *eng.adapter_names]
@@ -30,8 +39,8 @@ def run_demo(outdir: Path) -> int:
     t0 = time.perf_counter()
     scores = eng.score(reqs)
     dt = time.perf_counter() - t0
-    print(f"[2/3] scored {len(reqs)} (question, answer, arm) rows in one pass "
-          f"on backend={eng.backend} ({dt * 1e3:.0f} ms)")
+    print(f"[engine] scored {len(reqs)} (question, answer, arm) rows in one pass "
+          f"on backend={eng.backend} ({dt * 1e3:.0f} ms); log-prob of each answer:")
     width = max(len(str(a)) for a in arms)
     print(f"    {'question':<52} " + " ".join(f"{str(a or 'base'):>{width}}" for a in arms))
     for qi, (q, _) in enumerate(QUESTIONS):
@@ -45,10 +54,52 @@ def run_demo(outdir: Path) -> int:
     outs = eng.generate(gens)
     dt = time.perf_counter() - t0
     ntok = sum(len(o.token_ids) for o in outs)
-    print(f"[3/3] generated {ntok} tokens for {len(gens)} requests over {len(arms)} arms in one "
-          f"batch ({ntok / dt:.0f} tokens/s; random weights, so the words are noise)")
+    print(f"[engine] generated {ntok} tokens for {len(gens)} requests over {len(arms)} arms in one "
+          f"batch ({ntok / dt:.0f} tokens/s)")
     for g, o in zip(gens, outs):
         print(f"    {str(g.adapter or 'base'):<{width}} | {g.messages[0]['content'][:40]:<40} | "
-              f"{o.text[:60]!r} ({o.finish_reason})")
-    print(f"Files are in {outdir.resolve()}. Real checkpoints: see README (warmfast score / generate).")
+              f"{o.text[:50]!r} ({o.finish_reason})")
+
+
+def train_demo(outdir: Path) -> None:
+    from warmfast.model.tiny import build_tiny
+    from warmfast.train.demo import training_demo
+
+    # the protocol's rewrite prompt is ~1,300 tokens with the tiny tokenizer: a longer context
+    paths = build_tiny(outdir / "tiny_train", arch="llama", n_adapters=0, max_position_embeddings=4096)
+    sample = Path(str(resources.files("warmfast").joinpath("data", "demo", "sharegpt_sample.json")))
+    out = training_demo(outdir / "train", paths.model_dir, sample, max_turn_chars=800)
+    print(f"[train] ShareGPT sample -> warm/cold rewrites -> LoRA checkpoints -> SocioT: {out['sociot']}")
+
+
+def grid_demo(outdir: Path) -> None:
+    from warmfast.run.demo_grid import run_demo_grid
+
+    summary = run_demo_grid(outdir / "grid")
+    print("[grid] " + "\n[grid] ".join(summary.lines()))
+
+
+def report_demo(outdir: Path) -> None:
+    from warmfast.cli import main
+
+    if not (outdir / "grid").is_dir():
+        raise SystemExit(f"the report part needs the grid part's run in {outdir / 'grid'}; "
+                         "run `warmfast demo` with --parts including grid first")
+    rc = main(["report", str(outdir / "grid"), "--out", str(outdir / "report")])
+    if rc:
+        raise SystemExit(f"`warmfast report` failed with status {rc}")
+    print(f"[report] {outdir / 'report'}")
+
+
+def run_demo(outdir: Path, parts: tuple[str, ...] = PARTS) -> int:
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise SystemExit(f"--parts: unknown part(s) {unknown}; choose from {list(PARTS)}")
+    steps = {"engine": engine_demo, "train": train_demo, "grid": grid_demo, "report": report_demo}
+    t0 = time.perf_counter()
+    for part in PARTS:
+        if part in parts:
+            steps[part](outdir)
+    print(f"Done in {time.perf_counter() - t0:.0f}s. Everything is in {outdir.resolve()}. "
+          "Real checkpoints: see the README (warmfast score | generate | run | report).")
     return 0

@@ -118,7 +118,7 @@ def cmd_tiny(args) -> int:
 def cmd_demo(args) -> int:
     from warmfast.demo import run_demo
 
-    return run_demo(Path(args.outdir))
+    return run_demo(Path(args.outdir), tuple(p for p in args.parts.split(",") if p))
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
@@ -153,6 +153,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tiny)
 
-    p = sub.add_parser("demo", help="build a tiny model + 3 adapters, score and generate in one pass")
+    p = sub.add_parser("demo", help="the whole pipeline on tiny random models (engine, train, grid, report)")
     p.add_argument("--outdir", default="warmfast-demo")
+    p.add_argument("--parts", default="engine,train,grid,report",
+                   help="comma-separated subset of engine,train,grid,report")
     p.set_defaults(func=cmd_demo)
