@@ -5,14 +5,16 @@ over the base model and every adapter, each generating up to `--new` tokens. Mea
 same requests, interleaved within each repetition (best of `--reps`):
   warmfast          Engine-level generator (paged KV, continuous batching, mixed adapters), greedy
   warmfast_sampled  the same, temperature 0.8 + top_p 0.95 (Philox sampler)
-  hf_peft_mixed     PeftModel.generate(adapter_names=...) on the whole mixed batch, greedy, left-padded
-  hf_base_only      the base model's generate on the same batch (what a LoRA-free run could reach)
+  hf_peft_mixed     PeftModel.generate(adapter_names=...) on static mixed batches of --max-batch, greedy,
+                    left-padded
+  hf_base_only      the base model's generate on the same batches (what a LoRA-free run could reach)
 tokens/s counts the tokens the requests asked for (EOS included where a row stopped early);
 HF generates the longest request's length for the whole padded batch. `--ragged` varies prompt
-lengths and max_new_tokens, the study's real case; without it every row is alike (HF's best case). One JSON record per
-batch size goes to bench/results/ (machine, date, card).
+lengths and max_new_tokens, the study's real case; without it every row is alike (HF's best
+case). One JSON record per request count goes to bench/results/ (machine, date, card).
 
   python bench/e2e_generate.py --threads 1                      # CPU: ~31M-parameter Llama
+  python bench/e2e_generate.py --threads 1 --rows 128 --max-batch 32 --prompt 128 --new 64 --ragged
   python bench/e2e_generate.py --preset llama8b --device cuda --dtype bfloat16 --adapters 8 \
       --rank 16 --prompt 128 --new 128 --rows 64 256 --hf-max-rows 64 --cuda-graphs   # GPU check
 """
@@ -58,8 +60,12 @@ def hf_generate(model_dir, adapters, device, dtype):
     pm.eval()
     pad = pm.config.pad_token_id if pm.config.pad_token_id is not None else 0
 
+    def run(prompts, mixed: bool, batch: int) -> int:
+        """Static batches of `batch` requests in order, as a plain HF loop would run them."""
+        return sum(run_batch(prompts[s:s + batch], mixed) for s in range(0, len(prompts), batch))
+
     @torch.inference_mode()
-    def run(prompts, mixed: bool) -> int:
+    def run_batch(prompts, mixed: bool) -> int:
         """Generates max(max_new_tokens) for the whole padded batch (HF has no per-row limit);
         returns the tokens the requests asked for (up to and including an EOS)."""
         width = max(len(p) for p, _, _ in prompts)
@@ -99,7 +105,9 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--new", type=int, default=32)
-    ap.add_argument("--rows", type=int, nargs="+", default=[32], help="batch sizes to measure")
+    ap.add_argument("--rows", type=int, nargs="+", default=[32], help="request counts to measure")
+    ap.add_argument("--max-batch", type=int, default=None,
+                    help="rows per step for warmfast and per static batch for HF (default: all rows)")
     ap.add_argument("--ragged", action="store_true",
                     help="varied prompt lengths and max_new_tokens (continuous batching's case)")
     ap.add_argument("--hf-max-rows", type=int, default=None, help="skip HF above this batch size")
@@ -129,8 +137,9 @@ def main(argv=None) -> list[dict]:
     records = []
     for rows in args.rows:
         prompts = make_prompts(rows, args.prompt, args.new, vocab, arms, args.ragged)
-        knobs = dict(max_batch_size=rows, block_size=args.block_size, cuda_graphs=args.cuda_graphs,
-                     kv_blocks=rows * blocks_for(args.prompt + args.new, args.block_size),
+        batch = min(rows, args.max_batch or rows)
+        knobs = dict(max_batch_size=batch, block_size=args.block_size, cuda_graphs=args.cuda_graphs,
+                     kv_blocks=batch * blocks_for(args.prompt + args.new, args.block_size),
                      max_batch_tokens=max(8192, args.prompt * 16))
         counts = {}
 
@@ -145,7 +154,7 @@ def main(argv=None) -> list[dict]:
 
         def hf_run(name, mixed):
             def fn():
-                counts[name] = hf(prompts, mixed)
+                counts[name] = hf(prompts, mixed, batch)
             return fn
 
         systems = {"warmfast": wf_run("warmfast"),
@@ -162,7 +171,7 @@ def main(argv=None) -> list[dict]:
             "card": torch.cuda.get_device_name() if args.device == "cuda" else None,
             "torch": torch.__version__, "backend": eng.backend, "cuda_graphs": args.cuda_graphs,
             "preset": args.preset, "dtype": args.dtype, "adapters": args.adapters, "rank": args.rank,
-            "rows": rows, "prompt": args.prompt, "new": args.new, "ragged": args.ragged,
+            "rows": rows, "max_batch": batch, "prompt": args.prompt, "new": args.new, "ragged": args.ragged,
             "generated_tokens": counts,
             "seconds": {k: round(v, 4) for k, v in secs.items()},
             "tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
@@ -170,14 +179,14 @@ def main(argv=None) -> list[dict]:
         if "hf_peft_mixed" in tps:
             record["ratio_vs_hf_peft_mixed"] = round(tps["warmfast"] / tps["hf_peft_mixed"], 2)
             record["ratio_vs_hf_base_only"] = round(tps["warmfast"] / tps["hf_base_only"], 2)
-        print(f"batch {rows}: {'system':<18}{'tokens/s':>12}{'warmfast x':>12}")
+        print(f"{rows} requests, batch {batch}: {'system':<18}{'tokens/s':>12}{'warmfast x':>12}")
         for k, v in tps.items():
             print(f"          {k:<18}{v:>12.0f}{tps['warmfast'] / v:>12.2f}")
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         kind = "ragged" if args.ragged else "uniform"
-        path = out / f"e2e_generate_{args.device}_{args.preset}_b{rows}_{kind}_{stamp}.json"
+        path = out / f"e2e_generate_{args.device}_{args.preset}_n{rows}_b{batch}_{kind}_{stamp}.json"
         path.write_text(json.dumps(record, indent=2) + "\n")
         print(json.dumps(record))
         records.append(record)
