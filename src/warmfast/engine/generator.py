@@ -25,6 +25,7 @@ from warmfast.engine.detok import IncrementalDetokenizer, OutputState, StopCrite
 from warmfast.engine.kv_cache import PagedKVCache, blocks_for
 from warmfast.engine.sampling import SamplingParams, default_impl, sample_logits
 from warmfast.engine.scheduler import Scheduler, SchedulerConfig, Sequence
+from warmfast.model import parallel
 
 GRAPH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -110,12 +111,17 @@ def _prepare(engine, requests, cfg: GeneratorConfig) -> list[_Request]:
 def _num_blocks(engine, reqs: list[_Request], cfg: GeneratorConfig) -> int:
     if cfg.kv_blocks is not None:
         return cfg.kv_blocks
-    c = engine.model.cfg
+    c = engine.model.cfg  # under tensor parallelism: this rank's kv heads
     if engine.device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(engine.device)
         per_block = PagedKVCache.bytes_per_block(c.num_layers, cfg.block_size, c.num_kv_heads,
                                                  c.head_dim, engine.dtype)
-        return max(1, int(free * cfg.kv_memory_fraction) // per_block)
+        n = max(1, int(free * cfg.kv_memory_fraction) // per_block)
+        tp = getattr(engine, "tp", None)
+        if tp is not None:  # every rank must schedule alike: the smallest pool of all ranks
+            t = torch.tensor([n], dtype=torch.int64, device=engine.device)
+            n = int(tp.all_reduce(t, op=torch.distributed.ReduceOp.MIN).item())
+        return n
     need = sorted((blocks_for(r.seq.max_len, cfg.block_size) for r in reqs), reverse=True)
     return max(1, sum(need[:cfg.max_batch_size]))
 
@@ -157,10 +163,19 @@ class Generator:
                 last = self._prefill(seqs)
             else:
                 last = self._decode(seqs)
-            logits = last @ self.engine.model.weights.lm_head.T  # [B, V]
+            logits = last @ self.engine.model.weights.lm_head.T  # [B, V] (tensor parallel: [B, V_r])
             reqs = [by_id[s.seq_id] for s in seqs]
-            tokens = sample_logits(logits, [r.params for r in reqs], [r.request_id for r in reqs],
-                                   [len(s.output) for s in seqs], self.sampler)
+
+            def choose(logits=logits, reqs=reqs, seqs=seqs):
+                return sample_logits(logits, [r.params for r in reqs], [r.request_id for r in reqs],
+                                     [len(s.output) for s in seqs], self.sampler)
+
+            tp = getattr(self.engine, "tp", None)
+            if tp is None:
+                tokens = choose()
+            else:  # full logits on every rank; rank 0 samples once and broadcasts the tokens
+                logits = parallel.gather_logits(logits, tp, self.engine.model.cfg.vocab_size)
+                tokens = parallel.decide_once(tp, lambda: choose(logits), len(seqs), self.engine.device)
             for r, tok in zip(reqs, tokens):
                 r.seq.output.append(tok)
                 if r.out.append(tok):
