@@ -163,24 +163,26 @@ class Generator:
                 last = self._prefill(seqs)
             else:
                 last = self._decode(seqs)
-            logits = last @ self.engine.model.weights.lm_head.T  # [B, V] (tensor parallel: [B, V_r])
             reqs = [by_id[s.seq_id] for s in seqs]
-
-            def choose(logits=logits, reqs=reqs, seqs=seqs):
-                return sample_logits(logits, [r.params for r in reqs], [r.request_id for r in reqs],
-                                     [len(s.output) for s in seqs], self.sampler)
-
-            tp = getattr(self.engine, "tp", None)
-            if tp is None:
-                tokens = choose()
-            else:  # full logits on every rank; rank 0 samples once and broadcasts the tokens
-                logits = parallel.gather_logits(logits, tp, self.engine.model.cfg.vocab_size)
-                tokens = parallel.decide_once(tp, lambda: choose(logits), len(seqs), self.engine.device)
+            tokens = self._next_tokens(reqs, last)
             for r, tok in zip(reqs, tokens):
                 r.seq.output.append(tok)
                 if r.out.append(tok):
                     self.sched.finish(r.seq)
             bar.update(len(seqs))
+
+    def _next_tokens(self, reqs: list[_Request], last: torch.Tensor) -> list[int]:
+        """Each row's next token from its last hidden state [B, H], drawn at step = the number of
+        tokens it has generated so far (the same step after a preemption)."""
+        logits = last @ self.engine.model.weights.lm_head.T  # [B, V] (tensor parallel: [B, V_r])
+        keys = ([r.params for r in reqs], [r.request_id for r in reqs],
+                [len(r.seq.output) for r in reqs], self.sampler)
+        tp = getattr(self.engine, "tp", None)
+        if tp is None:
+            return sample_logits(logits, *keys)
+        # full logits on every rank; rank 0 samples once and broadcasts the tokens
+        logits = parallel.gather_logits(logits, tp, self.engine.model.cfg.vocab_size)
+        return parallel.decide_once(tp, lambda: sample_logits(logits, *keys), len(reqs), self.engine.device)
 
     def _prefill(self, seqs: list[Sequence]) -> torch.Tensor:
         dev = self.engine.device
