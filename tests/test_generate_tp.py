@@ -26,7 +26,7 @@ def run(model_dir, adapters, tensor_parallel: int) -> dict:
 
     eng = wf.Engine.from_pretrained(model_dir, adapters=adapters, tensor_parallel=tensor_parallel)
     reqs = requests(eng.adapter_names)
-    cfg = GeneratorConfig(max_batch_size=8, block_size=4, kv_blocks=12)
+    cfg = GeneratorConfig(max_batch_size=8, block_size=4, kv_blocks=10)
     gen = Generator(eng, cfg, _prepare(eng, reqs, cfg))
     from tqdm.auto import tqdm
 

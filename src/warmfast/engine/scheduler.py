@@ -1,7 +1,8 @@
 """Continuous batching over the paged KV cache, with preemption by recomputation.
 
-Each step is either a prefill (admit waiting sequences, oldest first, while their blocks, the
-batch size and the token budget allow) or a decode (one token for every running sequence).
+Each step is either a prefill (admit waiting sequences, oldest first, while their blocks plus one
+block of growth for each running sequence, the batch size and the token budget allow; into an
+empty cache a sequence is always admitted) or a decode (one token for every running sequence).
 When a decode step needs a block and none is free, the most recently admitted running sequence
 is preempted: its blocks are freed and it returns to the front of the queue keeping the tokens
 it has generated; on readmission its prompt + output is prefilled again (recomputation).
@@ -90,7 +91,11 @@ class Scheduler:
             seq = self.waiting[0]
             if admitted and tokens + seq.num_tokens > self.cfg.max_batch_tokens:
                 break
-            if not self.blocks.can_hold(seq.seq_id, seq.num_tokens):
+            need = self.blocks.shortfall(seq.seq_id, seq.num_tokens)
+            # headroom: after this admission every running sequence can still take one more
+            # block, so the next decode step does not preempt what was just prefilled (thrashing)
+            headroom = len(self.running) + 1 if self.running else 0
+            if need + headroom > self.blocks.num_free:
                 break
             self.blocks.reserve(seq.seq_id, seq.num_tokens)
             self.waiting.popleft()
