@@ -85,3 +85,15 @@ def test_impossible_request_is_refused_up_front():
     sch.add(Sequence(0, [0] * 10, 7))  # 16 positions: exactly the pool
     with pytest.raises(ValueError, match="max_batch_size must be >= 1"):
         SchedulerConfig(num_blocks=4, max_batch_size=0)
+
+
+def test_admission_keeps_one_block_of_growth_per_running_sequence():
+    sch = Scheduler(SchedulerConfig(num_blocks=6, block_size=4))
+    sch.add(Sequence(0, [0] * 4, 8))
+    sch.add(Sequence(1, [0] * 16, 4))  # 4 blocks: would fit the 5 free ones, but leave no headroom
+    first = sch.schedule()
+    assert [s.seq_id for s in first.seqs] == [0] and sch.blocks.num_free == 5
+    first.seqs[0].output.append(1)
+    assert sch.schedule().kind == "decode"  # seq 1 waits instead of being admitted to be preempted
+    sch.finish(first.seqs[0])
+    assert [s.seq_id for s in sch.schedule().seqs] == [1]  # an empty cache always admits
