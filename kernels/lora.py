@@ -42,11 +42,20 @@ def lora_ref(
         raise ValueError(f"lora_ref: A has {A.shape[1]} rows, expected n_slices * r_max = {n_slices} * {r_max}")
     if len(seg_starts) != len(seg_slots) + 1:
         raise ValueError(f"lora_ref: {len(seg_starts)} seg_starts for {len(seg_slots)} seg_slots (need S + 1)")
+    fused = y.dtype == torch.float32 and y.is_contiguous()
+    if fused:  # B as one block-diagonal [out_total, n_slices * r_max] per slot: one addmm per segment
+        bd = B.new_zeros(B.shape[0], B.shape[1], n_slices * r_max, dtype=torch.float32)
+        for j in range(n_slices):
+            o0, o1 = slice_offsets[j], slice_offsets[j + 1]
+            bd[:, o0:o1, j * r_max:(j + 1) * r_max] = B[:, o0:o1].float()
     for seg, slot in enumerate(seg_slots):
         s, e = seg_starts[seg], seg_starts[seg + 1]
         if slot < 0 or e <= s:
             continue
         xa = x[s:e].float() @ A[slot].float().T  # [rows, n_slices * r_max] fp32
+        if fused:  # y[s:e] += xa @ bd.T in place: no delta tensor, no strided add (10% of CPU time)
+            y[s:e].addmm_(xa, bd[slot].T)
+            continue
         for j in range(n_slices):
             o0, o1 = slice_offsets[j], slice_offsets[j + 1]
             delta = xa[:, j * r_max:(j + 1) * r_max] @ B[slot, o0:o1].float().T  # [rows, o1 - o0]
