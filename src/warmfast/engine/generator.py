@@ -86,6 +86,7 @@ def _prepare(engine, requests, cfg: GeneratorConfig) -> list[_Request]:
     prepared = []
     for i, req in enumerate(requests):
         where = f"GenerateRequest #{i}"
+        slot = engine.slot(req.adapter, where)
         ids = prompt_ids(engine, req, where)
         if not ids:
             raise ValueError(f"{where}: the prompt is empty (no tokens to condition on)")
@@ -103,7 +104,7 @@ def _prepare(engine, requests, cfg: GeneratorConfig) -> list[_Request]:
         rid = req.request_id if req.request_id is not None else default_request_id(ids)
         if not 0 <= rid < 2**64:
             raise ValueError(f"{where}: request_id must be in [0, 2^64), got {rid}")
-        seq = Sequence(i, ids, req.max_new_tokens, engine.slot(req.adapter, where))
+        seq = Sequence(i, ids, req.max_new_tokens, slot)
         prepared.append(_Request(seq, params, rid, OutputState(criteria, IncrementalDetokenizer(engine.tok.hf))))
     return prepared
 
