@@ -28,6 +28,9 @@ import torch
 PRESETS = {  # model shapes; vocab comes from the locally trained tokenizer unless given
     "cpu31m": dict(hidden_size=512, intermediate_size=1536, num_layers=10, num_heads=8,
                    num_kv_heads=4, vocab_size=4096),
+    # embedding-heavy small model with a Llama-2/Mistral-size vocabulary (32k): 48.5M parameters
+    "cpu48m-v32k": dict(hidden_size=512, intermediate_size=1536, num_layers=5, num_heads=8,
+                        num_kv_heads=4, vocab_size=32000),
     "llama8b": dict(hidden_size=4096, intermediate_size=14336, num_layers=32, num_heads=32,
                     num_kv_heads=8, vocab_size=128256),
 }
@@ -69,12 +72,15 @@ def build_random_model(out: Path, preset: str, n_adapters: int, rank: int, devic
     return model_dir, adapters
 
 
-def make_rows(n_rows: int, ctx: int, cont: int, vocab: int, arms: list, seed: int = 0):
+def make_rows(n_rows: int, ctx: int, cont: int, vocab: int, arms: list, seed: int = 0,
+              ragged: bool = False):
+    """Random token rows; ragged: lengths uniform in [n/2, 3n/2] (mean n), as real prompts vary."""
     rng = random.Random(seed)
+    size = (lambda n: rng.randint(max(1, n // 2), n + n // 2)) if ragged else (lambda n: n)
     rows = []
     for i in range(n_rows):
-        rows.append(([rng.randrange(10, vocab) for _ in range(ctx)],
-                     [rng.randrange(10, vocab) for _ in range(cont)], arms[i % len(arms)]))
+        rows.append(([rng.randrange(10, vocab) for _ in range(size(ctx))],
+                     [rng.randrange(10, vocab) for _ in range(size(cont))], arms[i % len(arms)]))
     return rows
 
 
@@ -103,6 +109,7 @@ def hf_runner(model_dir, adapters, rows, device, dtype, batch_rows: int):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    rows = sorted(rows, key=lambda r: -(len(r[0]) + len(r[1])))  # least padding, as lm-eval sorts
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
     names = list(adapters)
     pm = PeftModel.from_pretrained(base, adapters[names[0]], adapter_name=names[0])
@@ -159,6 +166,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--ctx", type=int, default=200)
     ap.add_argument("--cont", type=int, default=20)
     ap.add_argument("--rows", type=int, default=32)
+    ap.add_argument("--ragged", action="store_true",
+                    help="row lengths uniform in [n/2, 3n/2]; HF batches are sorted by length (as lm-eval does)")
     ap.add_argument("--hf-batch-rows", type=int, default=16)
     ap.add_argument("--batch-tokens", type=int, default=8192)
     ap.add_argument("--reps", type=int, default=3)
@@ -173,7 +182,7 @@ def main(argv=None) -> dict:
     model_dir, adapters = build_random_model(work, args.preset, args.adapters, args.rank, args.device, dtype)
     arms = [None, *adapters]
     vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
-    rows = make_rows(args.rows, args.ctx, args.cont, vocab, arms)
+    rows = make_rows(args.rows, args.ctx, args.cont, vocab, arms, ragged=args.ragged)
     n_tokens = sum(len(c) + len(x) for c, x, _ in rows)
 
     eng = wf.Engine.from_pretrained(model_dir, adapters=adapters, device=args.device, dtype=args.dtype,
@@ -192,7 +201,7 @@ def main(argv=None) -> dict:
         "card": torch.cuda.get_device_name() if args.device == "cuda" else None,
         "torch": torch.__version__, "backend": eng.backend,
         "preset": args.preset, "params": n_params, "dtype": args.dtype, "adapters": args.adapters,
-        "rank": args.rank, "rows": args.rows, "ctx": args.ctx, "cont": args.cont, "tokens": n_tokens,
+        "rank": args.rank, "rows": args.rows, "ragged": args.ragged, "ctx": args.ctx, "cont": args.cont, "tokens": n_tokens,
         "tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
         "ratio_vs_hf_peft_mixed": round(tps["warmfast"] / tps["hf_peft_mixed"], 2),
         "ratio_vs_hf_peft_loop": round(tps["warmfast"] / tps["hf_peft_loop"], 2),
@@ -204,7 +213,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    path = out / f"e2e_score_{args.device}_{args.preset}_{stamp}.json"
+    path = out / f"e2e_score_{args.device}_{args.preset}{'_ragged' if args.ragged else ''}_{stamp}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record))
     return record
