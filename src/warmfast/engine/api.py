@@ -157,10 +157,12 @@ class Engine:
 
     @torch.inference_mode()
     def generate(self, requests: list[GenerateRequest], max_batch_size: int = 64,
-                 progress: bool = False) -> list[GenerateResult]:
-        from warmfast.engine.simple_generate import generate
+                 progress: bool = False, **knobs) -> list[GenerateResult]:
+        """Paged KV cache, continuous batching, mixed adapters (engine/generator.py). knobs:
+        max_batch_tokens, block_size, kv_blocks, kv_memory_fraction, cuda_graphs, sampler."""
+        from warmfast.engine.generator import generate
 
         if isinstance(self.model, GPT2Model):
             raise ValueError(f"{self.model.cfg.source}: generation is not supported for GPT-2; "
                              "warmfast runs GPT-2 for scoring only (Engine.score)")
-        return generate(self, requests, max_batch_size, progress)
+        return generate(self, requests, max_batch_size, progress, **knobs)

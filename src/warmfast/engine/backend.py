@@ -1,7 +1,7 @@
 """Backends: the set of ops the forward pass calls.
 
 `torch` runs the plain-torch `*_ref` functions that live beside each kernel (so the oracle of the
-tests and the CPU path are one code), plus warmfast._C for log-probs and sampling on the CPU.
+tests and the CPU path are one code), plus warmfast._C for log-probs on the CPU (sampling: engine/sampling.py).
 `triton` runs the Triton launchers (GPU, or CPU only under TRITON_INTERPRET=1 in tests).
 `auto` means triton on CUDA and torch on CPU; the engine says which it picked and never falls
 back after a failure.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
 
 from warmfast import _C
@@ -57,14 +56,6 @@ class TorchOps:
             lps.append(torch.from_numpy(lp))
             ams.append(torch.from_numpy(am))
         return torch.cat(lps), torch.cat(ams)
-
-    def sample(self, probs: torch.Tensor, seeds: list[int], request_ids: list[int],
-               steps: list[int]) -> list[int]:
-        """Philox-keyed sampling (C++): a pure function of (probs, seed, request id, step)."""
-        tokens = _C.sample(probs.float().cpu().contiguous().numpy(),
-                           np.asarray(seeds, dtype=np.uint64), np.asarray(request_ids, dtype=np.uint64),
-                           np.asarray(steps, dtype=np.uint32))
-        return tokens.tolist()
 
 
 def select_backend(name: str, device: torch.device):

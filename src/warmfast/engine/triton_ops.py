@@ -41,18 +41,3 @@ class TritonOps:
     def logprob(self, hidden, weight, targets):
         lp, am, _ = logprob.logprob(hidden.contiguous(), weight, targets)
         return lp, am
-
-    def sample(self, probs: torch.Tensor, seeds: list[int], request_ids: list[int],
-               steps: list[int]) -> list[int]:
-        from warmfast.kernels import sampling
-
-        dev, n = probs.device, len(seeds)
-        as_i64 = [r - 2**64 if r >= 2**63 else r for r in request_ids]  # the uint64 bit pattern
-        tokens = sampling.sample(
-            probs.float().contiguous(), torch.tensor(seeds, dtype=torch.int64, device=dev),
-            torch.tensor(as_i64, dtype=torch.int64, device=dev),
-            torch.tensor(steps, dtype=torch.int64, device=dev),
-            torch.ones(n, dtype=torch.float64, device=dev),  # probs already carry the temperature
-            torch.zeros(n, dtype=torch.int64, device=dev), torch.ones(n, dtype=torch.float64, device=dev),
-            torch.zeros(n, dtype=torch.float64, device=dev))
-        return tokens.tolist()
