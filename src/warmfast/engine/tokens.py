@@ -4,9 +4,10 @@ The study's grid repeats the same contexts across arms and checkpoints, so encod
 """
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
+
+from warmfast.engine.detok import load_eos_ids
 
 
 class TokenizerCache:
@@ -18,21 +19,9 @@ class TokenizerCache:
             raise FileNotFoundError(f"no tokenizer in {model_dir}: expected tokenizer.json "
                                     "(or tokenizer.model) beside config.json")
         self.hf = AutoTokenizer.from_pretrained(str(model_dir))
-        self.eos_ids = self._eos_ids(model_dir)
+        self.eos_ids = load_eos_ids(model_dir, self.hf.eos_token_id)
         self.encode_context = lru_cache(maxsize=65536)(self._encode_special)
         self.encode_plain = lru_cache(maxsize=65536)(self._encode_plain)
-
-    def _eos_ids(self, model_dir: Path) -> frozenset[int]:
-        ids = set()
-        for fname in ("generation_config.json", "config.json"):
-            path = model_dir / fname
-            if path.is_file():
-                eos = json.loads(path.read_text()).get("eos_token_id")
-                if eos is not None:
-                    ids.update([eos] if isinstance(eos, int) else eos)
-        if self.hf.eos_token_id is not None:
-            ids.add(self.hf.eos_token_id)
-        return frozenset(ids)
 
     def _encode_special(self, text: str) -> tuple[int, ...]:
         return tuple(self.hf(text, add_special_tokens=True)["input_ids"])
