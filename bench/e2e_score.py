@@ -45,6 +45,10 @@ def build_random_model(out: Path, preset: str, n_adapters: int, rank: int, devic
 
     shape = PRESETS[preset]
     model_dir = out / "model"
+    names = [f"adapter_{i}" for i in range(n_adapters)]
+    stamp = out / f"built_{preset}_{n_adapters}x{rank}_{str(dtype).split('.')[-1]}"
+    if stamp.is_file():  # a second bench in the same workdir (gpu_check.sh) reuses the folders
+        return model_dir, {n: out / n for n in names}
     tok = build_tokenizer(model_dir, min(shape["vocab_size"], 4096), add_bos=True)
     cfg = tf.LlamaConfig(vocab_size=shape["vocab_size"], hidden_size=shape["hidden_size"],
                          intermediate_size=shape["intermediate_size"],
@@ -69,6 +73,7 @@ def build_random_model(out: Path, preset: str, n_adapters: int, rank: int, devic
         adapters[f"adapter_{i}"] = out / f"adapter_{i}"
         model = pm.unload()
     del model
+    stamp.touch()
     return model_dir, adapters
 
 

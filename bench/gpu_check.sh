@@ -6,10 +6,14 @@
 #   4. bench    kernel benches, kernel vs *_ref               -> $OUT/kernel_bench.json
 #   5. e2e      scoring on a Llama-3.1-8B-shaped random bf16 model, base + 8 rank-16 adapters,
 #               256-token rows: warmfast vs HF+PEFT mixed, HF+PEFT loop, HF base-only -> $OUT/e2e_*.json
-#   6. table    a short summary                               -> $OUT/gpu_check.json
+#   6. e2e_generate  generation on the same model folders, batch 64 and 256, 128 prompt + 128 new
+#               tokens: warmfast vs HF+PEFT generate (HF only at batch <= WF_HF_GEN_ROWS) -> $OUT/e2e_generate_*.json
+#   7. table    a short summary                               -> $OUT/gpu_check.json
 # Every step runs (a failed step is recorded, not fatal); the exit status is non-zero if any failed.
-# Step limits add up to 9.5 minutes (env 60 + install 120 + kernels 150 + bench 90 + e2e 240 + table
-# 60 s at most); a normal run takes far less than its limits.
+# Step limits add up to 17 minutes (env 60 + install 120 + kernels 150 + bench 90 + e2e 240 +
+# e2e_generate 300 + table 60 s at most), more than one 10-minute device call: on a 15-minute device
+# budget run it as two calls, `WF_SKIP="e2e_generate"` first, then `WF_SKIP="kernels bench e2e"`
+# (the second rebuilds the random model: give it the same WORKDIR only on the same warm machine).
 #   bash bench/gpu_check.sh                  # OUT defaults to bench/results/gpu_check_<UTC stamp>
 #   WF_SKIP="bench e2e" bash bench/gpu_check.sh
 # Copy $OUT into bench/results/ afterwards: every GPU run is kept there with card and date.
@@ -84,6 +88,11 @@ step e2e 240 "$PY" bench/e2e_score.py --preset llama8b --device cuda --dtype bfl
   --backend "${WF_BACKEND:-auto}" --adapters 8 --rank 16 --ctx 236 --cont 20 --rows 288 \
   --reps 2 --workdir "$WORKDIR" --out "$OUT"
 
+# generation: the same model folders; batch 64 and 256, 128 prompt + 128 new tokens
+step e2e_generate 300 "$PY" bench/e2e_generate.py --preset llama8b --device cuda --dtype bfloat16 \
+  --backend "${WF_BACKEND:-auto}" --adapters 8 --rank 16 --prompt 128 --new 128 --rows 64 256 \
+  --hf-max-rows "${WF_HF_GEN_ROWS:-64}" --reps 1 --workdir "$WORKDIR" --out "$OUT"
+
 step table 60 "$PY" - "$OUT" <<'PYEOF'
 import glob, json, os, sys
 import xml.etree.ElementTree as ET
@@ -116,6 +125,11 @@ if e2e:
     for k, v in tps.items():
         print(f"  {k:<16}{v:>12.0f} tokens/s   warmfast x{tps['warmfast'] / v:.2f}")
     print(f"  goal on an H100: >= 45000 tokens/s for warmfast -> {'met' if tps['warmfast'] >= 45000 else 'NOT met'}")
+for path in sorted(glob.glob(f"{out}/e2e_generate_*.json")):
+    rec = json.load(open(path))
+    summary.setdefault("e2e_generate", []).append(rec)
+    print(f"e2e generation: {os.path.basename(path)}")
+    print("  " + json.dumps({k: rec[k] for k in rec if "tokens_per_s" in k or k in ("rows", "ratio_vs_hf_peft_mixed")}))
 json.dump(summary, open(f"{out}/gpu_check.json", "w"), indent=2)
 print(f"summary -> {out}/gpu_check.json")
 PYEOF
