@@ -5,10 +5,6 @@ ref is at most 2x that of a plain low-precision attention (matmuls in bf16, soft
 probabilities rounded to bf16, as HF's eager path does) on the same inputs.
 """
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,19 +16,7 @@ from warmfast.kernels.attention import (
     varlen_attention,
     varlen_attention_ref,
 )
-
-
-DEV = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: kernels run under TRITON_INTERPRET=1
-
-
-@pytest.fixture(autouse=True)
-def _default_device():
-    with torch.device(DEV):  # tensors made in tests land where the kernels run
-        yield
-
-
-def _err(a, b) -> float:
-    return (a.float() - b.float()).abs().max().item()
+from kernel_common import DEV, _default_device, _err  # noqa: F401  (autouse fixture)
 
 
 def _cu(lens: list[int]) -> torch.Tensor:
@@ -178,12 +162,3 @@ def test_paged_decode_rejects_bad_inputs():
     kc = torch.randn(4, 8, 2, 16)
     with pytest.raises(ValueError, match="block_tables must be"):
         paged_decode_attention(q, kc, kc, torch.zeros(3, 2, dtype=torch.int32), torch.ones(2, dtype=torch.int32), 0.25)
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the kernel tests compile for the real card")
-def test_attention_kernels_compile_for_h100():
-    """Lowered to sm_90 cubin by the triton wheel's ptxas: what the CPU interpreter never checks."""
-    script = Path(__file__).resolve().parents[1] / "bench" / "bench_compile.py"
-    run = subprocess.run([sys.executable, str(script), "--ops", "attention", "--arch", "90", "--quick"], capture_output=True,
-                         text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "0"})
-    assert run.returncode == 0, run.stdout + run.stderr

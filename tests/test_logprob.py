@@ -3,28 +3,12 @@
 bf16 tolerance derived from the ref's low-precision twin: logits computed as a bf16 matmul
 (what HF's lm_head in bf16 gives) and then reduced in fp32.
 """
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from warmfast.kernels.logprob import logprob, logprob_ref
-
-
-DEV = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: kernels run under TRITON_INTERPRET=1
-
-
-@pytest.fixture(autouse=True)
-def _default_device():
-    with torch.device(DEV):  # tensors made in tests land where the kernels run
-        yield
-
-
-def _err(a, b) -> float:
-    return (a.float() - b.float()).abs().max().item()
+from kernel_common import DEV, _default_device, _err  # noqa: F401  (autouse fixture)
 
 
 def _lowp(hidden, weight, targets):
@@ -90,12 +74,3 @@ def test_logprob_rejects_bad_inputs():
         logprob(hidden, torch.randn(50, 15), torch.tensor([0, 1, 2, 3]))
     with pytest.raises(ValueError, match="targets has dtype"):
         logprob(hidden, weight, torch.tensor([0, 1, 2, 3], dtype=torch.int32))
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the kernel tests compile for the real card")
-def test_logprob_kernels_compile_for_h100():
-    """Lowered to sm_90 cubin by the triton wheel's ptxas: what the CPU interpreter never checks."""
-    script = Path(__file__).resolve().parents[1] / "bench" / "bench_compile.py"
-    run = subprocess.run([sys.executable, str(script), "--ops", "logprob", "--arch", "90", "--quick"], capture_output=True,
-                         text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "0"})
-    assert run.returncode == 0, run.stdout + run.stderr

@@ -4,25 +4,14 @@ Grid: adapter popularity (all rows one adapter, all distinct, base mixed in, ske
 sizes 1, 3, 7, 133 x ranks 8, 16, 64 x fp32/bf16, three fused output slices of uneven widths,
 adapters with ranks below r_max and one that skips a slice. B is never all zero.
 """
-import os
 import random
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from warmfast.kernels.lora import lora, lora_decode, lora_ref
+from kernel_common import DEV, _default_device, _err  # noqa: F401  (autouse fixture)
 
-
-DEV = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: kernels run under TRITON_INTERPRET=1
-
-
-@pytest.fixture(autouse=True)
-def _default_device():
-    with torch.device(DEV):  # tensors made in tests land where the kernels run
-        yield
 
 IN, SLICES = 40, [0, 32, 48, 64]  # q|k|v-like widths 32, 16, 16 (in: odd multiple of 8)
 N_SLOTS = 5
@@ -89,10 +78,6 @@ def _lowp_lora(x, y, A, B, starts, slots):
             o0, o1 = SLICES[j], SLICES[j + 1]
             y[s:e, o0:o1] += xa[:, j * r:(j + 1) * r] @ B[slot, o0:o1].T
     return y
-
-
-def _err(a, b) -> float:
-    return (a.float() - b.float()).abs().max().item()
 
 
 def _check(got, x, y0, A, B, starts, slots, dtype):
@@ -181,12 +166,3 @@ def test_lora_rejects_bad_metadata():
         lora(x, y.to(torch.bfloat16), A, B, SLICES, [0, 5], [0])
     with pytest.raises(ValueError, match="row_slots"):
         lora_decode(x, y, A, B, SLICES, [0, 1])
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the kernel tests compile for the real card")
-def test_lora_kernels_compile_for_h100():
-    """Lowered to sm_90 cubin by the triton wheel's ptxas: what the CPU interpreter never checks."""
-    script = Path(__file__).resolve().parents[1] / "bench" / "bench_compile.py"
-    run = subprocess.run([sys.executable, str(script), "--ops", "lora", "--arch", "90", "--quick"], capture_output=True,
-                         text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "0"})
-    assert run.returncode == 0, run.stdout + run.stderr

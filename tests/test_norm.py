@@ -1,26 +1,10 @@
 """kernels/norm.py: Triton fused residual-add RMSNorm against rmsnorm_ref (and HF's LlamaRMSNorm)."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from warmfast.kernels.norm import rmsnorm, rmsnorm_ref
-
-
-DEV = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: kernels run under TRITON_INTERPRET=1
-
-
-@pytest.fixture(autouse=True)
-def _default_device():
-    with torch.device(DEV):  # tensors made in tests land where the kernels run
-        yield
-
-
-def _err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.float() - b.float()).abs().max().item()
+from kernel_common import DEV, _default_device, _err  # noqa: F401  (autouse fixture)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -67,12 +51,3 @@ def test_rmsnorm_rejects_bad_shapes():
         rmsnorm(torch.randn(4, 32), torch.ones(32), 1e-6, torch.randn(3, 32))
     with pytest.raises(ValueError, match="rmsnorm: residual has dtype"):
         rmsnorm(torch.randn(4, 32), torch.ones(32), 1e-6, torch.randn(4, 32, dtype=torch.bfloat16))
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the kernel tests compile for the real card")
-def test_norm_kernels_compile_for_h100():
-    """Lowered to sm_90 cubin by the triton wheel's ptxas: what the CPU interpreter never checks."""
-    script = Path(__file__).resolve().parents[1] / "bench" / "bench_compile.py"
-    run = subprocess.run([sys.executable, str(script), "--ops", "norm", "--arch", "90", "--quick"], capture_output=True,
-                         text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "0"})
-    assert run.returncode == 0, run.stdout + run.stderr

@@ -1,28 +1,13 @@
 """kernels/rope.py: inv_freq vs HF, rope_ref vs HF apply_rotary_pos_emb, Triton RoPE vs rope_ref."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from warmfast.kernels.rope import rope, rope_inv_freq, rope_ref
+from kernel_common import DEV, _default_device, _err  # noqa: F401  (autouse fixture)
 
 LLAMA3 = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
               original_max_position_embeddings=64)
-
-DEV = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: kernels run under TRITON_INTERPRET=1
-
-
-@pytest.fixture(autouse=True)
-def _default_device():
-    with torch.device(DEV):  # tensors made in tests land where the kernels run
-        yield
-
-
-def _err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.float() - b.float()).abs().max().item()
 
 
 def _hf_rotary(head_dim: int, theta: float, scaling: dict | None):
@@ -91,12 +76,3 @@ def test_rope_rejects_bad_inputs():
         rope(q, k, torch.arange(3), torch.ones(4))
     with pytest.raises(ValueError, match="rope: positions has shape"):
         rope(q, k, torch.arange(4), torch.ones(8))
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the kernel tests compile for the real card")
-def test_rope_kernels_compile_for_h100():
-    """Lowered to sm_90 cubin by the triton wheel's ptxas: what the CPU interpreter never checks."""
-    script = Path(__file__).resolve().parents[1] / "bench" / "bench_compile.py"
-    run = subprocess.run([sys.executable, str(script), "--ops", "rope", "--arch", "90", "--quick"], capture_output=True,
-                         text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "0"})
-    assert run.returncode == 0, run.stdout + run.stderr
