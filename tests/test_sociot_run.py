@@ -3,6 +3,7 @@ commands' one-line errors for missing files, malformed records and unreachable e
 import csv
 import json
 import socket
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -10,17 +11,16 @@ import pytest
 from warmfast.cli import main
 from warmfast.train.sociot_run import discover_arms
 
-SHAREGPT = (Path(__file__).resolve().parents[2] / "shared" / "data" / "sharegpt"
-            / "ShareGPT_V3_unfiltered_cleaned_split.first5000.json")
+# the sample `warmfast demo` ships (24 real ShareGPT conversations, 4 per query type)
+SHAREGPT = Path(str(resources.files("warmfast").joinpath("data", "demo", "sharegpt_sample.json")))
 
 
-@pytest.mark.skipif(not SHAREGPT.is_file(), reason=f"needs {SHAREGPT}")
 def test_training_demo_end_to_end(tmp_path):
     from warmfast.model.tiny import build_tiny
     from warmfast.train.demo import training_demo
 
     tiny = build_tiny(tmp_path / "tiny", n_adapters=0, max_position_embeddings=4096)
-    paths = training_demo(tmp_path / "demo", tiny.model_dir, SHAREGPT)
+    paths = training_demo(tmp_path / "demo", tiny.model_dir, SHAREGPT, max_turn_chars=800)
     manifest = json.loads((paths["data"] / "manifest.json").read_text())
     assert manifest["train"]["conversations"] == 6 and manifest["validation"]["prompts"] == 6
     for style in ("warm", "cold"):
