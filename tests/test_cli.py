@@ -57,8 +57,12 @@ def test_score_and_generate_cli_match_the_api(tiny, tmp_path):
 def test_cli_bad_jsonl_names_file_and_line(tiny, tmp_path):
     p = tiny("llama", 3)
     (tmp_path / "bad.jsonl").write_text('{"context": "a", "continuation": " b"}\n{"context": "x"}\n')
-    with pytest.raises(SystemExit, match=r"bad.jsonl:2: missing key\(s\) \['continuation'\]"):
+    with pytest.raises(SystemExit, match=r"bad.jsonl: record 2: missing key\(s\) \['continuation'\]"):
         main(["score", "--model", str(p.model_dir), "--input", str(tmp_path / "bad.jsonl"),
+              "--output", str(tmp_path / "o.jsonl")])
+    (tmp_path / "broken.jsonl").write_text('{"context": "a"\n')
+    with pytest.raises(SystemExit, match=r"broken.jsonl:1: not valid JSON"):
+        main(["score", "--model", str(p.model_dir), "--input", str(tmp_path / "broken.jsonl"),
               "--output", str(tmp_path / "o.jsonl")])
     with pytest.raises(SystemExit, match=r"--parts: unknown part\(s\) \['gird'\]"):
         main(["demo", "--outdir", str(tmp_path / "d"), "--parts", "engine,gird"])

@@ -39,19 +39,18 @@ def _lead(eng) -> bool:
 
 
 def _read_jsonl(path: str, required: tuple[str, ...]) -> list[dict]:
-    rows = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise SystemExit(f"{path}:{n}: not valid JSON ({err})") from err
-            missing = [k for k in required if k not in row]
-            if missing:
-                raise SystemExit(f"{path}:{n}: missing key(s) {missing}; got {sorted(row)}")
-            rows.append(row)
+    """Request rows of a JSONL (or .json/.csv/.parquet) file; a bad file ends in one line."""
+    from warmfast.tasks.files import read_records
+    from warmfast.tasks.item import TaskDataError
+
+    try:
+        rows = read_records(path)
+    except TaskDataError as err:
+        raise SystemExit(str(err)) from err
+    for n, row in enumerate(rows, 1):
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise SystemExit(f"{path}: record {n}: missing key(s) {missing}; got {sorted(row)}")
     return rows
 
 
