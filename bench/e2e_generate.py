@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e_score import PRESETS, build_random_model, timed  # noqa: E402
+from e2e_score import add_model_args, build_random_model, timed  # noqa: E402
 
 
 def make_prompts(n: int, length: int, new: int, vocab: int, arms: list, ragged: bool, seed: int = 0):
@@ -97,12 +97,7 @@ def hf_generate(model_dir, adapters, device, dtype):
 
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="cpu31m", choices=list(PRESETS))
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    ap.add_argument("--backend", default="auto")
-    ap.add_argument("--adapters", type=int, default=3)
-    ap.add_argument("--rank", type=int, default=16)
+    add_model_args(ap)
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--new", type=int, default=32)
     ap.add_argument("--rows", type=int, nargs="+", default=[32], help="request counts to measure")

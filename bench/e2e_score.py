@@ -160,14 +160,19 @@ def hf_runner(model_dir, adapters, rows, device, dtype, batch_rows: int):
     return pm, mixed, loop, base_only
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """The random model both end-to-end benches build: shape preset, device, dtype, adapters."""
     ap.add_argument("--preset", default="cpu31m", choices=list(PRESETS))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--adapters", type=int, default=3)
     ap.add_argument("--rank", type=int, default=16)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_args(ap)
     ap.add_argument("--ctx", type=int, default=200)
     ap.add_argument("--cont", type=int, default=20)
     ap.add_argument("--rows", type=int, default=32)

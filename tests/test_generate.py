@@ -1,7 +1,6 @@
 """The paged generator: greedy == HF generate per adapter, sampling batch-invariance over a mixed
 batch of 50 requests, preemption with a tiny block pool == the unconstrained run, clear errors."""
 import pytest
-import torch
 
 import warmfast as wf
 from hf_reference import HFReference
