@@ -54,6 +54,20 @@ def _read_jsonl(path: str, required: tuple[str, ...]) -> list[dict]:
     return rows
 
 
+def _distributed(cmd):
+    """Run cmd(args); a tensor-parallel world is torn down in step on every rank afterwards."""
+    def run(args) -> int:
+        code = cmd(args)  # an error propagates at once: torchrun then stops the other ranks
+        if args.tensor_parallel != 1:
+            from warmfast.model.parallel import finish_distributed
+
+            finish_distributed()
+        return code
+    run.__name__, run.__doc__ = cmd.__name__, cmd.__doc__
+    return run
+
+
+@_distributed
 def cmd_score(args) -> int:
     import warmfast as wf
 
@@ -74,6 +88,7 @@ def cmd_score(args) -> int:
     return 0
 
 
+@_distributed
 def cmd_generate(args) -> int:
     import warmfast as wf
 

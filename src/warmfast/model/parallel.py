@@ -87,6 +87,15 @@ def init_distributed(device: str) -> None:
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
 
 
+def finish_distributed() -> None:
+    """Leave the default process group in step: every rank waits for the others, then destroys it.
+    A rank that exits while the others still hold gloo/NCCL connections aborts ("terminate called
+    without an active exception"), so the CLI calls this before returning."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def check_divisible(cfg: ModelConfig, n: int) -> None:
     """Raise unless heads, kv heads and the intermediate size split evenly over n ranks."""
     for name, value in (("num_attention_heads", cfg.num_heads), ("num_key_value_heads", cfg.num_kv_heads),
