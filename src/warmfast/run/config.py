@@ -63,6 +63,7 @@ class ModelSpec:
     backend: str = "auto"
     max_seq_len: int | None = None
     max_batch_tokens: int = 8192
+    tensor_parallel: int = 1  # ranks per engine; > 1 needs torchrun (run/lockstep.py, docs/scale.md)
 
     def __post_init__(self):
         _need(isinstance(self.name, str) and bool(self.name), "name", f"must be a non-empty string, got {self.name!r}")
@@ -75,6 +76,7 @@ class ModelSpec:
         _need(self.backend in ("auto", "torch", "triton"), "backend", f"must be auto, torch or triton, got {self.backend!r}")
         _pos_int(self.max_seq_len, "max_seq_len", allow_none=True)
         _pos_int(self.max_batch_tokens, "max_batch_tokens")
+        _pos_int(self.tensor_parallel, "tensor_parallel")
 
 
 @dataclass(frozen=True)
