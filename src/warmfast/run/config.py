@@ -104,13 +104,16 @@ class ArmSpec:
 @dataclass(frozen=True)
 class TaskSpec:
     """n: items sampled with sample_seed (null = all); path: the data file (null = shipped data);
-    arms: which arms run it (null = all)."""
+    arms: which arms run it (null = all); sycophancy_eval: sycophancy-eval's answer.jsonl (Sharma
+    et al. 2023; TriviaQA / TruthfulQA only): items whose question it holds take its correct /
+    incorrect answer pair, the others keep the task's own wrong-answer source (null = not used)."""
 
     name: str
     n: int | None = None
     path: str | None = None
     sample_seed: int = 0
     arms: list[str] | None = None
+    sycophancy_eval: str | None = None
 
     def __post_init__(self):
         known = GRID_TASKS + CAPABILITY_TASKS
@@ -119,6 +122,13 @@ class TaskSpec:
         _need(isinstance(self.sample_seed, int), "sample_seed", f"must be an integer, got {self.sample_seed!r}")
         _need(self.arms is None or (isinstance(self.arms, list) and all(isinstance(a, str) for a in self.arms)),
               "arms", f"must be a list of arm names or null, got {self.arms!r}")
+        if self.sycophancy_eval is not None:
+            _need(self.name in ("triviaqa", "truthfulqa"), "sycophancy_eval",
+                  f"answer pairs apply only to triviaqa and truthfulqa, not {self.name} "
+                  f"(got {self.sycophancy_eval!r})")
+            _need(isinstance(self.sycophancy_eval, str) and Path(self.sycophancy_eval).is_file(), "sycophancy_eval",
+                  f"answer.jsonl not found: {self.sycophancy_eval!r} (relative paths are read from the "
+                  f"current directory, {Path.cwd()})")
 
 
 @dataclass(frozen=True)
