@@ -26,7 +26,7 @@ if sys.platform == "darwin":  # Apple clang: OpenMP needs libomp; keep -O3 only
 
 ext = Pybind11Extension(
     "warmfast._C",
-    sources=["csrc/bindings.cpp", "csrc/logprob.cpp", "csrc/sampling.cpp"],
+    sources=["csrc/bindings.cpp", "csrc/attention.cpp", "csrc/logprob.cpp", "csrc/sampling.cpp"],
     include_dirs=["csrc"],
     extra_compile_args=extra_compile,
     extra_link_args=extra_link,

@@ -104,6 +104,56 @@ static py::array_t<int64_t> sample(f32 probs, u64 seeds, u64 requests, u32 steps
   return out;
 }
 
+using i32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using f32_exact = py::array_t<float, py::array::c_style>;  // no conversion: the cache is read in place
+
+static std::string shape_of(const py::buffer_info& b) {
+  std::string s = "[";
+  for (py::ssize_t i = 0; i < b.ndim; ++i) s += (i ? ", " : "") + std::to_string(b.shape[i]);
+  return s + "]";
+}
+
+static py::array_t<float> paged_decode_attention(f32 q, f32_exact k_cache, f32_exact v_cache,
+                                                 i32 block_tables, i32 seq_lens, float scale) {
+  auto Q = q.request(), K = k_cache.request(), V = v_cache.request();
+  auto T = block_tables.request(), L = seq_lens.request();
+  if (Q.ndim != 3) throw py::value_error("q must be [rows, hq, d], got shape " + shape_of(Q));
+  if (K.ndim != 4 || V.ndim != 4 || shape_of(K) != shape_of(V))
+    throw py::value_error("k_cache and v_cache must both be [num_blocks, block_size, hk, d], got " +
+                          shape_of(K) + " and " + shape_of(V));
+  const int64_t rows = Q.shape[0], hq = Q.shape[1], d = Q.shape[2];
+  const int64_t num_blocks = K.shape[0], block_size = K.shape[1], hk = K.shape[2];
+  if (K.shape[3] != d) throw py::value_error("q head dim " + std::to_string(d) + " != cache head dim " + std::to_string(K.shape[3]));
+  if (hk == 0 || hq % hk) throw py::value_error("query heads " + std::to_string(hq) + " are not a multiple of kv heads " + std::to_string(hk));
+  if (T.ndim != 2 || T.shape[0] != rows) throw py::value_error("block_tables must be [" + std::to_string(rows) + ", max_blocks], got " + shape_of(T));
+  check_rows("seq_lens", L, rows);
+  const int64_t max_blocks = T.shape[1];
+  const int32_t* tab = static_cast<const int32_t*>(T.ptr);
+  const int32_t* len = static_cast<const int32_t*>(L.ptr);
+  for (int64_t r = 0; r < rows; ++r) {  // every block a row reads must exist
+    std::ostringstream m;
+    if (len[r] < 1 || len[r] > max_blocks * block_size) {
+      m << "seq_lens[" << r << "] = " << len[r] << " must be in [1, " << max_blocks * block_size << "]";
+      throw py::value_error(m.str());
+    }
+    for (int64_t j = 0; j < (len[r] + block_size - 1) / block_size; ++j) {
+      const int32_t blk = tab[r * max_blocks + j];
+      if (blk < 0 || blk >= num_blocks) {
+        m << "block_tables[" << r << ", " << j << "] = " << blk << " is outside the cache's " << num_blocks << " blocks";
+        throw py::value_error(m.str());
+      }
+    }
+  }
+  py::array_t<float> out({rows, hq, d});
+  {
+    py::gil_scoped_release nogil;
+    warmfast::paged_decode_attention(static_cast<const float*>(Q.ptr), static_cast<const float*>(K.ptr),
+                                     static_cast<const float*>(V.ptr), tab, len, out.mutable_data(),
+                                     rows, hq, hk, d, block_size, max_blocks, scale);
+  }
+  return out;
+}
+
 static py::array_t<uint32_t> philox4x32_10(u32 counter, u32 key) {
   auto C = counter.request(), K = key.request();
   if (C.ndim != 1 || C.shape[0] != 4) throw py::value_error("counter must have shape [4]");
@@ -123,7 +173,7 @@ static py::array_t<uint32_t> philox_words(uint64_t seed, uint64_t request, uint3
 }
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "warmfast C++ primitives: log-prob rows and Philox-keyed sampling (OpenMP)";
+  m.doc() = "warmfast C++ primitives: log-prob rows, Philox-keyed sampling, paged decode attention (OpenMP)";
   m.def("logprob", &logprob, py::arg("logits"), py::arg("targets"),
         "(logits [N,V] f32, targets [N] i64) -> (logprob [N] f32, argmax [N] i64, logsumexp [N] f32)");
   m.def("sample", &sample, py::arg("probs"), py::arg("seeds"), py::arg("request_ids"), py::arg("steps"),
@@ -132,6 +182,10 @@ PYBIND11_MODULE(_C, m) {
         "(probs [N,V] f32, seeds [N] u64, request_ids [N] u64, steps [N] u32, temperature [N] f64 "
         "(0 = greedy, default 1), top_k [N] i64 (0 = off), top_p [N] f64 (1 = off), min_p [N] f64 "
         "(0 = off)) -> tokens [N] i64; the contract is in csrc/sampling.cpp");
+  m.def("paged_decode_attention", &paged_decode_attention, py::arg("q"), py::arg("k_cache"),
+        py::arg("v_cache"), py::arg("block_tables"), py::arg("seq_lens"), py::arg("scale"),
+        "(q [B,Hq,D] f32, k_cache/v_cache [blocks,block_size,Hk,D] f32 (read in place), block_tables "
+        "[B,max_blocks] i32, seq_lens [B] i32, scale) -> [B,Hq,D] f32: one query per row over its cached keys");
   m.def("philox4x32_10", &philox4x32_10, py::arg("counter"), py::arg("key"),
         "raw Philox4x32-10 block: (counter [4] u32, key [2] u32) -> [4] u32 (Random123 layout)");
   m.def("philox_words", &philox_words, py::arg("seed"), py::arg("request_id"), py::arg("step"), py::arg("n"),

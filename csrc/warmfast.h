@@ -8,6 +8,12 @@ namespace warmfast {
 void logprob_rows(const float* logits, int64_t rows, int64_t vocab, const int64_t* targets,
                   float* out_logprob, int64_t* out_argmax, float* out_lse);
 
+// Paged decode attention (attention.cpp): q [rows, hq, d]; k, v [num_blocks, block_size, hk, d];
+// tables [rows, max_blocks]; lens [rows] >= 1; out [rows, hq, d]; all row-major, hq % hk == 0.
+void paged_decode_attention(const float* q, const float* k, const float* v, const int32_t* tables,
+                            const int32_t* lens, float* out, int64_t rows, int64_t hq, int64_t hk,
+                            int64_t d, int64_t block_size, int64_t max_blocks, float scale);
+
 // Per-row sampling settings (see sampling.cpp for the exact contract).
 // temperature 0 = greedy; top_k 0 = off; top_p 1 = off; min_p 0 = off.
 struct SampleParams {

@@ -1,7 +1,8 @@
 """Backends: the set of ops the forward pass calls.
 
 `torch` runs the plain-torch `*_ref` functions that live beside each kernel (so the oracle of the
-tests and the CPU path are one code), plus warmfast._C for log-probs on the CPU (sampling: engine/sampling.py).
+tests and the CPU path are one code), plus warmfast._C on the CPU for log-probs and, with an fp32
+cache, paged decode attention read in place from the blocks (sampling: engine/sampling.py).
 `triton` runs the Triton launchers (GPU, or CPU only under TRITON_INTERPRET=1 in tests).
 `auto` means triton on CUDA and torch on CPU; the engine says which it picked and never falls
 back after a failure.
@@ -36,6 +37,11 @@ class TorchOps:
                                               batch.max_seqlen_q, batch.max_seqlen_k, scale)
 
     def decode_attention(self, q, k_cache, v_cache, batch: Batch, scale: float):
+        if self.device.type == "cpu" and k_cache.dtype == torch.float32:
+            # C++: no gathered copy of every row's keys, no mask; the torch reference is the oracle
+            out = _C.paged_decode_attention(q.float().numpy(), k_cache.numpy(), v_cache.numpy(),
+                                            batch.block_tables.numpy(), batch.seq_lens.numpy(), scale)
+            return torch.from_numpy(out)
         return attention.paged_decode_attention_ref(q, k_cache, v_cache, batch.block_tables,
                                                     batch.seq_lens, scale)
 
