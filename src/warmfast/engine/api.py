@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from warmfast.model.adapters import AdapterError, load_adapter, stack_adapters
 from warmfast.model.config import ModelConfig
 from warmfast.model.gpt2 import GPT2Model, is_gpt2_folder, load_gpt2
 from warmfast.model.llama import Model
-from warmfast.model.parallel import TPGroup, init_tensor_parallel, local_config, lora_slicer, weight_slicer
+from warmfast.model.parallel import (TPGroup, init_tensor_parallel, local_config, lora_slicer, rank_device,
+                                     weight_slicer)
 from warmfast.model.weights import load_weights
 
 log = logging.getLogger("warmfast")
@@ -105,24 +107,31 @@ class Engine:
     def from_pretrained(cls, model_dir: str | Path, adapters: dict[str, str | Path] | None = None,
                         device: str = "cpu", dtype: str = "float32", backend: str = "auto",
                         max_batch_tokens: int = 8192, max_seq_len: int | None = None,
-                        tensor_parallel: int = 1) -> "Engine":
-        """tensor_parallel=N > 1: this process is one of N ranks of an initialised torch.distributed
-        world of exactly N processes (torchrun); each loads only its slice of every weight and
-        adapter, and every rank must make the same score/generate calls (see model/parallel.py)."""
+                        tensor_parallel: int = 1, tp_group: TPGroup | None = None) -> "Engine":
+        """tensor_parallel=N > 1: this process is one of the N ranks of a tensor-parallel group of an
+        initialised torch.distributed world (torchrun); each loads only its slice of every weight
+        and adapter, and every rank of the group must make the same score/generate calls (see
+        model/parallel.py). A world of exactly N ranks is one group; a world of k*N ranks is k
+        groups of N consecutive ranks (data x tensor parallel: every rank of the world must then
+        call from_pretrained at the same point, since the groups are created collectively), or pass
+        tp_group= (e.g. `parallel.parallel_layout(N).tp`; tensor_parallel must equal its size).
+        device "cuda" without an index: cuda:LOCAL_RANK under torchrun, else global rank % GPUs."""
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         dev = torch.device(device)
         if is_gpt2_folder(model_dir):  # scoring only, no adapters (model/gpt2.py)
-            gpt2 = load_gpt2(model_dir, dict(adapters or {}), DTYPES[dtype], dev, tensor_parallel)
+            gpt2 = load_gpt2(model_dir, dict(adapters or {}), DTYPES[dtype], dev,
+                             tensor_parallel if tp_group is None else tp_group.size)
             n_pos = gpt2.cfg.max_position_embeddings
             return cls(gpt2, TokenizerCache(model_dir), [], dev, DTYPES[dtype], backend,
                        max_batch_tokens, min(max_seq_len or n_pos, n_pos))
         cfg = ModelConfig.from_folder(model_dir)
         tp = None
-        if tensor_parallel != 1:
-            tp = init_tensor_parallel(tensor_parallel, cfg)
-            if dev.type == "cuda" and dev.index is None:  # one GPU per rank
-                dev = torch.device("cuda", tp.rank % torch.cuda.device_count())
+        if tensor_parallel != 1 or tp_group is not None:
+            tp = init_tensor_parallel(tensor_parallel, cfg, tp_group)
+            if dev.type == "cuda" and dev.index is None:  # one GPU per rank (global, not TP, rank)
+                dev = torch.device(rank_device("cuda") if "LOCAL_RANK" in os.environ else
+                                   f"cuda:{torch.distributed.get_rank() % torch.cuda.device_count()}")
         adapters = dict(adapters or {})
         for name in adapters:
             if name in BASE_NAMES or not isinstance(name, str) or not name:

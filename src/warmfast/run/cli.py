@@ -1,7 +1,15 @@
-"""`warmfast run CONFIG` and `warmfast judge CONFIG`: the study grid from the command line."""
+"""`warmfast run CONFIG` and `warmfast judge CONFIG`: the study grid from the command line.
+
+Under torchrun, `--shard env` splits the grid over data-parallel groups, and `--tensor-parallel T`
+(or `model.tensor_parallel: T`) makes each group T consecutive ranks running one tensor-parallel
+engine: data-parallel shard (RANK // T, WORLD_SIZE // T); run/runner.py `run_rank` and
+run/lockstep.py say who does what.
+"""
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import sys
 
 
@@ -10,12 +18,15 @@ def _load(args):
 
     config = load_config(args.config)
     if args.output_dir is not None:  # same config, another run folder
-        import dataclasses
-
         try:
             config = dataclasses.replace(config, output_dir=args.output_dir)
         except ConfigError as err:
             raise SystemExit(f"--output-dir: {err}") from None
+    tp = getattr(args, "tensor_parallel", None)
+    if tp is not None:  # the flag overrides model.tensor_parallel
+        if tp < 1:
+            raise SystemExit(f"--tensor-parallel must be a positive integer, got {tp}")
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, tensor_parallel=tp))
     return config
 
 
@@ -46,40 +57,102 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(rank), int(world)
 
 
-def cmd_run(args) -> int:
-    from warmfast.run.config import ConfigError
-    from warmfast.run.runner import run
+def data_parallel_shard(text: str | None, shard: tuple[int, int] | None, n: int,
+                        world: int) -> tuple[int, int] | None:
+    """The data-parallel shard of this rank's tensor-parallel group, in a torchrun world of `world`
+    ranks with groups of n: "env" -> (RANK // n, WORLD_SIZE // n); an explicit RANK/WORLD is the
+    shard of this launch's single group; None is allowed for a single group only."""
+    from warmfast.model.parallel import TensorParallelError, check_world
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    shard = parse_shard(args.shard)
+    check_world(n, world)
+    if text == "env":
+        return shard[0] // n, shard[1] // n
+    if world != n:
+        what = f"--shard {text}" if text is not None else "a run without --shard"
+        raise TensorParallelError(
+            f"{what} with tensor_parallel={n} in a torchrun world of {world} ranks: the world holds "
+            f"{world // n} tensor-parallel groups, so use --shard env (each group then writes its own "
+            f"store.shard<group>of{world // n}.sqlite)")
+    return shard
+
+
+def _start(config, shard_text: str | None, shard: tuple[int, int] | None):
+    """(ParallelLayout, data-parallel shard) of this rank, or (None, shard) without tensor parallel.
+    Every check that can fail runs before the process group exists, identically on every rank."""
+    n = config.model.tensor_parallel
+    if n == 1:
+        return None, shard
+    from warmfast.model.parallel import TensorParallelError, init_distributed, parallel_layout
+
+    if "WORLD_SIZE" not in os.environ:
+        raise TensorParallelError(f"model.tensor_parallel={n} needs torchrun: `torchrun --nproc-per-node "
+                                  f"{n} -m warmfast run CONFIG --tensor-parallel {n}`; WORLD_SIZE is not set")
+    dp_shard = data_parallel_shard(shard_text, shard, n, int(os.environ["WORLD_SIZE"]))
+    init_distributed(config.model.device)
+    layout = parallel_layout(n)
+    if shard_text == "env" and dp_shard != (layout.dp_rank, layout.dp_size):
+        raise TensorParallelError(f"data-parallel shard {dp_shard} from RANK/WORLD_SIZE differs from the "
+                                  f"process group's ({layout.dp_rank}, {layout.dp_size})")
+    return layout, dp_shard
+
+
+def _drop(layout) -> None:
+    """After an error: leave the process group without waiting for ranks that may never come."""
+    import torch.distributed as dist
+
+    if layout is not None and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _execute(args, name: str, shard_text: str | None, shard: tuple[int, int] | None, **kwargs) -> int:
+    """Run the grid (one process, or this rank of a tensor-parallel group) and report."""
+    from warmfast.model.parallel import TensorParallelError, finish_distributed
+    from warmfast.run.config import ConfigError
+    from warmfast.run.runner import run, run_rank
+
+    layout = None
     try:
         config = _load(args)
-        summary = run(config, progress=not args.no_progress, generate_only=args.generate_only, shard=shard)
+        layout, shard = _start(config, shard_text, shard)
+        if layout is None:
+            summary = run(config, progress=not args.no_progress, shard=shard, **kwargs)
+        else:  # progress bars and the report on TP rank 0 only (the other ranks return None)
+            summary = run_rank(config, layout, progress=not args.no_progress, shard=shard, **kwargs)
     except ConfigError as err:
-        print(f"warmfast run: {_where(args, err)}", file=sys.stderr)
+        print(f"warmfast {name}: {_where(args, err)}", file=sys.stderr)
+        _drop(layout)
         return 2
-    _report(summary)
+    except TensorParallelError as err:
+        print(f"warmfast {name}: {err}", file=sys.stderr)
+        _drop(layout)
+        return 2
+    if summary is not None:
+        _report(summary)
+    if layout is not None:
+        finish_distributed()  # every rank of every group, in step
     return 0
+
+
+def cmd_run(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    shard = parse_shard(args.shard)
+    return _execute(args, "run", args.shard, shard, generate_only=args.generate_only)
 
 
 def cmd_judge(args) -> int:
     from warmfast.run.config import ConfigError
-    from warmfast.run.runner import run
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if (args.config is None) == (args.labelled is None):
         print("warmfast judge: give either a run CONFIG or --labelled DIR --judge FILE", file=sys.stderr)
         return 2
+    if args.labelled is None:  # a run's stored generations (one tensor-parallel group under torchrun)
+        return _execute(args, "judge", None, None, skip_generation=True)
     try:
-        if args.labelled is not None:
-            return _judge_labelled(args)
-        config = _load(args)
-        summary = run(config, progress=not args.no_progress, skip_generation=True)
+        return _judge_labelled(args)
     except ConfigError as err:
         print(f"warmfast judge: {_where(args, err)}", file=sys.stderr)
         return 2
-    _report(summary)
-    return 0
 
 
 def _judge_labelled(args) -> int:
@@ -92,8 +165,6 @@ def _judge_labelled(args) -> int:
         raise ConfigError("--labelled needs --judge FILE (e.g. configs/judges/openai.yaml)")
     spec = load_judge_spec(Path(args.judge))
     if args.device or args.dtype:
-        import dataclasses
-
         spec = dataclasses.replace(spec, device=args.device or spec.device, dtype=args.dtype or spec.dtype)
     out = args.output_dir or "runs/judge-labelled"
     result = judge_labelled(args.labelled, spec, out, per_task=args.per_task, progress=not args.no_progress)
@@ -109,6 +180,9 @@ def register(sub) -> None:
     p.add_argument("--shard", default=None, metavar="RANK/WORLD",
                    help="run one rank's share into its own store (RANK/WORLD, or 'env' under torchrun); "
                         "a later run without --shard merges the shards and exports")
+    p.add_argument("--tensor-parallel", type=int, default=None, metavar="T",
+                   help="ranks per tensor-parallel engine (overrides model.tensor_parallel); under torchrun "
+                        "with --shard env the world is WORLD_SIZE/T data-parallel groups of T ranks")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
@@ -124,5 +198,7 @@ def register(sub) -> None:
     p.add_argument("--dtype", default=None, help="--labelled: dtype of a log-prob judge")
     p.add_argument("--output-dir", default=None, help="run folder (default: output_dir in the config; "
                                                       "--labelled: runs/judge-labelled)")
+    p.add_argument("--tensor-parallel", type=int, default=None, metavar="T",
+                   help="ranks of the tensor-parallel engine under torchrun (overrides model.tensor_parallel)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_judge)

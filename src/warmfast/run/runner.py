@@ -5,27 +5,36 @@ transaction. The plan's job list is cut into fixed chunks (by position in the pl
 left), so a resumed run hands the engine exactly the batches an uninterrupted run would have, and
 a kill at any point loses at most the chunk in flight. Nothing finished is ever recomputed.
 
-Many GPUs or nodes: launch one `warmfast run CONFIG --shard env` per rank (torchrun sets RANK,
-WORLD_SIZE, LOCAL_RANK); rank r takes chunks r, r + world, ... into its own store file. A final
-`warmfast run CONFIG` merges the shard stores (content keys make the merge idempotent), fills any
-gap and exports.
+Many GPUs or nodes (data parallel): launch one `warmfast run CONFIG --shard env` per rank (torchrun
+sets RANK, WORLD_SIZE, LOCAL_RANK); rank r takes the chunks whose content hash names it
+(run/shard.py) into its own store file store.shard<r>of<world>.sqlite. A final `warmfast run CONFIG`
+merges the shard stores (content keys make the merge idempotent), fills any gap and exports.
+
+Data x tensor parallel: `torchrun --nnodes N --nproc-per-node G -m warmfast run CONFIG --shard env
+--tensor-parallel T` (or `model.tensor_parallel: T`) makes N*G/T data-parallel groups of T
+consecutive ranks, each one tensor-parallel engine (`run_rank`, model/parallel.py
+`parallel_layout`). The data-parallel shard is (RANK // T, WORLD_SIZE // T): the T ranks of a group
+run the same chunks in lockstep; only TP rank 0 plans, writes store.shard<RANK//T>of<WORLD//T>.sqlite,
+judges and reports, and the others serve its engine calls without touching the store
+(run/lockstep.py, which also says how each kind of judge runs). Tested on CPU with gloo only.
 """
 from __future__ import annotations
 
 import gc
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from warmfast.run.shard import rank_chunks
+from warmfast.model.parallel import ParallelLayout, rank_device
 from warmfast.run.config import RunConfig
 from warmfast.run.export import export_rows
 from warmfast.run.judging import Stage, build_stages
+from warmfast.run.lockstep import Leader, follow
 from warmfast.run.plan import Plan, adapter_fingerprint, build_plan, generate_request, model_fingerprint
+from warmfast.run.shard import rank_chunks
 from warmfast.run.store import Generation, JobRecord, Judgement, Store, judgement_key
 
 log = logging.getLogger("warmfast.run")
@@ -73,27 +82,40 @@ def plan_chunks(plan: Plan, shard: tuple[int, int] | None = None) -> list[list[J
 
 
 class EngineHolder:
-    """Loads the generation engine (base model + every adapter arm) once, on first use."""
+    """Loads the generation engine (base model + every adapter arm) once, on first use. With a
+    leader (tensor parallel), the engine is loaded on every rank of the group and its calls are
+    mirrored to them (run/lockstep.py)."""
 
-    def __init__(self, plan: Plan, shard: tuple[int, int] | None = None):
-        self.plan, self.engine = plan, None
-        self.device = plan.config.model.device
-        # one rank per GPU under torchrun: "cuda" means this rank's own device
-        if shard is not None and self.device == "cuda" and "LOCAL_RANK" in os.environ:
-            self.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    def __init__(self, plan: Plan, leader: Leader | None = None):
+        self.plan, self.engine, self.leader = plan, None, leader
+        # one rank per GPU under torchrun: "cuda" means this rank's own device, cuda:LOCAL_RANK
+        self.device = rank_device(plan.config.model.device)
 
     def get(self):
         if self.engine is None:
             import warmfast as wf
 
             m = self.plan.config.model
-            self.engine = wf.Engine.from_pretrained(
-                self.plan.model_dir, adapters={k: str(v) for k, v in self.plan.adapters.items()},
-                device=self.device, dtype=m.dtype, backend=m.backend, max_batch_tokens=m.max_batch_tokens,
-                max_seq_len=m.max_seq_len)
+            # checked only when a model is needed: merging a finished run needs none
+            if self.leader is None and m.tensor_parallel != 1:
+                from warmfast.run.config import ConfigError
+
+                raise ConfigError(f"model.tensor_parallel: {m.tensor_parallel} ranks per engine need "
+                                  f"torchrun: `torchrun --nproc-per-node {m.tensor_parallel} -m warmfast "
+                                  "run CONFIG` (add --shard env for several groups), or set it to 1")
+            kwargs = {"model_dir": str(self.plan.model_dir),
+                      "adapters": {k: str(v) for k, v in self.plan.adapters.items()},
+                      "dtype": m.dtype, "backend": m.backend, "max_batch_tokens": m.max_batch_tokens,
+                      "max_seq_len": m.max_seq_len}
+            if self.leader is not None:
+                self.engine = self.leader.load(**kwargs)
+            else:
+                self.engine = wf.Engine.from_pretrained(**kwargs, device=self.device)
         return self.engine
 
     def release(self) -> None:
+        if self.engine is not None and self.leader is not None:
+            self.leader.release()
         self.engine = None
         gc.collect()
 
@@ -187,13 +209,43 @@ def shard_store_name(rank: int, world: int) -> str:
     return f"store.shard{rank}of{world}.sqlite"
 
 
+def run_rank(config: RunConfig, layout: ParallelLayout, progress: bool = True, generate_only: bool = False,
+             skip_generation: bool = False, shard: tuple[int, int] | None = None) -> RunSummary | None:
+    """One rank of a tensor-parallel group (config.model.tensor_parallel == layout.tp.size): TP rank
+    0 runs `run` with its engine calls mirrored to the group and returns the summary; the other
+    ranks serve those calls (run/lockstep.py) and return None. shard: this group's data-parallel
+    shard, normally (layout.dp_rank, layout.dp_size). Every rank of the world calls this."""
+    n = config.model.tensor_parallel
+    if n != layout.tp.size:
+        from warmfast.run.config import ConfigError
+
+        raise ConfigError(f"model.tensor_parallel: {n} but the process layout has tensor-parallel "
+                          f"groups of {layout.tp.size}")
+    device = rank_device(config.model.device)
+    if layout.tp.rank != 0:
+        served = follow(layout, device)
+        log.info("TP rank %d of data-parallel group %d: served %d engine calls", layout.tp.rank,
+                 layout.dp_rank, served)
+        return None
+    leader = Leader(layout, device)
+    try:
+        summary = run(config, progress, generate_only, skip_generation, shard, leader=leader)
+    except Exception as err:
+        leader.abort(err)
+        raise
+    leader.stop()
+    return summary
+
+
 def run(config: RunConfig, progress: bool = True, generate_only: bool = False,
-        skip_generation: bool = False, shard: tuple[int, int] | None = None) -> RunSummary:
+        skip_generation: bool = False, shard: tuple[int, int] | None = None,
+        leader: Leader | None = None) -> RunSummary:
     """The whole run. skip_generation: judge and export what is stored (`warmfast judge`).
 
     shard=(rank, world): generate and judge only this rank's chunks into its own store file
     (`store.shard<rank>of<world>.sqlite`), no export. A later run without shard merges every shard
-    store of the run folder into store.sqlite, computes whatever is still missing, and exports."""
+    store of the run folder into store.sqlite, computes whatever is still missing, and exports.
+    leader: set by `run_rank` on TP rank 0 (tensor parallel); None = a one-process engine."""
     out_dir = Path(config.output_dir)
     if shard is not None:
         rank, world = shard
@@ -209,7 +261,7 @@ def run(config: RunConfig, progress: bool = True, generate_only: bool = False,
                 added = store.merge_from(part)
                 log.info("merged %s: %s", part.name, added)
         store.add_jobs(j for c in chunks for j in c)
-        engines = EngineHolder(plan, shard)
+        engines = EngineHolder(plan, leader)
         # judges are set up (paths, fingerprints, API key variable) before hours of generation,
         # so a wrong judge setting fails now; their models load only when used
         stages = None if generate_only else build_stages(config, plan.protocol, *_judge_engine(plan, engines))
@@ -249,7 +301,9 @@ def _judge_engine(plan: Plan, engines: EngineHolder):
     def load():
         import warmfast as wf
 
-        engines.release()  # the generation model is done: free its memory first
+        # the generation model is done: free its memory first (on every rank of a TP group); the
+        # judge model then loads unsharded on this process alone (TP rank 0, see run/lockstep.py)
+        engines.release()
         m = plan.config.model
         adapters = {"judge": j.adapter} if j.adapter else {}
         return wf.Engine.from_pretrained(model_dir, adapters=adapters, device=j.device or engines.device,
