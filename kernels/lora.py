@@ -21,6 +21,17 @@ from . import (
 )
 
 
+def block_diagonal_B(B: torch.Tensor, slice_offsets: list[int]) -> torch.Tensor:
+    """B: [n_slots, out_total, r_max] -> fp32 [n_slots, out_total, n_slices * r_max] with slice j's
+    columns in block j and zeros elsewhere, so x @ A.T @ bd.T adds every slice's delta at once."""
+    n_slices, r_max = len(slice_offsets) - 1, B.shape[2]
+    bd = B.new_zeros(B.shape[0], B.shape[1], n_slices * r_max, dtype=torch.float32)
+    for j in range(n_slices):
+        o0, o1 = slice_offsets[j], slice_offsets[j + 1]
+        bd[:, o0:o1, j * r_max:(j + 1) * r_max] = B[:, o0:o1].float()
+    return bd
+
+
 def lora_ref(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -29,12 +40,14 @@ def lora_ref(
     slice_offsets: list[int],
     seg_starts: list[int],
     seg_slots: list[int],
+    B_blockdiag: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Plain-torch segmented LoRA; adds the delta into y in place and returns y.
 
     x: [T, in]; y: [T, out_total]; A: [n_slots, n_slices * r_max, in]; B: [n_slots, out_total,
     r_max]; slice_offsets: list[int] (n_slices + 1); seg_starts: list[int] (S + 1);
     seg_slots: list[int] (S, -1 = base model). One shrink and n_slices expands per segment.
+    B_blockdiag: block_diagonal_B(B, slice_offsets), when the caller keeps it between calls.
     """
     n_slices = len(slice_offsets) - 1
     r_max = B.shape[2]
@@ -44,10 +57,7 @@ def lora_ref(
         raise ValueError(f"lora_ref: {len(seg_starts)} seg_starts for {len(seg_slots)} seg_slots (need S + 1)")
     fused = y.dtype == torch.float32 and y.is_contiguous()
     if fused:  # B as one block-diagonal [out_total, n_slices * r_max] per slot: one addmm per segment
-        bd = B.new_zeros(B.shape[0], B.shape[1], n_slices * r_max, dtype=torch.float32)
-        for j in range(n_slices):
-            o0, o1 = slice_offsets[j], slice_offsets[j + 1]
-            bd[:, o0:o1, j * r_max:(j + 1) * r_max] = B[:, o0:o1].float()
+        bd = B_blockdiag if B_blockdiag is not None else block_diagonal_B(B, slice_offsets)
     for seg, slot in enumerate(seg_slots):
         s, e = seg_starts[seg], seg_starts[seg + 1]
         if slot < 0 or e <= s:

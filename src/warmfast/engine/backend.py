@@ -25,6 +25,7 @@ class TorchOps:
 
     def __init__(self, device: torch.device):
         self.device = device
+        self._blockdiag: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(B) -> (B, its block-diagonal)
 
     def rmsnorm(self, x, weight, eps, residual=None):
         return norm.rmsnorm_ref(x, weight, eps, residual)
@@ -46,8 +47,14 @@ class TorchOps:
                                                     batch.seq_lens, scale)
 
     def lora(self, x, y, stack, batch: Batch):
+        bd = None
+        if y.dtype == torch.float32:  # lora_ref's one-addmm path: its block-diagonal B, built once per stack
+            held = self._blockdiag.get(id(stack.B))
+            if held is None or held[0] is not stack.B:
+                held = self._blockdiag[id(stack.B)] = (stack.B, lora.block_diagonal_B(stack.B, stack.slice_offsets))
+            bd = held[1]
         return lora.lora_ref(x, y, stack.A, stack.B, stack.slice_offsets, batch.seg_starts,
-                             batch.seg_slots)
+                             batch.seg_slots, B_blockdiag=bd)
 
     def logprob(self, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                 chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
