@@ -1,8 +1,9 @@
 """Config -> plan: the grid's generation jobs, each keyed by the hash of its content.
 
-For every task: load its items (shipped data or the configured file), draw the seeded sample, and
-build its prompts (grid tasks: wrong answers, MedQA first-person rewrite, the 28-prompt grid;
-capability tasks: the configured MMLU / GSM8K / AdvBench template). Every prompt becomes one job
+For every task: its items come from the one library path, tasks/prepare.py `prepare_task` (load
+the shipped data or the configured file, MedQA first-person rewrite, seeded sample, sycophancy-eval
+answer pairs when configured, wrong answers), then its prompts are built (grid tasks: the 28-prompt
+grid; capability tasks: the configured MMLU / GSM8K / AdvBench template). Every prompt becomes one job
 per arm and sample. Jobs are ordered prompt-major, arm-minor, so each runner chunk holds every arm
 of the same prompts and one engine.generate call serves them all in shared batches (the original
 and system-prompt arms run with adapter=None).
@@ -11,20 +12,35 @@ A job's spec (what its key hashes) holds the model's and adapter's content finge
 paths: moving a folder keeps results valid, changing a weight does not), the arm, the chat
 messages, the sampling settings, the seed and request id, the task and the prompt's cell. Its meta
 carries the study's export columns and what the judges need (question and reference answers).
+
+build_plan also writes the plan's job keys to `<output_dir>/plan.json` (PLAN_MANIFEST): the store
+keeps the jobs of every plan ever run in that folder (content keys), and the report's store reader
+uses the manifest to tell the current plan's jobs from earlier plans' (analysis/store_reader.py).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from warmfast.run.config import CAPABILITY_TASKS, GRID_TASKS, ArmSpec, ConfigError, RunConfig, SamplingSpec, resolve_text
+from warmfast.run.config import (CAPABILITY_TASKS, GRID_TASKS, ArmSpec, ConfigError, RunConfig, SamplingSpec,
+                                 resolve_text)
+from warmfast.run.config import TaskSpec as ConfigTaskSpec
 from warmfast.run.store import JobRecord
 
+if TYPE_CHECKING:
+    from warmfast.tasks.item import Item
+    from warmfast.tasks.prepare import TaskSpec as LibraryTaskSpec
+
 log = logging.getLogger("warmfast.run")
+
+PLAN_MANIFEST = "plan.json"
+_MANIFEST_FORMAT = "warmfast-plan/1"
 
 
 @dataclass(frozen=True)
@@ -156,11 +172,10 @@ class PromptRow:
 
 
 def _grid_rows(config: RunConfig, task, items, protocol_path) -> list[PromptRow]:
+    """The 28-prompt grid of items that already carry their wrong answers (prepare_task)."""
     from warmfast.tasks.grid import CLEAN, COMPAT, build_grid
     from warmfast.tasks.protocol import load_materials
-    from warmfast.tasks.wrong import assign_wrong_answers
 
-    items = assign_wrong_answers(items, config.grid.wrong_answer_seed)
     by_key = {it.key: it for it in items}
     layout = COMPAT if config.grid.layout == "compat" else CLEAN
     rows = []
@@ -191,23 +206,41 @@ def _capability_rows(config: RunConfig, task: str, items) -> list[PromptRow]:
     return rows
 
 
-def prompt_rows(config: RunConfig) -> list[PromptRow]:
-    from warmfast.tasks.item import TaskDataError
-    from warmfast.tasks.loaders import load_task
-    from warmfast.tasks.seeding import sample_items
+def library_task_spec(config: RunConfig, task: ConfigTaskSpec) -> LibraryTaskSpec:
+    """The tasks library's TaskSpec of one configured task: the run config's three seeds kept apart
+    (tasks.<t>.sample_seed, grid.wrong_answer_seed, grid.relative_seed), n as configured (null =
+    every item), MedQA vignettes that cannot be rewritten dropped before the sample is drawn."""
+    from warmfast.tasks.prepare import TaskSpec
 
+    return TaskSpec(task.name, path=task.path, n=task.n, sycophancy_eval=task.sycophancy_eval,
+                    medqa_unconvertible="drop", sample_seed=task.sample_seed,
+                    wrong_answer_seed=config.grid.wrong_answer_seed, relative_seed=config.grid.relative_seed)
+
+
+def prepared_items(config: RunConfig, task: ConfigTaskSpec) -> list[Item]:
+    """One configured task's items through the library path (tasks/prepare.py prepare_task): load,
+    MedQA first-person rewrite, seeded sample, sycophancy-eval answer pairs, wrong answers."""
+    from warmfast.tasks.item import TaskDataError
+    from warmfast.tasks.prepare import prepare_task
+
+    try:
+        prepared = prepare_task(library_task_spec(config, task))
+    except TaskDataError as err:  # the message names the file (data path or answer.jsonl)
+        raise ConfigError(f"tasks.{task.name}: {err}") from None
+    if task.name == "medqa":
+        log.info("medqa: %d vignettes rewritten, %d left out (cannot be rewritten)",
+                 prepared.n_source - len(prepared.unconvertible), len(prepared.unconvertible))
+    if task.sycophancy_eval is not None:
+        n_pairs = sum(1 for it in prepared.items if it.extra.get("wrong_source") == "sycophancy_eval")
+        log.info("%s: %d of %d sampled items take sycophancy-eval answer pairs from %s", task.name, n_pairs,
+                 len(prepared.items), task.sycophancy_eval)
+    return prepared.items
+
+
+def prompt_rows(config: RunConfig) -> list[PromptRow]:
     rows = []
     for task in config.tasks:
-        try:
-            items = load_task(task.name, task.path)
-        except TaskDataError as err:
-            raise ConfigError(f"tasks.{task.name}{'.path' if task.path else ''}: {err}") from None
-        if task.name == "medqa":  # first-person rewrite; unconvertible vignettes leave the pool
-            from warmfast.tasks.medqa import convert_items
-
-            items, failed = convert_items(items, seed=config.grid.relative_seed, on_unconvertible="drop")
-            log.info("medqa: %d vignettes rewritten, %d left out (cannot be rewritten)", len(items), len(failed))
-        items = sample_items(items, task.n, task.sample_seed)
+        items = prepared_items(config, task)
         if task.name in GRID_TASKS:
             rows += _grid_rows(config, task.name, items, config.protocol)
         else:
@@ -252,7 +285,54 @@ def build_plan(config: RunConfig) -> Plan:
                 meta = {**row.columns, "model": config.model.name, "arm": arm.name, "sample": sample,
                         "judge_question": row.judge_question, "judge_answers": row.judge_answers}
                 jobs.append(JobRecord.from_spec("generate", config.model.name, arm.name, row.task, spec, meta))
-    return Plan(config, jobs, model_dir, adapter_dirs, model_id, protocol)
+    plan = Plan(config, jobs, model_dir, adapter_dirs, model_id, protocol)
+    write_plan_manifest(plan)
+    return plan
+
+
+# ---- the plan's manifest in the run folder --------------------------------------------------------
+def plan_job_keys(plan: Plan) -> dict[str, list[str]]:
+    """{task: job keys of that task, in plan order}."""
+    out: dict[str, list[str]] = {}
+    for j in plan.jobs:
+        out.setdefault(j.task, []).append(j.key)
+    return out
+
+
+def write_plan_manifest(plan: Plan) -> Path:
+    """Write <output_dir>/plan.json: {"format", "name", "n_jobs", "jobs": {task: [keys]}}. Atomic
+    (temporary file + rename), so data-parallel ranks planning at once leave one whole file."""
+    out_dir = Path(plan.config.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    body = {"format": _MANIFEST_FORMAT, "name": plan.config.name, "n_jobs": len(plan.jobs),
+            "jobs": plan_job_keys(plan)}
+    fd, tmp = tempfile.mkstemp(prefix=f".{PLAN_MANIFEST}.", suffix=".tmp", dir=out_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(body, f, separators=(",", ":"))
+        os.replace(tmp, out_dir / PLAN_MANIFEST)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out_dir / PLAN_MANIFEST
+
+
+def read_plan_manifest(run_dir: str | Path) -> dict[str, list[str]] | None:
+    """{task: job keys} of the plan last built for run_dir, or None when it has no plan.json (a run
+    folder made before plans were recorded). A malformed file is an error naming it."""
+    path = Path(run_dir) / PLAN_MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    jobs = body.get("jobs") if isinstance(body, dict) else None
+    if (not isinstance(body, dict) or body.get("format") != _MANIFEST_FORMAT or not isinstance(jobs, dict)
+            or not all(isinstance(k, list) and all(isinstance(x, str) for x in k) for k in jobs.values())):
+        raise ValueError(f"{path}: not a warmfast plan manifest (expected format {_MANIFEST_FORMAT!r} with "
+                         f"jobs: {{task: [keys]}}, got format {body.get('format') if isinstance(body, dict) else body!r})")
+    return jobs
 
 
 def generate_request(job: JobRecord):
