@@ -64,10 +64,21 @@ def rope_ref(
     q: [T, Hq, D], k: [T, Hk, D] (same dtype); positions: int64 [T]; inv_freq: fp32 [D // 2].
     Returns (q_out [T, Hq, D], k_out [T, Hk, D]) in q.dtype.
     """
+    cos, sin = rope_cos_sin(positions, inv_freq, q.dtype)
+    return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+
+def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each [T, 1, D] in dtype, of rope_ref: the same for every layer of a forward."""
     freqs = positions.float()[:, None] * inv_freq.float()[None, :]  # [T, D/2] fp32
     emb = torch.cat((freqs, freqs), dim=-1)  # [T, D]
-    cos = emb.cos().to(q.dtype)[:, None, :]  # [T, 1, D]
-    sin = emb.sin().to(q.dtype)[:, None, :]
+    return emb.cos().to(dtype)[:, None, :], emb.sin().to(dtype)[:, None, :]
+
+
+def rope_apply_ref(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """rope_ref with its (cos, sin) computed once by rope_cos_sin."""
     return _rotate(q, cos, sin), _rotate(k, cos, sin)
 
 

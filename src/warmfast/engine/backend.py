@@ -25,13 +25,19 @@ class TorchOps:
 
     def __init__(self, device: torch.device):
         self.device = device
+        self._rope_key: tuple | None = None  # (positions, inv_freq, dtype) of the cached cos/sin
+        self._rope_cs: tuple[torch.Tensor, torch.Tensor] | None = None
         self._blockdiag: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(B) -> (B, its block-diagonal)
 
     def rmsnorm(self, x, weight, eps, residual=None):
         return norm.rmsnorm_ref(x, weight, eps, residual)
 
     def rope(self, q, k, positions, inv_freq):
-        return rope.rope_ref(q, k, positions, inv_freq)
+        # every layer of a forward passes the same positions tensor: cos/sin once per forward
+        key = (positions, inv_freq, q.dtype)
+        if self._rope_key is None or any(a is not b for a, b in zip(self._rope_key, key)):
+            self._rope_key, self._rope_cs = key, rope.rope_cos_sin(positions, inv_freq, q.dtype)
+        return rope.rope_apply_ref(q, k, *self._rope_cs)
 
     def attention(self, q, k, v, batch: Batch, scale: float):
         return attention.varlen_attention_ref(q, k, v, batch.cu_seqlens_q, batch.cu_seqlens_k,
