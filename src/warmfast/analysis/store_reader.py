@@ -5,11 +5,18 @@ prompt_type, ...; see tasks/grid.py `GridPrompt.to_row`); its generation gives `
 judgement with role "evaluation" gives `evaluation` (CORRECT / INCORRECT). The rows then go through
 `load.frame_from_study_layout` like any CSV. Generations without a usable evaluation verdict are
 left out and counted, so a partly judged run still gets a report that says what is missing.
+
+Only the current plan counts. A store keeps the jobs of every plan ever run in its folder (keys are
+content hashes: a changed setting makes new jobs beside the old ones), so the reader takes the plan
+last built for the folder from its `plan.json` (run/plan.py writes it) and leaves the other jobs
+out, counted in a note of their own; they are neither analysed nor reported as unjudged. A folder
+without plan.json (made before plans were recorded) is read whole.
 """
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,14 +44,25 @@ def find_store(path: Path) -> Path | None:
     return None
 
 
-def read_store(path: str | Path, judge: str | None = None) -> StoreExport:
+def read_store(path: str | Path, judge: str | None = None,
+               plan_jobs: Mapping[str, Collection[str]] | None = None) -> StoreExport:
     """Grid-task generations of the store with their evaluation verdicts. `judge` picks one judge
-    when the store holds evaluations by several (their names are listed in the error)."""
+    when the store holds evaluations by several (their names are listed in the error).
+
+    plan_jobs: {task: job keys} of the current plan (run/plan.py `plan_job_keys`); None = the
+    plan.json beside the store, and when there is none, every job in the store. Store jobs outside
+    the plan are left out and counted as earlier plans' jobs; plan jobs the store lacks yet count
+    as jobs without a generation."""
+    from warmfast.run.plan import PLAN_MANIFEST, read_plan_manifest
     from warmfast.run.store import SCHEMA_VERSION
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"run store {path} does not exist")
+    plan_source = "the given plan"
+    if plan_jobs is None:
+        plan_jobs = read_plan_manifest(path.parent)
+        plan_source = str(path.parent / PLAN_MANIFEST)
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         info = dict(db.execute("SELECT name, value FROM store_info").fetchall())
@@ -67,6 +85,14 @@ def read_store(path: str | Path, judge: str | None = None) -> StoreExport:
         raise ValueError(f"{path}: no evaluations by judge {judge!r}; judges in the store: {judges}")
     verdict_of = {k: v for k, j, v in verdicts if judge is None or j == judge}
 
+    stale = 0
+    if plan_jobs is not None:
+        current = {k for t, keys in plan_jobs.items() if t in grid for k in keys}
+        kept = [row for row in jobs if row[0] in current]
+        stale = len(jobs) - len(kept)
+        stored = {row[0] for row in kept}
+        jobs = kept + [(k, None, None, None, None, None) for k in current - stored]  # planned, not run yet
+
     rows, no_gen, no_verdict, bad_verdict = [], 0, 0, 0
     for key, model, arm, task, meta, text in jobs:
         if text is None:
@@ -83,13 +109,15 @@ def read_store(path: str | Path, judge: str | None = None) -> StoreExport:
     notes = []
     for n, why in ((no_gen, "grid jobs without a generation yet (run not finished)"),
                    (no_verdict, "generations without an evaluation judgement (judging not finished)"),
-                   (bad_verdict, "evaluations whose judge reply named neither verdict")):
+                   (bad_verdict, "evaluations whose judge reply named neither verdict"),
+                   (stale, f"jobs of earlier plans of this run folder, not in the current plan ({plan_source})")):
         if n:
             notes.append((f"{n} store row(s) of {path}", f"left out: {why}"))
     df = pd.DataFrame(rows)
     if df.empty:
-        raise ValueError(f"{path}: no judged grid-task generations in this store "
-                         f"({len(jobs)} grid jobs, {no_gen} without generation, {no_verdict} unjudged)")
+        raise ValueError(f"{path}: no judged grid-task generations of the current plan in this store "
+                         f"({len(jobs)} grid jobs, {no_gen} without generation, {no_verdict} unjudged, "
+                         f"{stale} of earlier plans)")
     if "sample" in df.columns:
         df = df.sort_values("sample", kind="stable")  # de-duplication keeps sample 0 of each prompt
     return StoreExport(frame_from_study_layout(df, source=str(path)), notes)
