@@ -1,8 +1,14 @@
 """Scoring: log-probabilities of given continuations, all adapters in shared varlen batches.
 
-requests -> token rows (validated up front, before any compute) -> sorted by adapter slot ->
-packed under a token budget -> forward -> lm_head only at continuation positions, fused with
-logsumexp and target gather -> results in request order.
+requests -> token rows (validated up front, before any compute) -> rows that feed the same
+tokens, or a prefix of another row's tokens, under the same adapter share one fed row -> sorted by
+adapter slot -> packed under a token budget -> forward -> lm_head only at continuation positions,
+fused with logsumexp and target gather -> results in request order.
+
+Sharing is exact in arithmetic terms: attention is causal, so the hidden state at position p depends
+only on tokens 0..p. It makes the common multiple-choice shapes cheap: a judge's CORRECT/INCORRECT
+verdict pair, or A/B/C/D answer letters, after one long context cost one forward instead of two or
+four.
 """
 from __future__ import annotations
 
@@ -56,7 +62,30 @@ def prepare_rows(engine, requests) -> list[_Row]:
     return rows
 
 
-def pack(rows: list[_Row], budget: int) -> list[list[_Row]]:
+@dataclass(slots=True)
+class _Fed:
+    """One row of the forward pass and every request row it serves (each a prefix of `tokens`)."""
+    slot: int
+    tokens: list[int]
+    members: list[_Row]
+
+
+def share_prefixes(rows: list[_Row]) -> list[_Fed]:
+    """Fed rows: a row whose tokens equal, or are a prefix of, another row's under the same slot
+    rides on that row. In sorted order a prefix of any later row is a prefix of its immediate
+    successor, so one backward pass over the sorted rows finds every such pair."""
+    order = sorted(rows, key=lambda r: (r.slot, r.tokens))
+    fed: list[_Fed] = []
+    for r in reversed(order):
+        owner = fed[-1] if fed else None
+        if owner is not None and owner.slot == r.slot and owner.tokens[:len(r.tokens)] == r.tokens:
+            owner.members.append(r)
+        else:
+            fed.append(_Fed(r.slot, r.tokens, [r]))
+    return fed
+
+
+def pack(rows: list[_Fed], budget: int) -> list[list[_Fed]]:
     """Group rows by adapter slot, then fill batches of at most `budget` tokens (a longer row
     goes alone). Within a batch the rows stay grouped, so each adapter is one segment."""
     ordered = sorted(rows, key=lambda r: r.slot)
@@ -79,17 +108,20 @@ def score(engine, requests, budget: int, progress: bool = False):
     rows = prepare_rows(engine, requests)
     results: list[ScoreResult | None] = [None] * len(rows)
     model, ops, dev = engine.model, engine.ops, engine.device
-    bar = tqdm(total=sum(len(r.tokens) for r in rows), unit="tok", desc="score", disable=not progress)
-    for group in pack(rows, budget):
-        batch = build_prefill([r.tokens for r in group], [r.slot for r in group], dev)
+    fed = share_prefixes(rows)
+    bar = tqdm(total=sum(len(f.tokens) for f in fed), unit="tok", desc="score", disable=not progress)
+    for group in pack(fed, budget):
+        batch = build_prefill([f.tokens for f in group], [f.slot for f in group], dev)
         hidden = model.forward(ops, batch)  # [T, H]
         # positions whose next-token distribution is scored, and the target token at each
-        index, targets, offset = [], [], 0
-        for r in group:
-            start = offset + r.first_scored
-            index.extend(range(start, start + len(r.targets)))
-            targets.extend(r.targets)
-            offset += len(r.tokens)
+        index, targets, served, offset = [], [], [], 0
+        for f in group:
+            for r in f.members:
+                start = offset + r.first_scored
+                index.extend(range(start, start + len(r.targets)))
+                targets.extend(r.targets)
+                served.append(r)
+            offset += len(f.tokens)
         sel = hidden[torch.tensor(index, device=dev)]  # [N, H] scored positions only
         tgt = torch.tensor(targets, dtype=torch.int64, device=dev)
         if engine.tp is None:
@@ -98,7 +130,7 @@ def score(engine, requests, budget: int, progress: bool = False):
             lp, am = parallel.logprob(sel, model.weights.lm_head, tgt, engine.tp, model.cfg.vocab_size)
         lp, greedy = lp.cpu().tolist(), (am.cpu() == torch.tensor(targets)).tolist()
         k = 0
-        for r in group:
+        for r in served:
             n = len(r.targets)
             tok_lp = lp[k:k + n]
             results[r.index] = ScoreResult(logprob=float(sum(tok_lp)), token_logprobs=tok_lp,
