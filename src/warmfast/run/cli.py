@@ -85,15 +85,11 @@ def _start(config, shard_text: str | None, shard: tuple[int, int] | None):
     from warmfast.model.parallel import TensorParallelError, init_distributed, parallel_layout
 
     if "WORLD_SIZE" not in os.environ:
-        raise TensorParallelError(f"model.tensor_parallel={n} needs torchrun: `torchrun --nproc-per-node "
-                                  f"{n} -m warmfast run CONFIG --tensor-parallel {n}`; WORLD_SIZE is not set")
+        raise TensorParallelError(f"model.tensor_parallel={n} needs torchrun (`torchrun --nproc-per-node {n} "
+                                  f"-m warmfast ...`, or --tensor-parallel 1); WORLD_SIZE is not set")
     dp_shard = data_parallel_shard(shard_text, shard, n, int(os.environ["WORLD_SIZE"]))
     init_distributed(config.model.device)
-    layout = parallel_layout(n)
-    if shard_text == "env" and dp_shard != (layout.dp_rank, layout.dp_size):
-        raise TensorParallelError(f"data-parallel shard {dp_shard} from RANK/WORLD_SIZE differs from the "
-                                  f"process group's ({layout.dp_rank}, {layout.dp_size})")
-    return layout, dp_shard
+    return parallel_layout(n), dp_shard  # its (dp_rank, dp_size) is dp_shard under --shard env
 
 
 def _drop(layout) -> None:
