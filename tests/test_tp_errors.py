@@ -158,3 +158,18 @@ def test_cli_tensor_parallel_outside_torchrun(tiny, tmp_path, monkeypatch):
         main(["score", "--model", str(tiny("llama", 1).model_dir), "--input", str(inp),
               "--output", str(tmp_path / "out.jsonl"), "--tensor-parallel", "2"])
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_cli_score_refuses_a_world_of_several_tp_groups(tiny, tmp_path):
+    # 4 ranks, tensor parallel 2: two groups would each score (and write) every row
+    paths = tiny("llama", 1)
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"context": "Hello", "continuation": " world"}) + "\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "4", "--master-port",
+           str(free_port()), "-m", "warmfast", "score", "--model", str(paths.model_dir),
+           "--input", str(inp), "--output", str(tmp_path / "out.jsonl"), "--tensor-parallel", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0
+    assert "--tensor-parallel 2 needs a world of exactly 2 ranks, got 4" in done.stderr
+    assert not (tmp_path / "out.jsonl").exists()

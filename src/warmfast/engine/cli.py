@@ -25,6 +25,12 @@ def _engine(args, adapters: dict[str, str]):
         from warmfast.model.parallel import init_distributed
 
         init_distributed(args.device)
+        import torch.distributed as dist
+
+        if dist.get_world_size() != args.tensor_parallel:  # several groups would each do all the rows
+            raise SystemExit(f"warmfast {args.command}: --tensor-parallel {args.tensor_parallel} needs a "
+                             f"world of exactly {args.tensor_parallel} ranks, got {dist.get_world_size()}; "
+                             "for data parallelism over several groups use `warmfast run CONFIG --shard env`")
     eng = wf.Engine.from_pretrained(args.model, adapters=adapters, device=args.device,
                                     dtype=args.dtype, backend=args.backend,
                                     tensor_parallel=args.tensor_parallel)
