@@ -15,13 +15,18 @@ H100_MATMUL_TFLOPS = 786.0  # dense bf16 tensor-core ceiling used for fractions
 H100_COPY_GBS = 3000.0  # HBM3 copy ceiling (GB/s)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cpu: a CPU bench (the C++ primitives of the CPU path); runs anywhere")
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="kernel benches need a CUDA GPU: on CPU the Triton kernels run only "
                                    "through the interpreter, whose timings mean nothing")
     for item in items:
-        item.add_marker(skip)
+        if item.get_closest_marker("cpu") is None:
+            item.add_marker(skip)
 
 
 @pytest.fixture
