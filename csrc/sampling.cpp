@@ -46,6 +46,26 @@ inline float from_bits(uint32_t b) {
   return x;
 }
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define WF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define WF_CLONES
+#endif
+
+// count(b >= t) and sum(W where b > t): the bisection passes of top-k and top-p, branch-free so
+// the compiler vectorizes them.
+WF_CLONES int64_t count_at_least(const uint32_t* b, int64_t n, uint32_t t) {
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; ++i) count += b[i] >= t ? 1 : 0;
+  return count;
+}
+
+WF_CLONES int64_t mass_above(const uint32_t* b, const int64_t* W, int64_t n, uint32_t t) {
+  int64_t S = 0;
+  for (int64_t i = 0; i < n; ++i) S += b[i] > t ? W[i] : 0;
+  return S;
+}
+
 }  // namespace
 
 int64_t sample_row(const float* probs, int64_t vocab, uint64_t seed, uint64_t request,
@@ -73,8 +93,7 @@ int64_t sample_row(const float* probs, int64_t vocab, uint64_t seed, uint64_t re
     uint32_t lo = 1, hi = bmax;  // largest t with count(b >= t) >= k
     for (int it = 0; it < 32 && lo < hi; ++it) {
       const uint32_t mid = lo + (hi - lo + 1) / 2;
-      int64_t count = 0;
-      for (int64_t i = 0; i < vocab; ++i) count += b[i] >= mid;
+      const int64_t count = count_at_least(b.data(), vocab, mid);
       if (count >= sp.top_k) lo = mid; else hi = mid - 1;
     }
     t_k = lo;
@@ -92,24 +111,37 @@ int64_t sample_row(const float* probs, int64_t vocab, uint64_t seed, uint64_t re
     uint32_t lo = t_k, hi = bmax;  // smallest t in [t_k, bmax] with S(t) < thr; S(bmax) = 0
     for (int it = 0; it < 32 && lo < hi; ++it) {
       const uint32_t mid = lo + (hi - lo) / 2;
-      int64_t S = 0;
-      for (int64_t i = 0; i < vocab; ++i) if (b[i] > mid) S += W[i];
+      const int64_t S = mass_above(b.data(), W.data(), vocab, mid);
       if (static_cast<double>(S) < thr) hi = mid; else lo = mid + 1;
     }
     t_p = lo;
   }
 
+  // The race. Entry i's word is lane i % 4 of Philox block i / 4, so one block serves four
+  // entries. The logarithm is skipped when the entry cannot win: -log(u) > 1 - u for u < 1 (and
+  // 1 - u is exact in double), so key = x / -log(u) <= x / (1 - u) in rounded arithmetic too;
+  // if that bound does not beat the best key the entry would not have replaced it. After the
+  // first few entries almost every bound fails, so the race costs about one Philox block per
+  // four entries and a handful of logarithms.
   double best = -1.0;
   int64_t best_i = -1;
-  for (int64_t i = 0; i < vocab; ++i) {
-    if (b[i] < t_p || b[i] == 0) continue;
-    if (sp.min_p > 0.0 && !(w[i] >= sp.min_p)) continue;
-    const double x = unit_t ? static_cast<double>(from_bits(b[i])) : w[i];
-    if (!(x > 0.0)) continue;  // a weight that underflowed in float64 cannot be drawn
-    const double e = -std::log(uint_to_unit_open(philox_word(seed, request, step,
-                                                             static_cast<uint32_t>(i))));
-    const double key = x / e;
-    if (key > best) { best = key; best_i = i; }
+  const uint32_t c2 = static_cast<uint32_t>(request), c3 = static_cast<uint32_t>(request >> 32);
+  const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  for (int64_t base = 0; base < vocab; base += 4) {
+    bool any = false;  // a block is drawn only if one of its entries is in the race
+    for (int64_t i = base; i < base + 4 && i < vocab; ++i) any |= b[i] >= t_p && b[i] != 0;
+    if (!any) continue;
+    const Philox4 words = philox4x32_10(static_cast<uint32_t>(base >> 2), step, c2, c3, k0, k1);
+    for (int64_t i = base; i < base + 4 && i < vocab; ++i) {
+      if (b[i] < t_p || b[i] == 0) continue;
+      if (sp.min_p > 0.0 && !(w[i] >= sp.min_p)) continue;
+      const double x = unit_t ? static_cast<double>(from_bits(b[i])) : w[i];
+      if (!(x > 0.0)) continue;  // a weight that underflowed in float64 cannot be drawn
+      const double u = uint_to_unit_open(words.v[i & 3]);
+      if (!(x / (1.0 - u) > best)) continue;  // cannot win (see above)
+      const double key = x / -std::log(u);
+      if (key > best) { best = key; best_i = i; }
+    }
   }
   return best_i;
 }

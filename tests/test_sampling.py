@@ -60,6 +60,24 @@ def test_cpp_equals_triton_equals_ref(mode, v):
     assert all(probs[r, t] > 0 for r, t in enumerate(cpp))
 
 
+@pytest.mark.parametrize("mode", ["plain", "temperature", "all"])
+def test_cpp_equals_ref_over_many_draws(mode):
+    # the C++ race skips the logarithm of entries that cannot win; over 300 draws (flat rows,
+    # where the skipping bound is tightest, and peaked ones) the token is still the reference's
+    n, v = 300, 301
+    probs = random_probs(n, v, seed=11)
+    probs[10:20] = 1.0 / v  # perfectly flat rows
+    seeds = list(range(n))
+    reqs = [(2**64 - 1 - 7 * i) for i in range(n)]
+    steps = [i % 5 for i in range(n)]
+    t, k, p, m = MODES[mode]
+    temp, tk, tp, mp = (np.full(n, t), np.full(n, k, np.int64), np.full(n, p), np.full(n, m))
+    cpp = _C.sample(probs.numpy(), np.asarray(seeds, np.uint64), np.asarray(reqs, np.uint64),
+                    np.asarray(steps, np.uint32), temperature=temp, top_k=tk, top_p=tp, min_p=mp).tolist()
+    assert cpp == sample_ref(probs, seeds, reqs, steps, temp, tk, tp, mp)
+    assert len(set(cpp[10:20])) > 1  # the flat rows really draw different tokens
+
+
 def test_mixed_settings_in_one_batch_equal_across_implementations():
     probs = random_probs(7, 300, seed=3)
     params = [SamplingParams(*MODES[m], seed=i) for i, m in enumerate(MODES)]
