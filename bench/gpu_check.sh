@@ -88,10 +88,11 @@ step e2e 240 "$PY" bench/e2e_score.py --preset llama8b --device cuda --dtype bfl
   --backend "${WF_BACKEND:-auto}" --adapters 8 --rank 16 --ctx 236 --cont 20 --rows 288 \
   --reps 2 --workdir "$WORKDIR" --out "$OUT"
 
-# generation: the same model folders; batch 64 and 256, 128 prompt + 128 new tokens
+# generation: the same model folders; batch 64 and 256, 128 prompt + 128 new tokens; eager and
+# with per-bucket CUDA graphs (a capture failure is recorded in the JSON, eager still measured)
 step e2e_generate 300 "$PY" bench/e2e_generate.py --preset llama8b --device cuda --dtype bfloat16 \
   --backend "${WF_BACKEND:-auto}" --adapters 8 --rank 16 --prompt 128 --new 128 --rows 64 256 \
-  --hf-max-rows "${WF_HF_GEN_ROWS:-64}" --reps 1 --workdir "$WORKDIR" --out "$OUT"
+  --hf-max-rows "${WF_HF_GEN_ROWS:-64}" --reps 1 --cuda-graphs --workdir "$WORKDIR" --out "$OUT"
 
 step table 60 "$PY" - "$OUT" <<'PYEOF'
 import glob, json, os, sys
