@@ -1,6 +1,6 @@
 // Paged decode attention on the CPU: one query token per row over the row's cached keys, read in
 // place from the block pool (no gather, no mask tensor). fp32 throughout.
-#include "vexp.h"
+#include "simd.h"
 #include "warmfast.h"
 
 #include <algorithm>

@@ -1,9 +1,9 @@
 // Log-softmax + target gather + argmax over float32 rows, without writing a log-softmax tensor.
 //
-// The row's logsumexp is max + log(sum exp(x - max)). The exponentials use exp_neg (vexp.h, one
+// The row's logsumexp is max + log(sum exp(x - max)). The exponentials use exp_neg (simd.h, one
 // float ulp, vectorized) and are summed in float over blocks of 1024 entries and in double across
 // blocks.
-#include "vexp.h"
+#include "simd.h"
 #include "warmfast.h"
 
 #include <algorithm>

@@ -21,6 +21,7 @@
 //            The lowest index wins an exact tie. Thresholds are found by bisection on b, the same
 //            algorithm as the Triton kernel, so both paths read the same numbers.
 #include "philox.h"
+#include "simd.h"
 #include "warmfast.h"
 
 #include <cmath>
@@ -45,12 +46,6 @@ inline float from_bits(uint32_t b) {
   std::memcpy(&x, &b, sizeof x);
   return x;
 }
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define WF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define WF_CLONES
-#endif
 
 // count(b >= t) and sum(W where b > t): the bisection passes of top-k and top-p, branch-free so
 // the compiler vectorizes them.

@@ -1,12 +1,11 @@
-// exp_neg: e^x for x <= 0 in float, written so compilers vectorize it (no libm call).
-// Range reduction x = n ln2 + g, |g| <= ln2/2, then a degree-6 Taylor polynomial for e^g:
-// relative error about 1.2e-7 (one float ulp). x below -87 is clamped (e^-87 ~ 1.6e-38).
+// Hot loops of the CPU path: vectorization helpers shared by the .cpp files.
 #pragma once
 #include <cstdint>
 #include <cstring>
 
+// WF_CLONES: compile a function for AVX-512, AVX2+FMA and the baseline; the loader picks the best
+// one for the machine (GCC target_clones on x86-64; elsewhere one plain build).
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-// compiled for AVX-512, AVX2+FMA and the baseline; the loader picks the best (GCC target_clones)
 #define WF_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
 #else
 #define WF_CLONES
@@ -14,6 +13,9 @@
 
 namespace warmfast {
 
+// e^x for x <= 0 in float, written so compilers vectorize it (no libm call). Range reduction
+// x = n ln2 + g, |g| <= ln2/2, then a degree-6 Taylor polynomial for e^g: relative error about
+// 1.2e-7 (one float ulp). x below -87 is clamped (e^-87 ~ 1.6e-38).
 inline float exp_neg(float x) {
   x = x < -87.0f ? -87.0f : x;
   const float t = x * 1.44269504088896341f;  // x / ln2
