@@ -89,9 +89,11 @@ def make_rows(n_rows: int, ctx: int, cont: int, vocab: int, arms: list, seed: in
     return rows
 
 
-def timed(fns: dict, device: str, reps: int) -> dict[str, float]:
+def timed(fns: dict, device: str, reps: int, warmups: dict | None = None) -> dict[str, float]:
     """Best-of-reps seconds per system, the systems interleaved within each rep so that a change
-    in machine load hits all of them alike."""
+    in machine load hits all of them alike. warmups: {system: a cheaper warm-up call} for systems
+    whose full run is long (HF+PEFT generation on a GPU: a minute per run); the others warm up
+    with one full run."""
     def once(fn) -> float:
         if device == "cuda":
             torch.cuda.synchronize()
@@ -101,8 +103,8 @@ def timed(fns: dict, device: str, reps: int) -> dict[str, float]:
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    for fn in fns.values():
-        fn()  # warm-up (allocations, kernel compilation)
+    for k, fn in fns.items():
+        (warmups or {}).get(k, fn)()  # warm-up (allocations, kernel compilation)
     best = {k: float("inf") for k in fns}
     for _ in range(reps):
         for k, fn in fns.items():
