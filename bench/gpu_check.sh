@@ -75,7 +75,7 @@ else
 fi
 
 if have pytest_benchmark; then
-  step bench 90 "$PY" -m pytest bench/bench_norm.py bench/bench_rope.py bench/bench_logprob.py \
+  step bench 90 "$PY" -m pytest bench/bench_norm.py bench/bench_rope.py bench/bench_logprob.py bench/bench_sampling.py \
     bench/bench_attention.py bench/bench_lora.py -q -s -p no:cacheprovider \
     --benchmark-json="$OUT/kernel_bench.json" --benchmark-columns=median,rounds
 else
