@@ -55,13 +55,13 @@ def gen_requests(adapter_names: list[str], n_prompts: int) -> list[wf.GenerateRe
 
 
 def run_all(models: dict, tensor_parallel: int, budget: int = 64, n_prompts: int = 3,
-            backend: str = "torch") -> dict:
+            backend: str = "torch", dtype: str = "float32") -> dict:
     """Per arch: scores and generations of one engine (tensor_parallel ranks, or one process).
     budget: scoring tokens per batch (small: many batches, rows longer than the budget alone)."""
     out = {}
     for arch, (model_dir, adapters) in models.items():
         eng = wf.Engine.from_pretrained(model_dir, adapters=adapters, tensor_parallel=tensor_parallel,
-                                        backend=backend)
+                                        backend=backend, dtype=dtype)
         reqs = score_requests(eng.adapter_names, eng.model.cfg.vocab_size)
         scores = eng.score(reqs, max_batch_tokens=budget)
         gens = eng.generate(gen_requests(eng.adapter_names, n_prompts))
@@ -144,6 +144,21 @@ def test_tp2_triton_backend_equals_one_process(models2, tmp_path):
     mistral = {"mistral": models2["mistral"]}  # head_dim != hidden / heads
     single = run_all(mistral, 1, n_prompts=1)  # torch backend, one process
     assert_same(single, spawn_tp(2, mistral, tmp_path, n_prompts=1, backend="triton"), 2)
+
+
+def test_tp2_bfloat16_close_to_one_process(models2, tmp_path):
+    # bf16 weights and activations, partial sums all-reduced over gloo in bf16: the ranks agree
+    # with each other exactly and with one bf16 process to bf16 rounding (the split changes the
+    # summation order of every row-parallel GEMM)
+    models = {"llama": models2["llama"]}
+    single = run_all(models, 1, n_prompts=2, dtype="bfloat16")["llama"]
+    ranks = [r["llama"] for r in spawn_tp(2, models, tmp_path, n_prompts=2, dtype="bfloat16")]
+    assert ranks[0]["logprob"] == ranks[1]["logprob"] and ranks[0]["tokens"] == ranks[1]["tokens"]
+    for a, b in zip(ranks[0]["logprob"], single["logprob"]):
+        assert rel(a, b) < 2e-2, (a, b)
+    assert [t[:1] for t in ranks[0]["tokens"]] == [t[:1] for t in single["tokens"]]
+    fp32 = run_all(models, 1, n_prompts=2)["llama"]  # bf16 really is another precision
+    assert any(rel(a, b) > 1e-6 for a, b in zip(single["logprob"], fp32["logprob"]))
 
 
 def test_vocab_ranges_cover_the_vocabulary():
