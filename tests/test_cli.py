@@ -52,6 +52,14 @@ def test_score_and_generate_cli_match_the_api(tiny, tmp_path):
     want = eng.generate([wf.GenerateRequest(prompt="Hello", adapter="a0", max_new_tokens=5),
                          wf.GenerateRequest(messages=gens[1]["messages"], max_new_tokens=4)])
     assert [g["token_ids"] for g in got] == [w.token_ids for w in want]
+    # one sequence per step (continuous batching at its narrowest) changes nothing; CUDA graphs
+    # on the CPU are refused with the reason
+    assert main(["generate", *args, "--input", str(tmp_path / "g.jsonl"), "--output",
+                 str(tmp_path / "go1.jsonl"), "--max-batch-size", "1"]) == 0
+    assert [g["token_ids"] for g in read_jsonl(tmp_path / "go1.jsonl")] == [w.token_ids for w in want]
+    with pytest.raises(ValueError, match="cuda_graphs=True needs device cuda and backend triton"):
+        main(["generate", *args, "--input", str(tmp_path / "g.jsonl"), "--output",
+              str(tmp_path / "go2.jsonl"), "--cuda-graphs"])
 
 
 def test_cli_bad_jsonl_names_file_and_line(tiny, tmp_path):

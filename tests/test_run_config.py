@@ -59,6 +59,10 @@ def test_errors_start_with_the_file(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=rf"^{path}: runner\.chunk_size: must be a positive integer, got -3"):
         load_config(path)
+    raw["runner"] = {"cuda_graphs": "yes"}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"runner\.cuda_graphs"):
+        load_config(path)
     path.write_text("name: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)

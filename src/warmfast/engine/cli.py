@@ -111,7 +111,8 @@ def cmd_generate(args) -> int:
             temperature=r.get("temperature", args.temperature), seed=r.get("seed", args.seed),
             stop=r.get("stop", [])))
     t0 = time.perf_counter()
-    results = eng.generate(reqs, progress=_lead(eng))
+    results = eng.generate(reqs, max_batch_size=args.max_batch_size, progress=_lead(eng),
+                           cuda_graphs=args.cuda_graphs)
     dt = time.perf_counter() - t0
     if not _lead(eng):
         return 0
@@ -164,6 +165,9 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-batch-size", type=int, default=64, help="sequences per decode step")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="decode steps replay per-batch-size CUDA graphs (CUDA, triton backend)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("tiny", help="write a tiny random model, tokenizer and PEFT adapters")

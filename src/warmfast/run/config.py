@@ -246,11 +246,14 @@ class JudgeSpec:
 @dataclass(frozen=True)
 class RunnerSpec:
     """chunk_size: jobs per engine.generate call (and per store transaction); max_batch_size: rows
-    per forward inside a call; judge_chunk_size: answers per judge call."""
+    per forward inside a call; judge_chunk_size: answers per judge call; cuda_graphs: decode steps
+    replay per-batch-size CUDA graphs (CUDA and the triton backend only; each graph is checked
+    against the eager step once)."""
 
     chunk_size: int = 256
     max_batch_size: int = 64
     judge_chunk_size: int = 64
+    cuda_graphs: bool = False
 
     def __post_init__(self):
         for k in ("chunk_size", "max_batch_size", "judge_chunk_size"):

@@ -138,7 +138,8 @@ def generate(chunks: list[list[JobRecord]], plan: Plan, store: Store, engines: E
             continue
         engine = engines.get()
         # all arms of these prompts in one call: the engine batches them together
-        results = engine.generate([generate_request(j) for j in todo], max_batch_size=cfg.max_batch_size)
+        results = engine.generate([generate_request(j) for j in todo], max_batch_size=cfg.max_batch_size,
+                                  cuda_graphs=cfg.cuda_graphs)
         gens = [Generation(j.key, r.text, list(r.token_ids), r.finish_reason, len(r.token_ids))
                 for j, r in zip(todo, results)]
         store.add_generations(gens)  # one transaction: this chunk is now safe
