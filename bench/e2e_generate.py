@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e_score import add_model_args, build_random_model, timed  # noqa: E402
+from e2e_score import add_model_args, build_random_model, load_hf_peft, timed  # noqa: E402
 
 
 def make_prompts(n: int, length: int, new: int, vocab: int, arms: list, ragged: bool, seed: int = 0):
@@ -49,15 +49,7 @@ def make_prompts(n: int, length: int, new: int, vocab: int, arms: list, ragged: 
 
 
 def hf_generate(model_dir, adapters, device, dtype):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
-    names = list(adapters)
-    pm = PeftModel.from_pretrained(base, adapters[names[0]], adapter_name=names[0])
-    for n in names[1:]:
-        pm.load_adapter(adapters[n], adapter_name=n)
-    pm.eval()
+    pm = load_hf_peft(model_dir, adapters, device, dtype)
     pad = pm.config.pad_token_id if pm.config.pad_token_id is not None else 0
 
     def run(prompts, mixed: bool, batch: int) -> int:

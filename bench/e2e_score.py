@@ -112,17 +112,22 @@ def timed(fns: dict, device: str, reps: int, warmups: dict | None = None) -> dic
     return best
 
 
-def hf_runner(model_dir, adapters, rows, device, dtype, batch_rows: int):
+def load_hf_peft(model_dir, adapters: dict, device: str, dtype):
+    """The HF model with every adapter loaded under its name (PEFT's multi-adapter model), eval mode."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    rows = sorted(rows, key=lambda r: -(len(r[0]) + len(r[1])))  # least padding, as lm-eval sorts
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
     names = list(adapters)
     pm = PeftModel.from_pretrained(base, adapters[names[0]], adapter_name=names[0])
     for n in names[1:]:
         pm.load_adapter(adapters[n], adapter_name=n)
-    pm.eval()
+    return pm.eval()
+
+
+def hf_runner(model_dir, adapters, rows, device, dtype, batch_rows: int):
+    rows = sorted(rows, key=lambda r: -(len(r[0]) + len(r[1])))  # least padding, as lm-eval sorts
+    pm = load_hf_peft(model_dir, adapters, device, dtype)
 
     def forward_rows(sub, **kw):
         # right-padded batch; the log-probs of the continuation are gathered like lm-eval does
