@@ -141,3 +141,36 @@ def test_triton_backend_equals_torch_backend(tiny, llama4):
     a = generate(eng_t, reqs, block_size=4, sampler="triton")
     b = generate(llama4, reqs, block_size=4)
     assert [r.token_ids for r in a] == [r.token_ids for r in b]
+
+
+def _run(eng, reqs, **knobs) -> Generator:
+    from tqdm.auto import tqdm
+
+    cfg = GeneratorConfig(**knobs)
+    gen = Generator(eng, cfg, _prepare(eng, reqs, cfg))
+    with tqdm(disable=True) as bar:
+        gen.run(bar)
+    return gen
+
+
+def test_mixed_steps_equal_one_big_batch(llama4):
+    # at most 5 sequences at a time: every finish lets a waiting request in, prefilled in the same
+    # forward as the running rows' decode; the tokens are those of one batch holding all of them
+    reqs = sampled(llama4, 24)
+    wide = _run(llama4, reqs, max_batch_size=64)
+    narrow = _run(llama4, reqs, max_batch_size=5)
+    assert narrow.steps["mixed"] > 5 and narrow.steps["mixed"] > wide.steps["mixed"]
+    for a, b in zip(narrow.reqs, wide.reqs):
+        assert a.out.token_ids == b.out.token_ids and a.out.finish_reason == b.out.finish_reason
+
+
+def test_triton_backend_mixed_steps_equal_torch(tiny, llama4):
+    paths = tiny("llama", 4)
+    eng_t = wf.Engine.from_pretrained(paths.model_dir, adapters=paths.adapters, backend="triton")
+    reqs = [wf.GenerateRequest(prompt=p, adapter=a, max_new_tokens=n, temperature=t, seed=5)
+            for p, a, n, t in [(PROMPTS[0], "adapter_2", 2, 0.0), (PROMPTS[1], None, 5, 0.9),
+                               (PROMPTS[2], "adapter_2", 3, 0.0), (PROMPTS[3], "adapter_0", 3, 0.0)]]
+    tri = _run(eng_t, reqs, max_batch_size=2, block_size=4, kv_blocks=32, sampler="triton")
+    ref = _run(llama4, reqs, max_batch_size=64, block_size=4)
+    assert tri.steps["mixed"] > 0
+    assert [r.out.token_ids for r in tri.reqs] == [r.out.token_ids for r in ref.reqs]

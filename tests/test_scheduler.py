@@ -13,22 +13,24 @@ def simulate(cfg: SchedulerConfig, lengths: list[tuple[int, int]], stop_at: dict
     sch = Scheduler(cfg)
     for i, (plen, new) in enumerate(lengths):
         sch.add(Sequence(i, list(range(plen)), new))
-    steps, fed = 0, {i: [] for i in range(len(lengths))}
+    steps, fed, kinds = 0, {i: [] for i in range(len(lengths))}, []
     while sch.has_work():
         work = sch.schedule()
         assert len(work.seqs) <= cfg.max_batch_size
-        if work.kind == "prefill" and len(work.seqs) > 1:
-            assert sum(s.num_tokens for s in work.seqs) <= cfg.max_batch_tokens
+        if len(work.prefill) > 1:  # the budget counts the decode rows too
+            assert len(work.decode) + sum(s.num_tokens for s in work.prefill) <= cfg.max_batch_tokens
+        kinds.append(work.kind)
         for s in work.seqs:
             table = sch.table(s)
             assert len(table) * cfg.block_size >= s.num_tokens  # room for every fed position
-            fed[s.seq_id].append((work.kind, s.num_tokens))
+            fed[s.seq_id].append(("prefill" if s in work.prefill else "decode", s.num_tokens))
             s.output.append(s.seq_id * 1000 + s.num_tokens)
             if len(s.output) >= s.max_new_tokens or stop_at.get(s.seq_id) == len(s.output):
                 sch.finish(s)
         sch.check()
         steps += 1
         assert steps < 100_000
+    simulate.kinds = kinds
     return sch, fed
 
 
@@ -54,6 +56,7 @@ def test_tiny_pool_preempts_and_still_finishes_everything(seed):
     assert sorted(s.seq_id for s in sch.finished) == list(range(30))
     assert len(sch.finished) == 30 and not sch.waiting and not sch.running
     assert sch.num_preemptions > 0
+    assert "mixed" in simulate.kinds  # admissions ride along with decode steps
     for s in sch.finished:
         plen, new = lengths[s.seq_id]
         n = min(new, stop_at.get(s.seq_id, new))
@@ -65,14 +68,17 @@ def test_tiny_pool_preempts_and_still_finishes_everything(seed):
 
 
 def test_admission_respects_blocks_batch_size_and_token_budget():
-    sch = Scheduler(SchedulerConfig(num_blocks=6, block_size=4, max_batch_size=3, max_batch_tokens=10))
+    sch = Scheduler(SchedulerConfig(num_blocks=8, block_size=4, max_batch_size=3, max_batch_tokens=10))
     for i, plen in enumerate([4, 4, 4, 4]):
         sch.add(Sequence(i, [0] * plen, 2))
     first = sch.schedule()
     assert first.kind == "prefill" and [s.seq_id for s in first.seqs] == [0, 1]  # 12 > 10 tokens
-    second = sch.schedule()
-    assert [s.seq_id for s in second.seqs] == [2]  # batch size 3 reached
-    for s in second.seqs + first.seqs:
+    for s in first.seqs:
+        s.output.append(1)
+    second = sch.schedule()  # decode 0 and 1, and admit 2 beside them: batch size 3 reached
+    assert second.kind == "mixed" and [s.seq_id for s in second.decode] == [0, 1]
+    assert [s.seq_id for s in second.prefill] == [2]
+    for s in second.seqs:
         s.output.append(1)
     assert sch.schedule().kind == "decode"
 

@@ -28,6 +28,9 @@ class Batch:
     block_tables: torch.Tensor | None = None  # [B, max_blocks] int32
     seq_lens: torch.Tensor | None = None  # [B] int32, keys per row after this step
     decode: bool = False  # one query per row, attending to the cache instead of fresh keys
+    # a mixed step (build_mixed): (decode part, prefill part), the decode rows' tokens first; the
+    # model writes the cache and attends part by part, everything else runs on the whole batch
+    parts: tuple[Batch, Batch] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -93,3 +96,23 @@ def build_decode(tokens: list[int], positions: list[int], row_slots: list[int],
                  seg_slots_t=torch.tensor(seg_slots, dtype=torch.int32, device=device),
                  row_slots=list(row_slots), block_tables=block_tables, seq_lens=seq_lens,
                  decode=True)
+
+
+def build_mixed(dec: Batch, pre: Batch) -> Batch:
+    """One forward for a decode batch and a prefill batch: tokens, positions and adapter segments
+    concatenated (an adapter may then own one segment in each part), attention metadata kept per
+    part in `parts`. Row order: dec's rows, then pre's."""
+    if not dec.is_decode or pre.is_decode or pre.block_tables is None:
+        raise ValueError("build_mixed: want a decode batch and a prefill batch with block tables")
+    nd = dec.num_tokens
+    seg_starts = dec.seg_starts + [nd + s for s in pre.seg_starts[1:]]
+    seg_slots = dec.seg_slots + pre.seg_slots
+    dev = dec.input_ids.device
+    cu = torch.cat([dec.cu_seqlens_q[:-1], pre.cu_seqlens_q + nd])
+    return Batch(input_ids=torch.cat([dec.input_ids, pre.input_ids]),
+                 positions=torch.cat([dec.positions, pre.positions]), cu_seqlens_q=cu, cu_seqlens_k=cu,
+                 max_seqlen_q=pre.max_seqlen_q, max_seqlen_k=max(dec.max_seqlen_k, pre.max_seqlen_k),
+                 seg_starts=seg_starts, seg_slots=seg_slots,
+                 seg_starts_t=torch.tensor(seg_starts, dtype=torch.int32, device=dev),
+                 seg_slots_t=torch.tensor(seg_slots, dtype=torch.int32, device=dev),
+                 row_slots=dec.row_slots + pre.row_slots, parts=(dec, pre))

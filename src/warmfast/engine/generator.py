@@ -1,9 +1,9 @@
 """Generation on the paged KV cache: continuous batching, mixed adapters, Philox-keyed sampling.
 
     requests -> validated (prompt ids, lengths, sampling settings, KV capacity) before any compute
-    loop: scheduler picks a prefill (new or preempted sequences, prompt + output so far) or a
-          decode step (one token per running sequence) -> rows grouped by adapter slot ->
-          forward on the paged cache -> lm_head at each row's last position -> sample_logits
+    loop: scheduler picks a step: a decode of every running sequence, plus in the same forward
+          a prefill of the sequences it admits (new, or preempted: prompt + output so far) ->
+          rows grouped by adapter slot within each part -> forward on the paged cache -> lm_head at each row's last position -> sample_logits
           keyed by (seed, request id, step = tokens generated so far) -> detokenise, stop checks
     -> results in request order.
 
@@ -15,12 +15,13 @@ bucket (`cuda_graphs=True`); each captured graph is checked once against the eag
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from warmfast.engine.batch import Batch, build_decode, build_prefill
+from warmfast.engine.batch import Batch, build_decode, build_mixed, build_prefill
 from warmfast.engine.detok import IncrementalDetokenizer, OutputState, StopCriteria
 from warmfast.engine.kv_cache import PagedKVCache, blocks_for
 from warmfast.engine.sampling import SamplingParams, default_impl, sample_logits
@@ -35,7 +36,8 @@ class GeneratorConfig:
     max_batch_size: int = 64  # sequences per step
     max_batch_tokens: int = 8192  # prefill tokens per step
     block_size: int = 16  # tokens per KV block (a power of two: the Triton decode kernel needs it)
-    kv_blocks: int | None = None  # None: enough for max_batch_size of the longest requests (CPU),
+    kv_blocks: int | None = None  # None: enough for max_batch_size of the longest requests and their
+    #                               growth headroom (CPU),
     #                               or kv_memory_fraction of the free GPU memory (CUDA)
     kv_memory_fraction: float = 0.85
     cuda_graphs: bool = False  # decode steps replay per-bucket CUDA graphs (CUDA only)
@@ -124,7 +126,9 @@ def _num_blocks(engine, reqs: list[_Request], cfg: GeneratorConfig) -> int:
             n = int(tp.all_reduce(t, op=torch.distributed.ReduceOp.MIN).item())
         return n
     need = sorted((blocks_for(r.seq.max_len, cfg.block_size) for r in reqs), reverse=True)
-    return max(1, sum(need[:cfg.max_batch_size]))
+    # plus one block of growth per row: the scheduler's admission headroom, so a request can be
+    # admitted beside a full batch of the longest ones
+    return max(1, sum(need[:cfg.max_batch_size]) + min(cfg.max_batch_size, len(reqs)))
 
 
 def _tables(tables: list[list[int]], width: int, device: torch.device) -> torch.Tensor:
@@ -148,6 +152,7 @@ class Generator:
                                   c.head_dim, engine.dtype, engine.device)
         self.scratch_block = num_blocks
         self.sampler = cfg.sampler or default_impl(engine.device)
+        self.steps: Counter[str] = Counter()  # forward steps by kind: prefill, decode, mixed
         self.graphs = None
         if cfg.cuda_graphs:
             if engine.device.type != "cuda" or engine.backend != "triton":
@@ -159,11 +164,16 @@ class Generator:
         by_id = {r.seq.seq_id: r for r in self.reqs}
         while self.sched.has_work():
             work = self.sched.schedule()
-            seqs = sorted(work.seqs, key=lambda s: s.slot)  # adapters as contiguous segments
-            if work.kind == "prefill":
-                last = self._prefill(seqs)
+            dec = sorted(work.decode, key=lambda s: s.slot)  # adapters as contiguous segments
+            pre = sorted(work.prefill, key=lambda s: s.slot)
+            self.steps[work.kind] += 1
+            if dec and pre:
+                last = self._mixed(dec, pre)
+            elif pre:
+                last = self._prefill(pre)
             else:
-                last = self._decode(seqs)
+                last = self._decode(dec)
+            seqs = dec + pre  # the rows of `last`, in order
             reqs = [by_id[s.seq_id] for s in seqs]
             tokens = self._next_tokens(reqs, last)
             for r, tok in zip(reqs, tokens):
@@ -185,23 +195,33 @@ class Generator:
         logits = parallel.gather_logits(logits, tp, self.engine.model.cfg.vocab_size)
         return parallel.decide_once(tp, lambda: sample_logits(logits, *keys), len(reqs), self.engine.device)
 
-    def _prefill(self, seqs: list[Sequence]) -> torch.Tensor:
+    def _prefill_batch(self, seqs: list[Sequence]) -> Batch:
         dev = self.engine.device
-        rows = [s.tokens for s in seqs]
         tables = [self.sched.table(s) for s in seqs]
-        width = max(len(t) for t in tables)
-        batch = build_prefill(rows, [s.slot for s in seqs], dev, _tables(tables, width, dev))
+        return build_prefill([s.tokens for s in seqs], [s.slot for s in seqs], dev,
+                             _tables(tables, max(len(t) for t in tables), dev))
+
+    def _decode_batch(self, seqs: list[Sequence]) -> Batch:
+        dev = self.engine.device
+        tables = [self.sched.table(s) for s in seqs]
+        return build_decode([s.output[-1] for s in seqs], [s.num_tokens - 1 for s in seqs],
+                            [s.slot for s in seqs], _tables(tables, max(len(t) for t in tables), dev), dev)
+
+    def _prefill(self, seqs: list[Sequence]) -> torch.Tensor:
+        batch = self._prefill_batch(seqs)
         hidden = self.engine.model.forward(self.engine.ops, batch, self.cache)  # [T, H]
         return hidden[batch.cu_seqlens_q[1:].long() - 1]  # [B, H]
 
     def _decode(self, seqs: list[Sequence]) -> torch.Tensor:
         if self.graphs is not None and len(seqs) <= self.graphs.max_bucket:
             return self.graphs.run(seqs)
-        dev = self.engine.device
-        tables = [self.sched.table(s) for s in seqs]
-        batch = build_decode([s.output[-1] for s in seqs], [s.num_tokens - 1 for s in seqs],
-                             [s.slot for s in seqs], _tables(tables, max(len(t) for t in tables), dev), dev)
-        return self.engine.model.forward(self.engine.ops, batch, self.cache)  # [B, H]
+        return self.engine.model.forward(self.engine.ops, self._decode_batch(seqs), self.cache)  # [B, H]
+
+    def _mixed(self, dec: list[Sequence], pre: list[Sequence]) -> torch.Tensor:
+        """One forward: the decode rows and the new rows' prompts (eager, never a CUDA graph)."""
+        d, p = self._decode_batch(dec), self._prefill_batch(pre)
+        hidden = self.engine.model.forward(self.engine.ops, build_mixed(d, p), self.cache)  # [T, H]
+        return torch.cat([hidden[:d.num_tokens], hidden[d.num_tokens + p.cu_seqlens_q[1:].long() - 1]])
 
 
 class _RowSlotLoraOps:

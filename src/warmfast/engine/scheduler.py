@@ -1,11 +1,14 @@
 """Continuous batching over the paged KV cache, with preemption by recomputation.
 
-Each step is either a prefill (admit waiting sequences, oldest first, while their blocks plus one
-block of growth for each running sequence, the batch size and the token budget allow; into an
-empty cache a sequence is always admitted) or a decode (one token for every running sequence).
-When a decode step needs a block and none is free, the most recently admitted running sequence
-is preempted: its blocks are freed and it returns to the front of the queue keeping the tokens
-it has generated; on readmission its prompt + output is prefilled again (recomputation).
+Each step decodes one token for every running sequence and, in the same forward, prefills the
+waiting sequences that fit (oldest first, while their blocks plus one block of growth for each
+running sequence, the batch size and the token budget allow; into an empty cache a sequence is
+always admitted). So a step is a decode, a prefill (nothing running yet) or both ("mixed"): a
+request that arrives while others decode never stalls them for a step of its own.
+When a decode needs a block and none is free, the most recently admitted running sequence is
+preempted: its blocks are freed and it returns to the front of the queue keeping the tokens it
+has generated; on readmission its prompt + output is prefilled again (recomputation). A step that
+preempted admits nothing (the victim would be readmitted at once).
 Every sequence is in exactly one of waiting / running / finished, so none is dropped or run
 twice; `check()` asserts it.
 """
@@ -56,8 +59,16 @@ class Sequence:
 
 @dataclass(slots=True)
 class Scheduled:
-    kind: str  # "prefill": feed every token of each seq; "decode": feed each seq's last token
-    seqs: list[Sequence]
+    decode: list[Sequence]  # feed each one's last token
+    prefill: list[Sequence]  # feed every token (a new sequence, or a preempted one recomputed)
+
+    @property
+    def kind(self) -> str:
+        return "mixed" if self.decode and self.prefill else "prefill" if self.prefill else "decode"
+
+    @property
+    def seqs(self) -> list[Sequence]:
+        return self.decode + self.prefill
 
 
 class Scheduler:
@@ -83,10 +94,21 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     def schedule(self) -> Scheduled:
-        """The next step's work. Prefill is preferred, so new requests join as soon as they fit."""
+        """The next step's work: a decode of every running sequence (growing their tables, which
+        may preempt), plus the admissions that fit beside it."""
         if not self.has_work():
             raise RuntimeError("Scheduler.schedule: nothing is waiting or running")
-        admitted, tokens = [], 0
+        preemptions = self.num_preemptions
+        decode = self._grow_for_decode() if self.running else []
+        admitted = self._admit(len(decode)) if self.num_preemptions == preemptions else []
+        if not decode and not admitted:
+            raise RuntimeError("Scheduler: the first waiting sequence does not fit an empty cache "
+                               "(add() should have refused it)")
+        return Scheduled(decode, admitted)
+
+    def _admit(self, tokens: int) -> list[Sequence]:
+        """Waiting sequences that fit beside `tokens` decode tokens, oldest first."""
+        admitted = []
         while self.waiting and len(self.running) < self.cfg.max_batch_size:
             seq = self.waiting[0]
             if admitted and tokens + seq.num_tokens > self.cfg.max_batch_tokens:
@@ -103,15 +125,10 @@ class Scheduler:
             self.running.append(seq)
             admitted.append(seq)
             tokens += seq.num_tokens
-        if admitted:
-            return Scheduled("prefill", admitted)
-        return Scheduled("decode", self._grow_for_decode())
+        return admitted
 
     def _grow_for_decode(self) -> list[Sequence]:
         """Give every running sequence room for one more position, preempting from the back."""
-        if not self.running:
-            raise RuntimeError("Scheduler: the first waiting sequence does not fit an empty cache "
-                               "(add() should have refused it)")
         scheduled: list[Sequence] = []
         queue = list(self.running)
         while queue:

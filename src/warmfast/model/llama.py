@@ -52,12 +52,20 @@ class Model:
         v = v.reshape(T, cfg.num_kv_heads, cfg.head_dim)
         q, k = ops.rope(q, k, batch.positions, self.inv_freq)
         scale = 1.0 / math.sqrt(cfg.head_dim)
-        if kv_cache is not None:
-            kv_cache.write(layer, k, v, batch)
-        if batch.is_decode:  # one query per row against its cached keys
-            o = ops.decode_attention(q, *kv_cache.layer(layer), batch, scale)
-        else:  # fresh rows: causal attention within each packed row
-            o = ops.attention(q, k, v, batch, scale)
+        if batch.parts is not None:  # mixed step: decode rows first, then fresh prefill rows
+            dec, pre = batch.parts
+            nd = dec.num_tokens
+            kv_cache.write(layer, k[:nd], v[:nd], dec)
+            kv_cache.write(layer, k[nd:], v[nd:], pre)
+            o = torch.cat([ops.decode_attention(q[:nd], *kv_cache.layer(layer), dec, scale),
+                           ops.attention(q[nd:], k[nd:], v[nd:], pre, scale)])
+        else:
+            if kv_cache is not None:
+                kv_cache.write(layer, k, v, batch)
+            if batch.is_decode:  # one query per row against its cached keys
+                o = ops.decode_attention(q, *kv_cache.layer(layer), batch, scale)
+            else:  # fresh rows: causal attention within each packed row
+                o = ops.attention(q, k, v, batch, scale)
         return self.linear(ops, o.reshape(T, cfg.q_size), w.o, layer, "o", batch)
 
     def mlp_block(self, ops, layer: int, w: LayerWeights, x: torch.Tensor, batch: Batch) -> torch.Tensor:
