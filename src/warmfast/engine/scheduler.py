@@ -130,9 +130,13 @@ class Scheduler:
     def _grow_for_decode(self) -> list[Sequence]:
         """Give every running sequence room for one more position, preempting from the back."""
         scheduled: list[Sequence] = []
-        queue = list(self.running)
+        tables, block_size = self.blocks.tables, self.cfg.block_size
+        queue = deque(self.running)
         while queue:
-            seq = queue.pop(0)
+            seq = queue.popleft()
+            if len(tables[seq.seq_id]) * block_size >= len(seq.prompt) + len(seq.output):
+                scheduled.append(seq)  # its last block has room: the common case, no block moves
+                continue
             while not self.blocks.can_hold(seq.seq_id, seq.num_tokens):
                 victim = queue.pop() if queue else seq
                 self._preempt(victim)
