@@ -174,3 +174,16 @@ def test_triton_backend_mixed_steps_equal_torch(tiny, llama4):
     ref = _run(llama4, reqs, max_batch_size=64, block_size=4)
     assert tri.steps["mixed"] > 0
     assert [r.out.token_ids for r in tri.reqs] == [r.out.token_ids for r in ref.reqs]
+
+
+def test_generate_stats_describe_the_last_call(llama4):
+    reqs = sampled(llama4, 24)
+    res = generate(llama4, reqs, max_batch_size=12, block_size=4, kv_blocks=14)
+    st = llama4.generate_stats
+    assert st.requests == 24 and st.tokens == sum(len(r.token_ids) for r in res)
+    assert st.preemptions > 0 and st.kv_blocks == 14 and st.cuda_graph_buckets == []
+    assert set(st.steps) <= {"prefill", "decode", "mixed"} and st.steps["decode"] > 0
+    assert "preemptions" in st.summary() and f"{st.tokens} tokens for 24 requests" in st.summary()
+    generate(llama4, [])
+    assert llama4.generate_stats is None  # never a stale report
+

@@ -110,19 +110,16 @@ def cmd_generate(args) -> int:
             max_new_tokens=r.get("max_new_tokens", args.max_new_tokens),
             temperature=r.get("temperature", args.temperature), seed=r.get("seed", args.seed),
             stop=r.get("stop", [])))
-    t0 = time.perf_counter()
     results = eng.generate(reqs, max_batch_size=args.max_batch_size, progress=_lead(eng),
                            cuda_graphs=args.cuda_graphs)
-    dt = time.perf_counter() - t0
     if not _lead(eng):
         return 0
-    ntok = sum(len(r.token_ids) for r in results)
     with open(args.output, "w") as f:
         for row, res in zip(rows, results):
             f.write(json.dumps({**row, "text": res.text, "token_ids": res.token_ids,
                                 "finish_reason": res.finish_reason}) + "\n")
-    print(f"generated {ntok} tokens for {len(rows)} requests in {dt:.2f}s "
-          f"({ntok / max(dt, 1e-9):.0f} tokens/s) -> {args.output}", file=sys.stderr)
+    stats = eng.generate_stats.summary() if eng.generate_stats is not None else "nothing to generate"
+    print(f"generated {stats} -> {args.output}", file=sys.stderr)
     return 0
 
 

@@ -15,6 +15,7 @@ bucket (`cuda_graphs=True`); each captured graph is checked once against the eag
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -61,6 +62,27 @@ class _Request:
     params: SamplingParams
     request_id: int
     out: OutputState
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateStats:
+    """How the last Engine.generate call went (Engine.generate_stats): forward steps by kind
+    (prefill / decode / mixed), preemptions (raise kv_blocks or lower max_batch_size if many),
+    the KV pool size in blocks and the CUDA-graph batch buckets captured."""
+
+    requests: int
+    tokens: int
+    seconds: float
+    steps: dict[str, int]
+    preemptions: int
+    kv_blocks: int
+    cuda_graph_buckets: list[int]
+
+    def summary(self) -> str:
+        steps = ", ".join(f"{n} {k}" for k, n in sorted(self.steps.items()))
+        return (f"{self.tokens} tokens for {self.requests} requests in {self.seconds:.2f}s "
+                f"({self.tokens / max(self.seconds, 1e-9):.0f} tokens/s); steps: {steps}; "
+                f"{self.preemptions} preemptions; KV pool {self.kv_blocks} blocks")
 
 
 def default_request_id(prompt_ids: list[int]) -> int:
@@ -326,13 +348,20 @@ def generate(engine, requests, max_batch_size: int = 64, progress: bool = False,
     (fields of GeneratorConfig)."""
     from warmfast.engine.api import GenerateResult
 
+    engine.generate_stats = None
     cfg = GeneratorConfig(max_batch_size=max_batch_size, **knobs)
     reqs = _prepare(engine, requests, cfg)
     if not reqs:
         return []
     gen = Generator(engine, cfg, reqs)
+    t0 = time.perf_counter()
     with tqdm(total=sum(r.seq.max_new_tokens for r in reqs), unit="tok", desc="generate",
               disable=not progress) as bar:
         gen.run(bar)
+    engine.generate_stats = GenerateStats(
+        requests=len(reqs), tokens=sum(len(r.out.token_ids) for r in reqs),
+        seconds=time.perf_counter() - t0, steps=dict(gen.steps),
+        preemptions=gen.sched.num_preemptions, kv_blocks=gen.sched.cfg.num_blocks,
+        cuda_graph_buckets=sorted(gen.graphs.graphs) if gen.graphs is not None else [])
     return [GenerateResult(text=r.out.text, token_ids=list(r.out.token_ids),
                            finish_reason=r.out.finish_reason) for r in reqs]
