@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import random
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e_score import add_model_args, build_random_model, load_hf_peft, timed  # noqa: E402
+from e2e_score import add_model_args, build_random_model, load_hf_peft, record_header, timed  # noqa: E402
 
 
 def make_prompts(n: int, length: int, new: int, vocab: int, arms: list, ragged: bool, seed: int = 0):
@@ -166,11 +165,7 @@ def main(argv=None) -> list[dict]:
                      warmups={"hf_peft_mixed": hf_warmup(True), "hf_base_only": hf_warmup(False)})
         tps = {k: counts[k] / s for k, s in secs.items()}
         record = {
-            "bench": "e2e_generate", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": platform.node(), "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(), "device": args.device,
-            "card": torch.cuda.get_device_name() if args.device == "cuda" else None,
-            "torch": torch.__version__, "backend": eng.backend,
+            **record_header("e2e_generate", args.device, eng.backend),
             "preset": args.preset, "dtype": args.dtype, "adapters": args.adapters, "rank": args.rank,
             "rows": rows, "max_batch": batch, "prompt": args.prompt, "new": args.new, "ragged": args.ragged,
             "generated_tokens": counts,

@@ -89,6 +89,15 @@ def make_rows(n_rows: int, ctx: int, cont: int, vocab: int, arms: list, seed: in
     return rows
 
 
+def record_header(bench: str, device: str, backend: str) -> dict:
+    """Where and when a bench record was measured: machine, CPU, threads, card, torch, backend."""
+    return {"bench": bench, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": platform.node(), "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "device": device,
+            "card": torch.cuda.get_device_name() if device == "cuda" else None,
+            "torch": torch.__version__, "backend": backend}
+
+
 def timed(fns: dict, device: str, reps: int, warmups: dict | None = None) -> dict[str, float]:
     """Best-of-reps seconds per system, the systems interleaved within each rep so that a change
     in machine load hits all of them alike. warmups: {system: a cheaper warm-up call} for systems
@@ -212,11 +221,7 @@ def main(argv=None) -> dict:
     n_params = sum(p.numel() for n, p in pm.named_parameters() if "lora_" not in n)
     tps = {k: n_tokens / t for k, t in secs.items()}
     record = {
-        "bench": "e2e_score", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.node(), "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(), "device": args.device,
-        "card": torch.cuda.get_device_name() if args.device == "cuda" else None,
-        "torch": torch.__version__, "backend": eng.backend,
+        **record_header("e2e_score", args.device, eng.backend),
         "preset": args.preset, "params": n_params, "dtype": args.dtype, "adapters": args.adapters,
         "rank": args.rank, "rows": args.rows, "ragged": args.ragged, "ctx": args.ctx, "cont": args.cont, "tokens": n_tokens,
         "tokens_per_s": {k: round(v, 1) for k, v in tps.items()},

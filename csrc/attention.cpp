@@ -4,10 +4,7 @@
 #include "warmfast.h"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 #include <vector>
-
 
 namespace warmfast {
 

@@ -8,9 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
-
 
 namespace warmfast {
 
