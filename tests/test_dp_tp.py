@@ -17,14 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 
 import warmfast as wf
 from test_openai_client import SECRET, endpoint  # noqa: F401  (fixture)
-from test_tp import free_port, rel
+from test_tp import free_port, gloo_world, rel
 from warmfast.cli import main
 from warmfast.model.parallel import TensorParallelError, check_world
 from warmfast.run.cli import data_parallel_shard
@@ -156,11 +155,8 @@ def _requests(group: int, adapters: list[str]) -> list[wf.ScoreRequest]:
 def _api_worker(rank: int, world: int, port: int, model_dir: str, adapters: dict, out_path: str) -> None:
     from warmfast.model.parallel import parallel_layout
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
     seen = {}
-    try:
+    with gloo_world(rank, world, port):
         try:
             wf.Engine.from_pretrained(model_dir, adapters=adapters, tensor_parallel=3)
         except TensorParallelError as err:
@@ -176,8 +172,6 @@ def _api_worker(rank: int, world: int, port: int, model_dir: str, adapters: dict
                     logprob=[r.logprob for r in scores], greedy=[r.is_greedy for r in scores])
         with open(f"{out_path}.{rank}", "w") as f:
             json.dump(seen, f)
-    finally:
-        dist.destroy_process_group()
 
 
 def test_from_pretrained_makes_tp_groups_in_a_larger_world(tiny_model, tmp_path):

@@ -1,14 +1,12 @@
 """The paged generator under tensor parallelism (CPU, gloo, 2 ranks): every rank returns exactly the
 tokens of one process, with mixed adapters, sampling filters and a pool small enough to preempt."""
 import json
-import os
 import socket
 
-import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import warmfast as wf
+from test_tp import gloo_world
 
 PROMPTS = ["The capital of France is", "Why is the sky blue? Explain", "My friend, 21, has a fever and"]
 
@@ -37,14 +35,8 @@ def run(model_dir, adapters, tensor_parallel: int) -> dict:
 
 
 def _worker(rank, world, port, model_dir, adapters, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        with open(f"{out}.{rank}", "w") as f:
-            json.dump(run(model_dir, adapters, world), f)
-    finally:
-        dist.destroy_process_group()
+    with gloo_world(rank, world, port), open(f"{out}.{rank}", "w") as f:
+        json.dump(run(model_dir, adapters, world), f)
 
 
 def test_tp2_generation_equals_one_process(tiny, tmp_path):

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import socket
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -32,6 +33,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def gloo_world(rank: int, world: int, port: int):
+    """A spawned worker's gloo process group (one thread per rank). On success every rank leaves
+    in step (parallel.finish_distributed: barrier, then destroy), since a rank that tears down
+    while another still talks to it aborts the process; on an error the group is destroyed at
+    once and the error propagates."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        yield
+    except BaseException:
+        dist.destroy_process_group()
+        raise
+    parallel.finish_distributed()
 
 
 def score_requests(adapter_names: list[str], vocab: int) -> list[wf.ScoreRequest]:
@@ -76,15 +94,10 @@ def run_all(models: dict, tensor_parallel: int, budget: int = 64, n_prompts: int
 
 
 def _worker(rank: int, world: int, port: int, models: dict, out_path: str, kwargs: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_world(rank, world, port):
         res = run_all(models, world, **kwargs)
         with open(f"{out_path}.{rank}", "w") as f:
             json.dump(res, f)
-    finally:
-        dist.destroy_process_group()
 
 
 def spawn_tp(world: int, models: dict, tmp_path, **kwargs) -> list[dict]:

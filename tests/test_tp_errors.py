@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import warmfast as wf
-from test_tp import free_port, rel
+from test_tp import free_port, gloo_world, rel
 from warmfast.model.config import ModelConfig
 from warmfast.model.parallel import TensorParallelError, check_divisible
 
@@ -39,11 +39,8 @@ def test_divisibility_names_the_config_value():
 
 
 def _worker(rank: int, world: int, port: int, cases: dict, out_path: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
     seen = {}
-    try:
+    with gloo_world(rank, world, port):
         for name, (model_dir, n) in cases.items():
             try:
                 wf.Engine.from_pretrained(model_dir, tensor_parallel=n)
@@ -52,8 +49,6 @@ def _worker(rank: int, world: int, port: int, cases: dict, out_path: str) -> Non
                 seen[name] = [type(err).__name__, str(err)]
         with open(f"{out_path}.{rank}", "w") as f:
             json.dump(seen, f)
-    finally:
-        dist.destroy_process_group()
 
 
 def test_errors_on_every_rank(tiny, tmp_path):
