@@ -53,7 +53,8 @@ def _count(db_path, sql) -> int:
 
 
 def _run_and_kill(cfg_path, db_path, sql, total, timeout=300):
-    """Start `warmfast run`, SIGKILL it once 0 < count(sql) < total; returns the count at the kill."""
+    """Start `warmfast run`, SIGKILL it once 0 < count(sql) < total; returns the count the kill
+    left (re-read: a chunk can commit between the last poll and the kill)."""
     proc = subprocess.Popen([sys.executable, "-m", "warmfast", "run", str(cfg_path), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     start = _count(db_path, sql)
@@ -63,7 +64,7 @@ def _run_and_kill(cfg_path, db_path, sql, total, timeout=300):
         if start < n < total:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-            return n
+            return _count(db_path, sql)
         if proc.poll() is not None:
             pytest.fail(f"the run ended (rc={proc.returncode}) before it could be killed midway; "
                         f"count={n} of {total}; stderr: {proc.stderr.read()[-2000:]}")
@@ -86,8 +87,9 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, tiny):
     at_kill = _run_and_kill(cfg, db, gen_sql, n_jobs)
     with Store(db) as st:  # what was committed before the kill, with its write time
         before = {r[0]: r[1] for r in st._db.execute("SELECT job_key, created_at FROM generations")}
-    assert len(before) == at_kill and at_kill % 12 == 0  # whole chunks only
+    assert len(before) == at_kill and 0 < at_kill < n_jobs and at_kill % 12 == 0  # whole chunks only
     judged_at_kill = _run_and_kill(cfg, db, judge_sql, n_judged)
+    assert 0 < judged_at_kill < n_judged  # killed while judging
     assert _count(db, gen_sql) == n_jobs  # generation finished in the second run
     done = subprocess.run([sys.executable, "-m", "warmfast", "run", str(cfg), "--no-progress"],
                           capture_output=True, text=True, timeout=300)
