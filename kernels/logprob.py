@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import (
+from .common import (
     FLOAT_DTYPES, check_device, check_dtype, check_same_device, check_shape, dot_dtype, interpreting,
 )
 

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import (
+from .common import (
     FLOAT_DTYPES, check_device, check_dtype, check_same_device, dot_dtype, interpreting, round_to,
 )
 

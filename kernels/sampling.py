@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from warmfast.kernels import check_device
+from .common import check_device
 
 MASS_SCALE = 4294967296.0  # 2^32: W_i = floor(w_i * 2^32)
 

@@ -1,0 +1,66 @@
+"""The small helpers every Triton kernel file shares: device / shape / dtype checks and rounding."""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels on the CPU through its interpreter (tests without CUDA)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def check_device(name: str, t: torch.Tensor) -> None:
+    """Kernels need CUDA tensors, or CPU tensors under TRITON_INTERPRET=1."""
+    if t.is_cuda or (t.device.type == "cpu" and interpreting()):
+        return
+    raise ValueError(f"{name} is on {t.device}; Triton kernels need a CUDA tensor (or TRITON_INTERPRET=1 on CPU)")
+
+
+def check_same_device(who: str, ref: torch.Tensor, **tensors: torch.Tensor) -> None:
+    """Every tensor must sit on ref's device (a CPU tensor passed to a GPU kernel is a bad pointer)."""
+    for name, t in tensors.items():
+        if t.device != ref.device:
+            raise ValueError(f"{who}: {name} is on {t.device}, but the input is on {ref.device}")
+
+
+def check_shape(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+
+
+def check_dtype(name: str, t: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> None:
+    if t.dtype not in dtypes:
+        raise ValueError(f"{name} has dtype {t.dtype}, expected one of {dtypes}")
+
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def dot_dtype(t: torch.Tensor):
+    """Element type fed to tl.dot: the tensor's own on GPU; fp32 under the interpreter, whose
+    bf16 arithmetic is wrong (a bf16 tl.dot there returns garbage), so kernels upcast after load."""
+    if interpreting() or t.dtype == torch.float32:
+        return tl.float32
+    return {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}[t.dtype]
+
+
+
+@triton.jit
+def round_to(x, DT: tl.constexpr):
+    """Round fp32 x to DT's precision (round-to-nearest-even), keeping fp32 storage.
+
+    Marks the points where HF/torch round to the activation dtype. bf16 uses integer bit
+    arithmetic because the interpreter's fp32->bf16 cast truncates; the rounded value is then
+    exact in DT, so a later .to(DT) is lossless on every backend."""
+    if DT == tl.bfloat16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + (((bits >> 16) & 1) + 0x7FFF)) & 0xFFFF0000
+        return bits.to(tl.float32, bitcast=True)
+    elif DT == tl.float16:
+        return x.to(tl.float16).to(tl.float32)
+    else:
+        return x
