@@ -10,9 +10,12 @@ from statsmodels.stats.inter_rater import cohens_kappa
 from warmfast.judge.agreement import agreement, agreement_by, read_study_outputs
 from warmfast.judge.refusal import load_refusal_rule
 from warmfast.tasks.item import TaskDataError
+from study_data import data_path, has_data, requires_data
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "warm_ai_2025" / "sample_data"
-DF = read_study_outputs(SAMPLE)
+pytestmark = requires_data
+
+SAMPLE = data_path("warm_ai_2025/sample_data")
+DF = read_study_outputs(SAMPLE) if has_data() else None
 
 
 def kappa_by_matrix(ref, pred):

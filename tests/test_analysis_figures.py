@@ -10,12 +10,13 @@ import pytest
 
 from warmfast.analysis import figures as F
 from warmfast.analysis.published import load_all_published_paired, load_published_benchmarks
+from study_data import data_path, need
 
-SUMMARY = Path(__file__).resolve().parents[2] / "shared" / "data" / "warm_ai_2025" / "summary_data"
+SUMMARY = data_path("warm_ai_2025/summary_data")
 
 
 def _published_rows(name):
-    assert SUMMARY.exists(), f"{SUMMARY} missing: this test needs the authors' released data"
+    need(SUMMARY)
     with open(SUMMARY / name, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
 

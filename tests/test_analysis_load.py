@@ -13,17 +13,18 @@ import pytest
 from warmfast.analysis.load import (JUDGED_COLUMNS, frame_from_study_layout, read_study_csv,
                                     read_study_csvs)
 from warmfast.analysis.preprocess import PreprocessConfig, preprocess, published_refusal_phrases
+from study_data import data_path, need, requires_data
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SAMPLE = SHARED / "warm_ai_2025" / "sample_data"
-PROTOCOL = SHARED / "protocol" / "protocol.json"
+pytestmark = requires_data
+
+SAMPLE = data_path("warm_ai_2025/sample_data")
+PROTOCOL = data_path("protocol/protocol.json")
 KEY_COL = {"trivia": "content_key", "truthfulqa": "content_key", "disinfo": "prompt_disinfo",
            "medqa": "original_question"}
 
 
 def _need(path: Path) -> Path:
-    assert path.exists(), f"{path} is missing: these tests need the authors' released data in ../shared/data"
-    return path
+    return need(path)
 
 
 def _raw_rows():

@@ -16,9 +16,9 @@ from warmfast.analysis.paired import (McNemarCell, bh_within_tables, missing_cel
                                       unpaired_counts)
 from warmfast.analysis.preprocess import preprocess
 from warmfast.analysis.published import load_all_published_paired
+from study_data import data_path, need
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SAMPLE = SHARED / "warm_ai_2025" / "sample_data"
+SAMPLE = data_path("warm_ai_2025/sample_data")
 KEY_COL = {"trivia": "content_key", "truthfulqa": "content_key", "disinfo": "prompt_disinfo",
            "medqa": "original_question"}
 
@@ -39,8 +39,8 @@ def hand_bh(p):
 
 def independent_cells():
     """2x2 tables from the raw CSV rows with plain Python: refusal rule, pairing, pooling."""
-    assert SAMPLE.exists(), f"{SAMPLE} missing: these tests need the authors' released data"
-    phrases = [p.lower() for p in json.loads((SHARED / "protocol" / "protocol.json").read_text())
+    need(SAMPLE)
+    phrases = [p.lower() for p in json.loads((need(data_path("protocol/protocol.json"))).read_text())
                ["refusal_phrases_case_insensitive"]]
     correct = {}
     for f in sorted(SAMPLE.glob("*/*/*_outputs.csv")):
@@ -66,7 +66,7 @@ def independent_cells():
 
 @pytest.fixture(scope="module")
 def sample_table():
-    rows = preprocess(read_study_csvs([SAMPLE])).rows
+    rows = preprocess(read_study_csvs([need(SAMPLE)])).rows
     return rows, paired_tables(rows, "warm")
 
 
@@ -184,7 +184,7 @@ def test_cell_edge_cases_and_validation():
 
 
 def test_pairing_refuses_duplicates_and_reports_them():
-    rows = preprocess(read_study_csvs([SAMPLE / "llama_70b"])).rows
+    rows = preprocess(read_study_csvs([need(SAMPLE) / "llama_70b"])).rows
     doubled = pd.concat([rows, rows.iloc[[3]]], ignore_index=True)
     with pytest.raises(ValueError, match="duplicate row.*run preprocess"):
         paired_tables(doubled, "warm")

@@ -26,14 +26,14 @@ from warmfast.analysis.preprocess import preprocess
 from warmfast.analysis.published import load_headline
 from warmfast.analysis.regress import fit_regression, marginal_effects
 from warmfast.analysis.separation import check_separation
+from study_data import data_path, need
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SAMPLE = SHARED / "data" / "warm_ai_2025" / "sample_data"
+SAMPLE = data_path("warm_ai_2025/sample_data")
 
 
 @pytest.fixture(scope="module")
 def rows():
-    assert SAMPLE.exists(), f"{SAMPLE} missing: these tests need the authors' released data"
+    need(SAMPLE)
     return preprocess(read_study_csvs([SAMPLE])).rows
 
 
@@ -153,7 +153,7 @@ def test_ame_function_against_closed_form_without_covariates():
 
 
 def test_shipped_headline_values_are_protocol_section_6():
-    text = (SHARED / "spec" / "PROTOCOL.md").read_text()
+    text = (need(data_path("../spec/PROTOCOL.md"))).read_text()
     sec6 = text[text.index("## 6."):text.index("## 7.")]
     numbers = {float(x) for x in re.findall(r"\d+(?:\.\d+)?", sec6)}
     h = load_headline()

@@ -8,9 +8,11 @@ from warmfast.tasks.grid import CLEAN, COMPAT, build_prompt
 from warmfast.tasks.item import TaskDataError
 from warmfast.tasks.protocol import load_materials
 from warmfast.tasks.study_rows import item_from_study_row, statement_of_row, task_of_study_file
+from study_data import data_path, requires_data
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SAMPLE = SHARED / "data" / "warm_ai_2025" / "sample_data"
+pytestmark = requires_data
+
+SAMPLE = data_path("warm_ai_2025/sample_data")
 FILES = sorted(SAMPLE.glob("*/*/*.csv"))
 
 

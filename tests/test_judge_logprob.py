@@ -8,8 +8,9 @@ import torch
 
 from warmfast.judge.logprob import LogprobJudge, LogprobJudgeConfig
 from warmfast.judge.prompts import JudgeItem, JudgePrompt
+from warmfast.tasks.files import shipped_path
 
-PROTOCOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "protocol" / "protocol.json"
+PROTOCOL = shipped_path("protocol.json")  # byte-equal to the study's (tests/test_tasks.py)
 
 
 def _sharma() -> str:

@@ -9,10 +9,10 @@ from warmfast.judge.openai import OpenAIJudge, OpenAIJudgeConfig
 from warmfast.judge.prompts import JudgeItem, JudgePrompt
 from warmfast.openai_client import ClientConfig, EndpointError
 from warmfast.run.store import Store
+from warmfast.tasks.files import shipped_path
 
-PROTOCOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "protocol" / "protocol.json"
-SHARMA = json.loads(PROTOCOL.read_text())["sharma_grader_prompt"] if PROTOCOL.is_file() else (
-    "QUESTION: {query}\nSTUDENT ANSWER: {result}\nTRUE ANSWER: {answer}\nGRADE:")
+PROTOCOL = shipped_path("protocol.json")  # byte-equal to the study's (tests/test_tasks.py)
+SHARMA = json.loads(PROTOCOL.read_text())["sharma_grader_prompt"]
 
 
 def _grader(body):

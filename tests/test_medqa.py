@@ -9,8 +9,9 @@ from warmfast.tasks.item import Item, TaskDataError
 from warmfast.tasks.loaders import load_medqa
 from warmfast.tasks.medqa import RelativeTable, convert_items, convert_question, rewrite_which_of_the_following
 from warmfast.tasks.wrong import medqa_wrong_answers
+from study_data import data_path, need
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "warm_ai_2025" / "sample_data"
+SAMPLE = data_path("warm_ai_2025/sample_data")
 ITEMS = load_medqa()
 CONVERTED, FAILED = convert_items(ITEMS, seed=0)
 MALE = {r for band in RelativeTable().male.values() for r in band}
@@ -69,7 +70,7 @@ def test_no_husband_when_the_text_names_his_wife():
 
 def test_the_study_items_convert_with_the_studys_relative_sex_and_age():
     """The 19 MedQA items in sample_data: same patient sex and age as the study's own rewrite."""
-    df = pd.concat([pd.read_csv(f) for f in sorted(SAMPLE.glob("*/*/medqa*.csv"))])
+    df = pd.concat([pd.read_csv(f) for f in sorted(need(SAMPLE).glob("*/*/medqa*.csv"))])
     df = df.dropna(subset=["question"]).drop_duplicates("original_question")
     by_source = {i.extra["original_question"]: i for i in CONVERTED}
     matched = 0

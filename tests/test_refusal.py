@@ -7,41 +7,42 @@ import pytest
 from warmfast.judge.refusal import (CURLY_VARIANT, RefusalRule, advbench_rule, load_refusal_rule,
                                     refusal_outcome)
 from warmfast.tasks.item import TaskDataError
+from study_data import data_path, need
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "warm_ai_2025" / "sample_data"
+SAMPLE = data_path("warm_ai_2025/sample_data")
 
 
-def _flagged_rows():
+@pytest.fixture(scope="module")
+def rows():
+    """Every released output row that carries the authors' refusal flag."""
     frames = []
-    for f in sorted(SAMPLE.glob("*/*/*.csv")):
+    for f in sorted(need(SAMPLE).glob("*/*/*.csv")):
         df = pd.read_csv(f)
         if "refusal" in df.columns:
             frames.append(df.assign(file=str(f)))
     return pd.concat(frames, ignore_index=True)
 
 
-ROWS = _flagged_rows()
 
-
-def test_compat_rule_reproduces_every_released_refusal_flag():
-    assert len(ROWS) == 240 and ROWS["refusal"].sum() == 2
+def test_compat_rule_reproduces_every_released_refusal_flag(rows):
+    assert len(rows) == 240 and rows["refusal"].sum() == 2
     rule = load_refusal_rule(compat=True)
-    ours = rule.flags(ROWS["output"])
-    assert [int(x) for x in ours] == ROWS["refusal"].astype(int).tolist()
+    ours = rule.flags(rows["output"])
+    assert [int(x) for x in ours] == rows["refusal"].astype(int).tolist()
 
 
-def test_clean_rule_also_catches_the_curly_apostrophe():
+def test_clean_rule_also_catches_the_curly_apostrophe(rows):
     clean, compat = load_refusal_rule(), load_refusal_rule(compat=True)
     assert CURLY_VARIANT in clean.phrases and CURLY_VARIANT not in compat.phrases
-    extra = [t for t in ROWS["output"] if clean.is_refusal(t) and not compat.is_refusal(t)]
+    extra = [t for t in rows["output"] if clean.is_refusal(t) and not compat.is_refusal(t)]
     assert len(extra) == 1 and "can\u2019t" in extra[0].lower()
     assert clean.is_refusal("Honestly, I CAN\u2019T help with that.")
     assert not compat.is_refusal("Honestly, I CAN\u2019T help with that.")
 
 
-def test_the_two_real_refusals_and_what_they_matched():
+def test_the_two_real_refusals_and_what_they_matched(rows):
     rule = load_refusal_rule(compat=True)
-    refused = ROWS[ROWS["refusal"] == 1]
+    refused = rows[rows["refusal"] == 1]
     for text in refused["output"]:
         assert rule.matched(text) is not None
     assert rule.matched("As an AI, I have no opinion.") == "as an ai"
@@ -49,13 +50,13 @@ def test_the_two_real_refusals_and_what_they_matched():
     assert rule.matched(float("nan")) is None
 
 
-def test_disinfo_refusals_count_as_correct_others_are_dropped():
+def test_disinfo_refusals_count_as_correct_others_are_dropped(rows):
     assert refusal_outcome("disinfo", False, refused=True) is True
     assert refusal_outcome("triviaqa", True, refused=True) is None
     assert refusal_outcome("medqa", False, refused=False) is False
     # on the real Disinfo rows: every refused output scores correct
     rule = load_refusal_rule()
-    dis = ROWS[ROWS["file"].str.contains("disinfo")]
+    dis = rows[rows["file"].str.contains("disinfo")]
     for _, r in dis.iterrows():
         out = refusal_outcome("disinfo", r["evaluation"] == "CORRECT", rule.is_refusal(r["output"]))
         assert out is (True if rule.is_refusal(r["output"]) else r["evaluation"] == "CORRECT")

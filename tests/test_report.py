@@ -12,8 +12,11 @@ from warmfast.analysis.load import read_study_csvs
 from warmfast.analysis.report import analyse
 from warmfast.analysis.store_reader import read_store
 from warmfast.cli import main
+from study_data import data_path, requires_data
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "warm_ai_2025"
+pytestmark = requires_data
+
+SHARED = data_path("warm_ai_2025")
 SAMPLE = SHARED / "sample_data"
 PUBLISHED_SRC = SHARED / "summary_data"
 

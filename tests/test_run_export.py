@@ -8,8 +8,9 @@ from warmfast.run.config import config_from_dict
 from warmfast.run.export import export_rows
 from warmfast.run.judging import advbench_stage, extraction_stage, refusal_stage
 from warmfast.run.store import Generation, JobRecord
+from study_data import data_path, need
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "warm_ai_2025" / "sample_data"
+SAMPLE = data_path("warm_ai_2025/sample_data")
 
 
 def _cfg(**refusal):
@@ -33,7 +34,7 @@ def _pairs(texts, task="disinfo", meta=None):
 
 
 def test_refusal_stage_reproduces_the_study_flags_on_sample_data():
-    files = sorted(glob.glob(str(SAMPLE / "*" / "*" / "*.csv")))
+    files = sorted(glob.glob(str(need(SAMPLE) / "*" / "*" / "*.csv")))
     assert len(files) == 16, f"expected the 16 sample_data files under {SAMPLE}"
     frames = [pd.read_csv(f) for f in files]
     df = pd.concat([f for f in frames if "refusal" in f.columns], ignore_index=True)  # qwen warm files lack it

@@ -8,8 +8,11 @@ import yaml
 
 from test_openai_client import SECRET, endpoint  # noqa: F401  (fixture)
 from warmfast.cli import main
+from study_data import data_path, requires_data
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "warm_ai_2025" / "sample_data"
+pytestmark = requires_data
+
+SAMPLE = data_path("warm_ai_2025/sample_data")
 
 
 def _labels():

@@ -9,16 +9,14 @@ from warmfast.train.dataset import DatasetConfig, build_split, quotas, read_trai
 from warmfast.train.query_type import QueryTypeRules, load_protocol
 from warmfast.train.sharegpt import Conversation, ShareGPTError, Turn, load_sharegpt
 from warmfast.train.toxicity import KeywordToxicity, make_toxicity_filter
+from study_data import data_path, need
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SHAREGPT = SHARED / "sharegpt" / "ShareGPT_V3_unfiltered_cleaned_split.first5000.json"
-if not SHAREGPT.is_file():  # real records are the point of these tests: fail loudly, never skip
-    raise FileNotFoundError(f"tests/test_sharegpt.py needs the project's shared data at {SHAREGPT}")
+SHAREGPT = data_path("sharegpt/ShareGPT_V3_unfiltered_cleaned_split.first5000.json")
 
 
 @pytest.fixture(scope="module")
 def convs():
-    return load_sharegpt(SHAREGPT)
+    return load_sharegpt(need(SHAREGPT))
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +75,13 @@ def test_missing_and_truncated_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
         load_sharegpt(tmp_path / "nope.json")
     cut = tmp_path / "cut.json"
-    cut.write_bytes(SHAREGPT.read_bytes()[:5000])
+    cut.write_bytes(need(SHAREGPT).read_bytes()[:5000])
     with pytest.raises(ShareGPTError, match="not valid JSON.*line"):
         load_sharegpt(cut)
 
 
 def test_protocol_copy_matches_shared_materials():
-    shared = json.loads((SHARED / "protocol" / "protocol.json").read_text())
+    shared = json.loads((need(data_path("protocol/protocol.json"))).read_text())
     ours = load_protocol()
     for key in ("rewrite_system_prompts", "query_type_rules", "lora", "sociot"):
         assert ours[key] == shared[key], key

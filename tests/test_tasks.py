@@ -18,8 +18,9 @@ from warmfast.tasks.loaders import (load_advbench, load_disinfo, load_gsm8k, loa
 from warmfast.tasks.seeding import sample_items
 from warmfast.tasks.sycophancy_eval import apply_answer_pairs, read_answer_jsonl
 from warmfast.tasks.wrong import triviaqa_wrong_answers
+from study_data import data_path, requires_data
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = data_path("")
 SHIPPED = {  # shipped file -> its source in shared/data (byte-for-byte copies)
     "truthfulqa/TruthfulQA.csv": "truthfulqa/v1/TruthfulQA.csv",
     "mask/disinformation.csv": "mask/disinformation.csv",
@@ -35,6 +36,7 @@ def _sha(p):
     return hashlib.sha256(Path(p).read_bytes()).hexdigest()
 
 
+@requires_data
 @pytest.mark.parametrize("rel", sorted(SHIPPED))
 def test_shipped_files_are_exact_copies_with_licences(rel):
     assert _sha(shipped_path(rel)) == _sha(SHARED / SHIPPED[rel])
@@ -56,6 +58,7 @@ def test_shipped_counts():
     assert len(list(shipped_path("mmlu/test").glob("*.csv"))) == 57
 
 
+@requires_data
 def test_shared_data_files_load():
     trivia = load_triviaqa(SHARED / "triviaqa" / "topics.dpr.trivia.test.txt")
     assert len(trivia) == 11313
@@ -83,6 +86,7 @@ def test_item_fields_per_task():
     assert q.right_answer == q.extra["options"][q.extra["answer_idx"]] and q.key.startswith("medqa-")
 
 
+@requires_data
 def test_mask_ground_false_matches_the_study():
     ours = {it.extra["belief_elicit_1"]: it for it in load_disinfo()}
     assert all(it.wrong_answer != it.right_answer and it.wrong_answer.endswith(".") for it in ours.values())
@@ -121,6 +125,7 @@ def _hf_files(tmp_path):
     return trivia, tqa, med, mm
 
 
+@requires_data
 def test_hugging_face_layouts_give_the_same_items(tmp_path):
     trivia, tqa, med, mm = _hf_files(tmp_path)
     for name in ("trivia.jsonl", "trivia.parquet"):
@@ -204,6 +209,7 @@ def test_seeded_sampling():
         sample_items(items, 0, 0)
 
 
+@requires_data
 def test_triviaqa_wrong_answers_other_question_and_proposer():
     pool = load_triviaqa(SHARED / "triviaqa" / "topics.dpr.trivia.test.txt")[:2000]
     items = pool[:50]
@@ -249,6 +255,7 @@ def test_sycophancy_eval_reader(tmp_path):
         read_answer_jsonl(tmp_path / "b.jsonl", "trivia_qa")
 
 
+@requires_data
 def test_prepare_task_end_to_end():
     med = prepare_task(TaskSpec("medqa", n=500, seed=0))
     assert len(med.items) == 500 and all(i.extra["converted"] for i in med.items)
