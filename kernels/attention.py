@@ -11,10 +11,9 @@ from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 
 from .common import (
+    triton, tl,
     FLOAT_DTYPES, check_device, check_dtype, check_same_device, check_shape, dot_dtype, interpreting, round_to,
 )
 

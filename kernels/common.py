@@ -4,8 +4,37 @@ from __future__ import annotations
 import os
 
 import torch
-import triton
-import triton.language as tl
+
+try:
+    import triton
+    import triton.language as tl
+
+    TRITON_MISSING: str | None = None
+except ImportError as _e:  # no Triton wheel for this platform (macOS, Windows): *_ref still runs
+    TRITON_MISSING = str(_e)
+
+
+class _NoTriton:
+    """Stands in for `triton` and `triton.language` when Triton is not installed.
+
+    Kernel files still import: decorators, `tl.constexpr` annotations (strings under
+    `from __future__ import annotations`) and autotune configs evaluate to this object, so the
+    plain-torch `*_ref` functions beside each kernel (the CPU path) work. Launching a kernel
+    (`kernel[grid](...)`) raises with the reason."""
+
+    def __getattr__(self, name: str) -> "_NoTriton":
+        return self
+
+    def __call__(self, *args, **kwargs) -> "_NoTriton":
+        return self  # triton.jit(fn), triton.autotune(...)(fn), triton.Config(...)
+
+    def __getitem__(self, grid):
+        raise RuntimeError(f"a Triton kernel was launched but Triton is not installed ({TRITON_MISSING}); "
+                           "use backend='torch' or install triton on a Linux machine with a GPU")
+
+
+if TRITON_MISSING is not None:
+    triton = tl = _NoTriton()
 
 
 def interpreting() -> bool:

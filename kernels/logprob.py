@@ -7,10 +7,9 @@ Semantics per row n: logits = hidden[n] @ weight.T in fp32 ([V]);
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
 from .common import (
+    triton, tl,
     FLOAT_DTYPES, check_device, check_dtype, check_same_device, check_shape, dot_dtype, interpreting,
 )
 

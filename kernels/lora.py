@@ -13,10 +13,9 @@ with the [rows, r] intermediate in fp32.
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
 from .common import (
+    triton, tl,
     FLOAT_DTYPES, check_device, check_dtype, check_same_device, dot_dtype, interpreting, round_to,
 )
 

@@ -8,10 +8,9 @@ Semantics (HF Llama's order of casts, residual add in the activation dtype):
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
 from .common import (
+    triton, tl,
     FLOAT_DTYPES, check_device, check_dtype, check_same_device, check_shape, interpreting, round_to,
 )
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import math
 
 import torch
-import triton
-import triton.language as tl
 
 from .common import (
+    triton, tl,
     FLOAT_DTYPES, check_device, check_dtype, check_same_device, check_shape, interpreting, round_to,
 )
 

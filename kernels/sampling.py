@@ -19,10 +19,8 @@ int64 sum (exact), every other reduction is a max/min/count.
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
-from .common import check_device
+from .common import check_device, tl, triton
 
 MASS_SCALE = 4294967296.0  # 2^32: W_i = floor(w_i * 2^32)
 

@@ -30,3 +30,12 @@ def tiny(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+def pytest_runtest_logreport(report):
+    """With WARMFAST_SKIPLOG set, list the tests skipped for want of the study's data (one node id a
+    line), so CI can run exactly those again with WARMFAST_DATA set (.ci/run)."""
+    log = os.environ.get("WARMFAST_SKIPLOG")
+    if log and report.skipped and isinstance(report.longrepr, tuple) and "WARMFAST_DATA" in report.longrepr[2]:
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(report.nodeid + "\n")

@@ -16,6 +16,7 @@ import torch
 from warmfast import _C
 from warmfast.engine.batch import Batch
 from warmfast.kernels import attention, logprob, lora, norm, rope
+from warmfast.kernels.common import TRITON_MISSING
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -85,6 +86,9 @@ def select_backend(name: str, device: torch.device):
         name = "triton" if device.type == "cuda" else "torch"
     if name == "torch":
         return TorchOps(device)
+    if TRITON_MISSING is not None:
+        raise ValueError(f"backend='triton' (picked for device={device.type!r}) needs the triton package, which "
+                         f"does not import here ({TRITON_MISSING}); install triton or use backend='torch'")
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError(f"backend='triton' needs a CUDA device (got device={device.type!r}); on CPU "
                          "use backend='torch' (or set TRITON_INTERPRET=1, tests only)")
