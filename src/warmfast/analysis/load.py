@@ -36,6 +36,9 @@ QUESTION_KEY_COLUMN = {"trivia": "content_key", "truthfulqa": "content_key",
                        "disinfo": "prompt_disinfo", "medqa": "original_question"}
 JUDGED_COLUMNS = ("model", "arm", "task", "question_key", "context", "prompt_type", "output", "evaluation")
 EVALUATIONS = ("CORRECT", "INCORRECT")
+# A judged row whose judge reply named neither verdict: kept through loading (an empty
+# `evaluation` cell, or this word), then counted and left out by preprocess, never scored.
+UNGRADED = "UNGRADED"
 
 _FILE_RE = re.compile(r"^(?P<task>[a-z_]+?)_(?P<arm>[a-z_]+)_outputs\.csv$")
 
@@ -106,10 +109,11 @@ def frame_from_study_layout(df: pd.DataFrame, *, model: str | None = None, arm: 
     df["context"] = df["context"].astype(str).str.strip()
     df["prompt_type"] = df["prompt_type"].astype(str).str.strip()
     df["output"] = df["output"].fillna("").astype(str)
-    df["evaluation"] = df["evaluation"].astype(str).str.strip().str.upper()
+    df["evaluation"] = df["evaluation"].where(df["evaluation"].notna(), UNGRADED).astype(str).str.strip().str.upper()
+    df.loc[df["evaluation"] == "", "evaluation"] = UNGRADED
     _check_values(df, "context", CONTEXTS, source)
     _check_values(df, "prompt_type", PROMPT_TYPES, source)
-    _check_values(df, "evaluation", EVALUATIONS, source)
+    _check_values(df, "evaluation", EVALUATIONS + (UNGRADED,), source)
     return df[list(JUDGED_COLUMNS)].reset_index(drop=True)
 
 
