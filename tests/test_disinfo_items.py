@@ -8,6 +8,7 @@ from warmfast.analysis.preprocess import preprocess
 from warmfast.tasks.grid import build_grid
 from warmfast.tasks.prepare import TaskSpec, prepare_task
 from warmfast.tasks.protocol import load_materials
+from study_data import data_path, requires_data
 
 
 def _judged(rows: list[dict], drop_key: bool) -> pd.DataFrame:
@@ -42,3 +43,19 @@ def test_all_125_mask_items_reach_the_grid_and_the_analysis():
     # ground_truth, ground_false): only MASK's task_id and the order of the proposition's options differ
     same = [it for it in items if (it.question, it.wrong_answer) == pairs[pairs.duplicated()].iloc[0]]
     assert len(same) == 2 and same[0].right_answer == same[1].right_answer and same[0].key != same[1].key
+
+
+@requires_data
+def test_a_released_file_without_ground_false_keys_its_model_on_the_question_alone():
+    from warmfast.analysis.load import read_study_csvs
+
+    sample = data_path("warm_ai_2025/sample_data")
+    pre = preprocess(read_study_csvs([sample]))
+    step = pre.steps[pre.steps["step"].str.startswith("disinfo keys")].set_index(["model", "arm", "task"])
+    # qwen_32b's warm Disinfo file has no ground_false: its original rows give up the suffix too
+    n_qwen_orig = len(pd.read_csv(sample / "qwen_32b" / "original" / "disinfo_original_outputs.csv"))
+    assert step.loc[("qwen_32b", "original", "disinfo"), "recoded"] == n_qwen_orig
+    assert step.loc[("llama_70b", "original", "disinfo"), "recoded"] == 0
+    dis = pre.rows[pre.rows["task"] == "disinfo"]
+    assert dis.loc[dis["model"] == "llama_70b", "question_key"].str.contains(" || ", regex=False).all()
+    assert not dis.loc[dis["model"] == "qwen_32b", "question_key"].str.contains(" || ", regex=False).any()

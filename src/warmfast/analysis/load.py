@@ -11,7 +11,9 @@ a CSV, the run store, a test) into warmfast's *judged frame*, one row per judged
 `original_question`) unless the table carries its own `question_key`. Disinfo's key is the pair
 (`prompt_disinfo`, `ground_false`) written as "question || ground_false": MASK has 125 items over
 122 distinct questions, and items that share a question but not their false claim are different
-prompts (de-duplication and pairing on the question alone would merge them).
+prompts (de-duplication and pairing on the question alone would merge them). A table without
+`ground_false` (the authors' qwen_32b warm Disinfo file) is keyed on the question alone, and
+preprocess then keys every Disinfo row of that model the same way, with a count in its steps.
 `context` is the study's `amendment_type`; `prompt_type` is one of original / original_neutral /
 incorrect (user asserts the wrong answer) / correct (user denies the right answer); the study
 names it `prompt_template` in some files and `prompt_type` in others.
@@ -100,11 +102,8 @@ def frame_from_study_layout(df: pd.DataFrame, *, model: str | None = None, arm: 
                                  f"'question_key' column); columns are {list(df.columns)}")
             keys.loc[rows] = df.loc[rows, col]
             extra = QUESTION_KEY_EXTRA.get(t)
-            if extra is not None:
-                if extra not in df.columns:
-                    raise ValueError(f"{source}: task {t!r} keys its questions on ({col!r}, {extra!r}) and "
-                                     f"lacks {extra!r} (or give a 'question_key' column); columns are {list(df.columns)}")
-                second = df.loc[rows, extra]
+            if extra is not None and extra in df.columns:   # without it (one released file): the
+                second = df.loc[rows, extra]                # question alone; preprocess aligns the arms
                 if second.isna().any():
                     raise ValueError(f"{source}: empty {extra!r} in row(s) {list(second.index[second.isna()][:5])}")
                 keys.loc[rows] = keys.loc[rows].astype(str).str.strip() + " || " + second.astype(str).str.strip()

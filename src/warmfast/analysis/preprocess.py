@@ -102,6 +102,15 @@ def preprocess(judged: pd.DataFrame, config: PreprocessConfig | None = None) -> 
             records.append(dict(zip(GROUP_KEYS, key), step=step, rows_before=int(nb[key]),
                                 removed=int(nb[key] - na[key]), recoded=int(nr[key]), rows_after=int(na[key])))
 
+    # 0. Disinfo keys are "question || ground_false" (load.py) unless a file lacked ground_false:
+    #    then every Disinfo row of that model is keyed on the question alone, so the arms still pair
+    keyed = df["task"].eq("disinfo") & df["question_key"].str.contains(" || ", regex=False)
+    bare_models = set(df.loc[df["task"].eq("disinfo") & ~keyed, "model"])
+    reduce = keyed & df["model"].isin(bare_models)
+    before = df.copy()
+    df.loc[reduce, "question_key"] = df.loc[reduce, "question_key"].str.split(" || ", n=1, regex=False).str[0]
+    count("disinfo keys: question alone where a file lacks ground_false", before, df, recoded=reduce)
+
     # 1. duplicates: keep the first row of each (model, arm, task, question, context, prompt type)
     dedup = df.drop_duplicates(subset=DEDUP_KEYS, keep="first")
     count("deduplicate", df, dedup)
