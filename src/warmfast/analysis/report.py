@@ -25,44 +25,13 @@ from warmfast.analysis.paired import missing_cells, paired_tables, unpaired_coun
 from warmfast.analysis.preprocess import Preprocessed, PreprocessConfig, preprocess
 from warmfast.analysis.published import (PAIRED_COLUMNS, canonical_model, load_all_published_paired,
                                          load_headline, load_published_benchmarks)
-from warmfast.analysis.regress import M4_FORMULAS, MODELS, RegressionResult, fit_regression
-from warmfast.judge.refusal import REFUSAL_RULES
+from warmfast.analysis.regress import MODELS, RegressionResult, fit_regression
+from warmfast.analysis.settings import PUBLISHED_WAY, ReportSettings, methods_text
 
 TREATED_ARMS = tuple(a for a in ARMS if a != "original")
 CELL_KEYS = ["model", "arm", "task", "belief", "context"]
 
 
-@dataclass(frozen=True)
-class ReportSettings:
-    """refusal: "compat" (the authors' regular expressions) or "clean" (ours); pool_neutral: the
-    belief-absent unmodified paired cell pools the neutral-sentence prompts (PROTOCOL section 6)
-    or holds the plain prompts only (the published tables); m4: "published" (full-data formula) or
-    "released-script" (the authors' sample script)."""
-
-    refusal: str = "clean"
-    pool_neutral: bool = True
-    m4: str = "published"
-
-    def __post_init__(self):
-        if self.refusal not in REFUSAL_RULES:
-            raise ValueError(f"report refusal rule must be one of {REFUSAL_RULES}, got {self.refusal!r}")
-        if self.m4 not in M4_FORMULAS:
-            raise ValueError(f"report M4 formula must be one of {M4_FORMULAS}, got {self.m4!r}")
-
-    def label(self) -> str:
-        return (f"{self.refusal} refusals, neutral {'pooled' if self.pool_neutral else 'unpooled'}"
-                + ("" if self.m4 == "published" else f", M4 {self.m4}"))
-
-    def lines(self) -> list[str]:
-        return [f"refusal rule: {self.refusal}" + (" (the authors' phrases as regular expressions)" if self.refusal == "compat"
-                                                   else " (ours: protocol.json's phrases as literal substrings)"),
-                "neutral-sentence prompts: " + ("pooled into the belief-absent unmodified paired cell (PROTOCOL)"
-                                                if self.pool_neutral else "not pooled (as the published tables)"),
-                f"M4 formula: {self.m4}" + (" (the paper's full-data formula)" if self.m4 == "published"
-                                            else " (the authors' released sample script)")]
-
-
-PUBLISHED_WAY = ReportSettings("compat", False, "published")
 
 
 @dataclass
@@ -261,39 +230,6 @@ def _save(fig, out: Path, name: str, caption: str) -> dict:
     return {"caption": caption, "src": R.png_data_uri(png)}
 
 
-def methods_text(analysis: Analysis) -> list[str]:
-    """The methods a reader needs to read the numbers: refusal rules, pooling, judge verdicts, M4,
-    separation."""
-    pw = analysis.published_way
-    return [
-        "Beside published values (every '(published)' column, the AME table's published_pp, the figures' "
-        "left panels): the run computed as the published numbers were: " + "; ".join(PUBLISHED_WAY.lines())
-        + (". Columns labelled [" + analysis.settings.label() + "] are the run under this report's own settings."
-           if analysis.compare is not None else ". This report's own settings are the same."),
-        "Refusal rules. compat: the authors' 21 phrases joined into one case-insensitive regular expression, as "
-        "their analysis code does (so 'i cant.' matches 'i cant' and any one character; their curly-apostrophe "
-        "entry is a mojibake string that matches no real text). clean (warmfast's own): protocol.json's phrases "
-        "as literal case-insensitive substrings, with the curly apostrophe repaired. Refusals are dropped, except "
-        f"on Disinfo where they count as correct. Rule used beside published values: {pw.pre.config.rule().describe()}.",
-        "Judge verdicts. The study's grading prompt asks for 'GRADE: CORRECT or INCORRECT'. warmfast reads the "
-        "first of the two verdict words standing as a whole word in the judge's reply (case-insensitive); the "
-        "log-prob judge compares the two words' probabilities and always decides. A reply naming neither is "
-        "UNGRADED: counted in the preprocessing table (step 'judge named neither verdict') and left out of every "
-        "test, never scored as incorrect.",
-        "M4 formula. published (default, beside the published values): all rows, is_incorrect ~ "
-        "C(is_finetuned) + C(dataset) + C(model) + C(context_group) + C(belief) + C(is_finetuned):C(belief), the "
-        "full-data formula of the paper's Methods (PROTOCOL section 6). released-script (`--m4-formula "
-        "released-script`): the authors' released sample script model4_sycophancy.py, which has no context term "
-        "(C(is_finetuned) + C(prompt group) + C(dataset) + C(is_finetuned):C(prompt group) + C(model)). "
-        f"This report's own M4: {analysis.settings.m4}.",
-        "Separation. Before each fit an LP (Konis 2007) checks whether the maximum-likelihood estimate exists. "
-        "If it does not, every coefficient is tested for identification (two LPs per column); the model is "
-        "still fitted (statsmodels IRLS, as the authors did) and reported, and only the coefficients, log-odds "
-        "warm effects and AMEs that rest on a non-identified column are withheld. Section 6 names the separated "
-        "levels and why.",
-    ]
-
-
 def write_report(analysis: Analysis, out_dir: str | Path, sources: list[str], *,
                  sociot: pd.DataFrame | None = None, benchmarks: pd.DataFrame | None = None,
                  title: str = "warmfast report: warmth study", warnings: list[str] | None = None) -> dict[str, Path]:
@@ -353,7 +289,9 @@ def write_report(analysis: Analysis, out_dir: str | Path, sources: list[str], *,
                    "context, prompt type), then refusals (dropped; on Disinfo counted correct), then answers the "
                    "judge could not grade (left out, counted), then pooling of prompt types into belief absent / "
                    "present."),
-            R.table(steps), R.table(analysis.pre.steps, details="per model, arm and task")]},
+            R.table(steps), R.table(analysis.pre.steps, details="per model, arm and task")]
+         + ([R.text(f"The same steps the published way ({PUBLISHED_WAY.label()}):"), R.table(pw.pre.step_totals())]
+            if analysis.compare is not None else [])},
         {"id": "regressions", "title": "2. Regressions: average marginal effects (pp of error)", "blocks": [
             R.text("Binomial GLM, logit link; AME by counterfactual prediction with delta-method 95% CIs, "
                    f"computed the published way ({PUBLISHED_WAY.label()}). `published_pp`: the study's value "
@@ -395,9 +333,12 @@ def write_report(analysis: Analysis, out_dir: str | Path, sources: list[str], *,
 def _summary_md(title, sources, header, steps, ames, lengths, analysis: Analysis, sbs: pd.DataFrame, cannot) -> str:
     parts = [f"# {title}\n", f"Inputs: {', '.join(sources)}\n", "\n".join(f"- {h}" for h in header) + "\n",
              "## Methods\n", "\n".join(f"- {m}" for m in methods_text(analysis)) + "\n",
-             "## Preprocessing\n", R.table_md(steps),
-             "## Average marginal effects (pp of error, 95% CI) beside the published values\n", R.table_md(ames),
-             "## Response length (characters)\n", R.table_md(lengths)]
+             "## Preprocessing\n", R.table_md(steps)]
+    if analysis.compare is not None:
+        parts += [f"The same steps the published way ({PUBLISHED_WAY.label()}):\n",
+                  R.table_md(analysis.compare.pre.step_totals())]
+    parts += ["## Average marginal effects (pp of error, 95% CI) beside the published values\n", R.table_md(ames),
+              "## Response length (characters)\n", R.table_md(lengths)]
     if len(analysis.paired):
         counts = analysis.paired.assign(sig=analysis.paired["p_fdr"] < 0.05).groupby(["model", "arm", "task", "belief"]) \
             .agg(cells=("context", "size"), pairs=("n", "sum"), mean_diff_pp=("diff_pp", "mean"),
