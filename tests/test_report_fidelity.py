@@ -217,3 +217,22 @@ def test_report_header_states_settings(reports):
     md = (reports / "released" / "summary.md").read_text()
     assert "Settings: refusal rule: compat" in md and "not pooled (as the published tables)" in md
     assert "Settings: M4 formula: released-script" in md
+
+
+def test_settings_equal_to_the_published_way_add_no_labelled_columns():
+    from warmfast.analysis.load import read_study_csvs
+    from warmfast.analysis.published import load_all_published_paired
+    from warmfast.analysis.report import PUBLISHED_WAY, ReportSettings, analyse, side_by_side
+
+    judged = read_study_csvs([SAMPLE])
+    same = analyse(judged, settings=ReportSettings("compat", False))
+    assert same.settings == PUBLISHED_WAY and same.compare is None and same.published_way is same
+    cols = side_by_side(same.paired, load_all_published_paired()).columns
+    assert not [c for c in cols if "[" in c]
+    ours = analyse(judged)                                   # defaults: clean, pooled
+    assert ours.compare is not None and ours.compare.settings == PUBLISHED_WAY
+    assert ours.published_way.paired["n"].sum() < ours.paired["n"].sum()   # the neutral pairs are pooled in ours
+    with pytest.raises(ValueError, match="refusal rule must be one of"):
+        ReportSettings(refusal="exact")
+    with pytest.raises(ValueError, match="M4 formula must be one of"):
+        ReportSettings(m4="sample")
