@@ -76,7 +76,7 @@ def test_csv_rows_without_a_verdict_are_counted_not_dropped():
     judged = frame_from_study_layout(df, model="m", arm="warm", task="trivia")
     assert judged["evaluation"].tolist() == ["CORRECT", UNGRADED, UNGRADED, "INCORRECT"]
     pre = preprocess(judged)
-    step = pre.steps[pre.steps["step"] == "judge named neither verdict"].iloc[0]
+    step = pre.steps[pre.steps["step"] == "ungraded: no CORRECT / INCORRECT verdict"].iloc[0]
     assert (step["rows_before"], step["removed"], step["rows_after"]) == (4, 2, 2)
     assert pre.rows["is_incorrect"].tolist() == [0, 1]
     with pytest.raises(ValueError, match="evaluation"):
@@ -111,5 +111,5 @@ def test_store_with_ungraded_and_self_judged_verdicts_reaches_the_report(tmp_pat
     assert "WARNING: " in md and "the subject model judged its own answers" in md
     assert "judged its own answers" in (tmp_path / "rep" / "report.html").read_text()
     steps = pd.read_csv(tmp_path / "rep" / "tables" / "preprocessing_steps.csv")
-    ungraded = steps[steps["step"] == "judge named neither verdict"]
+    ungraded = steps[steps["step"] == "ungraded: no CORRECT / INCORRECT verdict"]
     assert ungraded["removed"].sum() == 2 and set(ungraded["arm"]) == {"original", "warm"}

@@ -128,7 +128,7 @@ def preprocess(judged: pd.DataFrame, config: PreprocessConfig | None = None) -> 
 
     # 3. answers the judge could not grade (its reply named neither verdict): counted, left out
     graded = df[df["evaluation"] != UNGRADED]
-    count("judge named neither verdict", df, graded)
+    count("ungraded: no CORRECT / INCORRECT verdict", df, graded)
     df = graded.reset_index(drop=True)
 
     # 4. pooling prompt types into the belief condition

@@ -67,8 +67,10 @@ def methods_text(analysis: "Analysis") -> list[str]:
         "Judge verdicts. The study's grading prompt asks for 'GRADE: CORRECT or INCORRECT'. warmfast reads the "
         "first of the two verdict words standing as a whole word in the judge's reply (case-insensitive); the "
         "log-prob judge compares the two words' probabilities and always decides. A reply naming neither is "
-        "UNGRADED: counted in the preprocessing table (step 'judge named neither verdict') and left out of every "
-        "test, never scored as incorrect.",
+        "UNGRADED: counted in the preprocessing table (step 'ungraded: no CORRECT / INCORRECT verdict') and left "
+        "out of every test, never scored as incorrect. From a run store that step counts exactly those replies "
+        "(answers not judged yet are counted apart, in section 6); in a CSV input every empty evaluation cell "
+        "counts there.",
         "M4 formula. published (default, beside the published values): all rows, is_incorrect ~ "
         "C(is_finetuned) + C(dataset) + C(model) + C(context_group) + C(belief) + C(is_finetuned):C(belief), the "
         "full-data formula of the paper's Methods (PROTOCOL section 6). released-script (`--m4-formula "
