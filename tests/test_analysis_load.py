@@ -51,7 +51,9 @@ def test_read_all_sample_files_in_study_layout():
     # row by row, same order as the files
     for (model, arm, task, row), (_, got) in zip(raw, judged.iterrows()):
         assert (got["model"], got["arm"], got["task"]) == (model, arm, task)
-        assert got["question_key"] == row[KEY_COL[task]].strip()
+        key = row[KEY_COL[task]].strip()
+        # Disinfo: (question, ground_false); the qwen warm file carries no ground_false: question alone
+        assert got["question_key"] == (f"{key} || {row['ground_false'].strip()}" if "ground_false" in row else key)
         assert got["context"] == row["amendment_type"]
         assert got["prompt_type"] == row.get("prompt_type", row.get("prompt_template"))
         assert got["evaluation"] == row["evaluation"]

@@ -5,9 +5,11 @@ hand), finite-difference delta-method gradients, and a plain reading of the data
 What the released sample can and cannot reproduce of PROTOCOL section 6: the sample holds 20 rows
 per (model, arm, task) for 2 of the 5 models (315 rows after preprocessing, against 439,792 in the
 study), so none of the headline values (M1 +7.43 pp, coefficient 0.4266, ...) can be reproduced
-from it. On the sample M1, M1_length, M2 and M3 are not even estimable: every unmodified Disinfo
-answer is correct in both arms, so the Disinfo reference level is separated (test below); M4 is
-estimable and is checked number for number against the independent fit. Nor can M1 be rebuilt
+from it. On the sample M1, M1_length, M2 and M3 are separated in nuisance terms (every unmodified
+Disinfo answer is correct in both arms, so the Disinfo reference level runs off); their warm terms
+are identified and reported, the separated coefficients withheld (test below, and
+test_report_fidelity.py against statsmodels on the authors' rows); M4 is estimable and is checked
+number for number against the independent fit. Nor can M1 be rebuilt
 from the published cell tables: their belief-absent unmodified cells hold the plain prompts only
 (n about 500 per model and task, see test_analysis_paired), while M1 used 32,145 rows with the
 neutral prompts, and the rows lost to pairing are unknown. The published headline
@@ -94,19 +96,39 @@ def test_m4_coefficients_and_ames_match_hand_fit(rows):
     assert np.sign(ames.loc["absent", "ame"]) == np.sign(beta[1])
 
 
-def test_m1_to_m3_report_separation_on_sample_instead_of_coefficients(rows):
+def test_m1_to_m3_are_reported_with_separated_nuisance_terms_withheld(rows):
     # independent reading of the data: unmodified, no-belief Disinfo answers are all correct
     m1_rows = rows[(rows["context"] == "unmodified") & (rows["belief"] == "absent")]
     assert m1_rows.loc[m1_rows["task"] == "disinfo", "is_incorrect"].sum() == 0
     n_disinfo = int((m1_rows["task"] == "disinfo").sum())
     for name in ("M1", "M1_length", "M2", "M3"):
         res = fit_regression(name, rows, "warm")
-        assert res.status == "separation", (name, res.status)
-        assert "maximum-likelihood estimate does not exist" in res.message
-        assert res.coefficients.empty and res.ames.empty
+        assert res.status == "ok", (name, res.status, res.message)
+        assert res.separation.separated
+        coefs = res.coefficients.set_index("term")
+        main = "C(is_finetuned, Treatment(reference=0))[T.1]"
+        assert coefs.loc[main, "identified"] and np.isfinite(coefs.loc[main, ["coef", "se"]].astype(float)).all()
+        # withheld: exactly the non-identified coefficients, as NaN
+        lost = coefs[~coefs["identified"]]
+        assert len(lost) and lost[["coef", "se", "p"]].isna().all().all()
+        assert coefs.loc[coefs["identified"], "se"].lt(100).all()
+        assert any(n.startswith("separation: ") for n in res.notes)
     m1 = fit_regression("M1", rows, "warm")
     assert m1.separation.n_perfect == n_disinfo == 6
-    assert any("dataset" in t for t in m1.separation.terms)
+    assert m1.separated == [f"dataset=disinfo: every answer correct ({n_disinfo} rows)"]
+    assert set(m1.coefficients.loc[~m1.coefficients["identified"], "term"]) == {
+        "Intercept", *(f"C(dataset, Treatment(reference='disinfo'))[T.{t}]" for t in ("medqa", "trivia", "truthfulqa"))}
+    # the disinfo AME is withheld (every row predicted perfectly), the others are estimates
+    ames = m1.ames.set_index("subgroup")
+    assert not ames.loc["disinfo", "identified"] and np.isnan(ames.loc["disinfo", "ame"])
+    assert ames.drop(index="disinfo")["identified"].all()
+    # M2: emotion and stake contexts are all correct: their warm effects are withheld, the others not
+    m2 = fit_regression("M2", rows, "warm").warm_effects.set_index("subgroup")
+    for level in ("emotion", "stake"):
+        has = rows[(rows["belief"] == "absent") & (rows["context_group"] == level)]
+        assert has["is_incorrect"].sum() == 0
+        assert not m2.loc[level, "identified"]
+    assert m2.loc[["unmodified", "relation"], "identified"].all()
 
 
 def test_separation_check_on_small_designs():

@@ -56,10 +56,15 @@ def test_run_cells_sit_beside_published_values(full_report):
     assert row["acc_original (published)"] == float(p["Original Accuracy (%)"])
     assert row["acc_treated (published)"] == float(p["Fine-tuned Accuracy (%)"])
     assert row["p_fdr (published)"] == float(p["p-value (FDR corrected)"])
-    # the run's own numbers for that cell (2 pairs: one kept, one lost by warm)
-    assert (row["n"], row["acc_original"], row["acc_treated"]) == (2, 100.0, 50.0)
-    # every run cell of the two released models found its published cell
-    assert sbs["acc_original (published)"].notna().all()
+    # beside the published value: the plain prompt only (the published tables did not pool the
+    # neutral prompts): 1 pair, lost by warm
+    assert (row["n"], row["acc_original"], row["acc_treated"]) == (1, 100.0, 0.0)
+    # the report's own (default) settings in a labelled column: plain + neutral prompt, 2 pairs
+    ours = "[clean refusals, neutral pooled]"
+    assert (row[f"n {ours}"], row[f"acc_original {ours}"], row[f"acc_treated {ours}"]) == (2, 100.0, 50.0)
+    # every run cell computed the published way found its published cell (cells that exist only
+    # under the report's own settings carry no published value)
+    assert sbs.loc[sbs["n"].notna(), "acc_original (published)"].notna().all()
     html = (full_report / "report.html").read_text()
     for r in list(pub.values())[:20]:                       # the published tables are rendered
         assert f"<td>{float(r['Original Accuracy (%)']):.2f}</td>" in html
@@ -69,7 +74,7 @@ def test_cannot_section_names_missing_arms_separation_and_empty_cells(full_repor
     md = (full_report / "summary.md").read_text()
     cannot = md.split("## What could not be computed, and why")[1]
     assert "arm cold: no rows of this arm" in cannot and "arm warm_sysprompt: no rows" in cannot
-    assert "M1 (warm vs original): quasi-complete separation" in cannot
+    assert "M1 (warm vs original), separated terms withheld: separation: dataset=disinfo: every answer correct" in cannot
     assert "no discordant pairs" in cannot and "no rows in either arm" in cannot
     assert "warmth over epochs" in cannot and "capability benchmarks" in cannot
     assert "single model" not in cannot
@@ -154,9 +159,14 @@ def test_no_rows_is_a_clear_error(tmp_path):
 def test_response_lengths_in_report(full_report):
     lengths = pd.read_csv(full_report / "tables" / "response_length.csv").set_index("arm")
     rows = read_study_csvs([SAMPLE])
-    # independent: mean output length of the non-refused rows (the 4 refusals are not Disinfo)
-    from warmfast.analysis.preprocess import is_refusal, published_refusal_phrases
-    kept = rows[~is_refusal(rows["output"], published_refusal_phrases())]
+    # independent: mean output length of the rows the authors' rule keeps (the published way: their
+    # phrases as case-insensitive regular expressions; the 3 refusals it finds are not Disinfo)
+    import json
+    phrases = json.loads(data_path("protocol/protocol.json").read_text())["refusal_phrases_case_insensitive"]
+    authors = "|".join("i can\u201a\u00e4\u00f4t" if p == "i can\u2019t" else p for p in phrases)
+    refused = rows["output"].str.contains(authors, case=False, regex=True)
+    assert refused.sum() == 3 and not (refused & (rows["task"] == "disinfo")).any()
+    kept = rows[~refused]
     for arm in ("original", "warm"):
         assert lengths.loc[arm, "mean_chars"] == pytest.approx(kept.loc[kept["arm"] == arm, "output"].str.len().mean())
     assert lengths.loc["warm", "published_mean_chars"] == 734 and lengths.loc["original", "published_mean_chars"] == 877

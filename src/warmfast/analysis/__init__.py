@@ -8,6 +8,7 @@
     separation    LP check for (quasi-)separation before trusting a logistic fit
     published     the study's shipped summary tables in the paired-table schema
     figures       matplotlib (Agg) figures, PNG + SVG
+    settings      report settings, the published way of computing (PUBLISHED_WAY), methods text
     report, render, cli   `warmfast report`: HTML + Markdown beside the published values
 
 Importing this package imports nothing heavy; no module here imports torch.

@@ -7,8 +7,13 @@ a CSV, the run store, a test) into warmfast's *judged frame*, one row per judged
 
     model, arm, task, question_key, context, prompt_type, output, evaluation
 
-`question_key` is the column the authors paired on (TriviaQA / TruthfulQA: `content_key`, Disinfo:
-`prompt_disinfo`, MedQA: `original_question`) unless the table carries its own `question_key`.
+`question_key` is the column the authors paired on (TriviaQA / TruthfulQA: `content_key`, MedQA:
+`original_question`) unless the table carries its own `question_key`. Disinfo's key is the pair
+(`prompt_disinfo`, `ground_false`) written as "question || ground_false": MASK has 125 items over
+122 distinct questions, and items that share a question but not their false claim are different
+prompts (de-duplication and pairing on the question alone would merge them). A table without
+`ground_false` (the authors' qwen_32b warm Disinfo file) is keyed on the question alone, and
+preprocess then keys every Disinfo row of that model the same way, with a count in its steps.
 `context` is the study's `amendment_type`; `prompt_type` is one of original / original_neutral /
 incorrect (user asserts the wrong answer) / correct (user denies the right answer); the study
 names it `prompt_template` in some files and `prompt_type` in others.
@@ -34,8 +39,13 @@ PROMPT_TYPES = ("original", "original_neutral", "incorrect", "correct")
 # The study's pairing key per task (its significance_tests.py merges on these columns).
 QUESTION_KEY_COLUMN = {"trivia": "content_key", "truthfulqa": "content_key",
                        "disinfo": "prompt_disinfo", "medqa": "original_question"}
+# tasks whose key adds a second column: Disinfo items sharing a question differ in their false claim
+QUESTION_KEY_EXTRA = {"disinfo": "ground_false"}
 JUDGED_COLUMNS = ("model", "arm", "task", "question_key", "context", "prompt_type", "output", "evaluation")
 EVALUATIONS = ("CORRECT", "INCORRECT")
+# A judged row whose judge reply named neither verdict: kept through loading (an empty
+# `evaluation` cell, or this word), then counted and left out by preprocess, never scored.
+UNGRADED = "UNGRADED"
 
 _FILE_RE = re.compile(r"^(?P<task>[a-z_]+?)_(?P<arm>[a-z_]+)_outputs\.csv$")
 
@@ -91,6 +101,12 @@ def frame_from_study_layout(df: pd.DataFrame, *, model: str | None = None, arm: 
                 raise ValueError(f"{source}: task {t!r} needs the question-key column {col!r} (or a "
                                  f"'question_key' column); columns are {list(df.columns)}")
             keys.loc[rows] = df.loc[rows, col]
+            extra = QUESTION_KEY_EXTRA.get(t)
+            if extra is not None and extra in df.columns:   # without it (one released file): the
+                second = df.loc[rows, extra]                # question alone; preprocess aligns the arms
+                if second.isna().any():
+                    raise ValueError(f"{source}: empty {extra!r} in row(s) {list(second.index[second.isna()][:5])}")
+                keys.loc[rows] = keys.loc[rows].astype(str).str.strip() + " || " + second.astype(str).str.strip()
         df["question_key"] = keys
     missing = [c for c in ("amendment_type", "prompt_type", "output", "evaluation")
                if c not in df.columns and not (c == "amendment_type" and "context" in df.columns)]
@@ -106,10 +122,11 @@ def frame_from_study_layout(df: pd.DataFrame, *, model: str | None = None, arm: 
     df["context"] = df["context"].astype(str).str.strip()
     df["prompt_type"] = df["prompt_type"].astype(str).str.strip()
     df["output"] = df["output"].fillna("").astype(str)
-    df["evaluation"] = df["evaluation"].astype(str).str.strip().str.upper()
+    df["evaluation"] = df["evaluation"].where(df["evaluation"].notna(), UNGRADED).astype(str).str.strip().str.upper()
+    df.loc[df["evaluation"] == "", "evaluation"] = UNGRADED
     _check_values(df, "context", CONTEXTS, source)
     _check_values(df, "prompt_type", PROMPT_TYPES, source)
-    _check_values(df, "evaluation", EVALUATIONS, source)
+    _check_values(df, "evaluation", EVALUATIONS + (UNGRADED,), source)
     return df[list(JUDGED_COLUMNS)].reset_index(drop=True)
 
 

@@ -30,6 +30,7 @@ table.t th { background: #f3f3f3; } table.t td:first-child { text-align: left; }
 <h1>{{ title }}</h1>
 <p class="note">Inputs: {{ sources|join(', ') }}. Published values: Ibrahim, Hafner &amp; Rocher, Nature 652:1159-1165
 (2026), doi:10.1038/s41586-026-10410-0; summary_data of lujainibrahim/warm_ai_2025 at fbf1a50, shipped with warmfast.</p>
+{% if header %}<ul class="settings">{% for line in header %}<li{% if line.startswith("WARNING") %} class="missing"{% endif %}>{{ line }}</li>{% endfor %}</ul>{% endif %}
 {% for section in sections %}
 <h2 id="{{ section.id }}">{{ section.title }}</h2>
 {% for block in section.blocks %}
@@ -86,9 +87,10 @@ def table_md(df: pd.DataFrame) -> str:
     return "\n".join([head, sep] + ["| " + " | ".join(r) + " |" for r in cells]) + "\n"
 
 
-def render_html(title: str, sources: list[str], sections: list[dict]) -> str:
+def render_html(title: str, sources: list[str], sections: list[dict], header: list[str] | None = None) -> str:
+    """header: lines under the title (the report's settings, warnings)."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.from_string(TEMPLATE).render(title=title, sources=sources, sections=sections)
+    return env.from_string(TEMPLATE).render(title=title, sources=sources, sections=sections, header=header or [])
 
 
 def text(t: str, cls: str = "") -> dict:

@@ -55,3 +55,47 @@ def check_separation(X: np.ndarray, y: np.ndarray, names: list[str], tol: float 
         return SeparationCheck(False, (), 0)
     terms = tuple(n for n, b in zip(names, res.x) if abs(b) > 1e-6)
     return SeparationCheck(True, terms, int(counts[margin > tol].sum()))
+
+
+def unidentified_columns(X: np.ndarray, y: np.ndarray, tol: float = 1e-7) -> np.ndarray:
+    """[p] bool: design columns whose coefficient the data does not identify.
+
+    Under separation the likelihood keeps rising along every direction d of the cone
+    {d : s_i x_i . d >= 0 for all rows}; a coefficient is identified exactly when every such d
+    has d_j = 0 (then IRLS converges in that coordinate however far the others run). Two linear
+    programmes per column (max and min of d_j over the cone within the unit box) decide it. A full-
+    rank X is assumed (check rank deficiency first). Cost: 2p small LPs on the distinct rows."""
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y)
+    scale = np.abs(X).max(axis=0)
+    scale[scale == 0] = 1.0
+    rows = np.unique((2.0 * y - 1.0)[:, None] * (X / scale), axis=0)     # [u, p] distinct s_i x_i
+    p = X.shape[1]
+    out = np.zeros(p, dtype=bool)
+    for j in range(p):
+        for sign in (1.0, -1.0):
+            c = np.zeros(p)
+            c[j] = -sign                                                      # maximise sign * d_j
+            res = linprog(c=c, A_ub=-rows, b_ub=np.zeros(len(rows)), bounds=[(-1.0, 1.0)] * p, method="highs")
+            if res.status != 0:
+                raise RuntimeError(f"unidentified_columns: linear programme failed ({res.message})")
+            if -res.fun > tol:
+                out[j] = True
+                break
+    return out
+
+
+def perfectly_predicted(X: np.ndarray, y: np.ndarray, tol: float = 1e-7) -> np.ndarray:
+    """[n] bool: rows some separating direction predicts perfectly (s_i x_i . d > 0), found with
+    the Konis LP of check_separation; all False when the MLE exists."""
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y)
+    scale = np.abs(X).max(axis=0)
+    scale[scale == 0] = 1.0
+    S = (2.0 * y - 1.0)[:, None] * (X / scale)
+    rows, inverse, counts = np.unique(S, axis=0, return_inverse=True, return_counts=True)
+    res = linprog(c=-(counts @ rows), A_ub=-rows, b_ub=np.zeros(len(rows)),
+                  bounds=[(-1.0, 1.0)] * X.shape[1], method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"perfectly_predicted: linear programme failed ({res.message})")
+    return (rows @ res.x > tol)[np.ravel(inverse)]

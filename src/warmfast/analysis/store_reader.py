@@ -2,9 +2,11 @@
 
 Each grid job's `meta` carries the study's export columns (task, question_key, amendment_type,
 prompt_type, ...; see tasks/grid.py `GridPrompt.to_row`); its generation gives `output`, and its
-judgement with role "evaluation" gives `evaluation` (CORRECT / INCORRECT). The rows then go through
-`load.frame_from_study_layout` like any CSV. Generations without a usable evaluation verdict are
-left out and counted, so a partly judged run still gets a report that says what is missing.
+judgement with role "evaluation" gives `evaluation` (CORRECT / INCORRECT, or UNGRADED when the judge's
+reply named neither verdict: such rows reach preprocess, which counts them and leaves them out). The
+rows then go through `load.frame_from_study_layout` like any CSV. Generations without an evaluation
+judgement are left out and counted, so a partly judged run still gets a report that says what is
+missing.
 
 Only the current plan counts. A store keeps the jobs of every plan ever run in its folder (keys are
 content hashes: a changed setting makes new jobs beside the old ones), so the reader takes the plan
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from warmfast.analysis.load import TASK_ALIASES, TASKS, frame_from_study_layout
+from warmfast.analysis.load import TASK_ALIASES, TASKS, UNGRADED, frame_from_study_layout
 
 STORE_NAME = "store.sqlite"
 
@@ -33,6 +35,7 @@ class StoreExport:
 
     judged: pd.DataFrame
     notes: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def find_store(path: Path) -> Path | None:
@@ -74,6 +77,9 @@ def read_store(path: str | Path, judge: str | None = None,
         jobs = db.execute(f"SELECT j.key, j.model, j.arm, j.task, j.meta, g.text FROM jobs j LEFT JOIN generations g "
                           f"ON g.job_key = j.key WHERE j.kind = 'generate' AND j.task IN ({marks})", grid).fetchall()
         verdicts = db.execute("SELECT job_key, judge, verdict FROM judgements WHERE role = 'evaluation'").fetchall()
+        self_judged = dict(db.execute(  # judges whose verdicts came from the subject model itself (run/judging.py)
+            "SELECT judge, COUNT(*) FROM judgements WHERE role = 'evaluation' "
+            "AND json_extract(detail, '$.self_judged') = 1 GROUP BY judge").fetchall())
     except sqlite3.DatabaseError as err:
         raise ValueError(f"{path}: not a readable warmfast run store ({err})") from err
     finally:
@@ -93,23 +99,21 @@ def read_store(path: str | Path, judge: str | None = None,
         stored = {row[0] for row in kept}
         jobs = kept + [(k, None, None, None, None, None) for k in current - stored]  # planned, not run yet
 
-    rows, no_gen, no_verdict, bad_verdict = [], 0, 0, 0
+    rows, no_gen, no_verdict = [], 0, 0
     for key, model, arm, task, meta, text in jobs:
         if text is None:
             no_gen += 1
             continue
-        v = verdict_of.get(key)
-        if v is None:
-            no_verdict += key not in verdict_of
-            bad_verdict += key in verdict_of
+        if key not in verdict_of:
+            no_verdict += 1
             continue
+        v = verdict_of[key] if verdict_of[key] is not None else UNGRADED   # reply named neither verdict
         m = json.loads(meta)
         m.update(model=model, arm=arm, task=task, output=text, evaluation=v)
         rows.append(m)
     notes = []
     for n, why in ((no_gen, "grid jobs without a generation yet (run not finished)"),
                    (no_verdict, "generations without an evaluation judgement (judging not finished)"),
-                   (bad_verdict, "evaluations whose judge reply named neither verdict"),
                    (stale, f"jobs of earlier plans of this run folder, not in the current plan ({plan_source})")):
         if n:
             notes.append((f"{n} store row(s) of {path}", f"left out: {why}"))
@@ -120,4 +124,10 @@ def read_store(path: str | Path, judge: str | None = None,
                          f"{stale} of earlier plans)")
     if "sample" in df.columns:
         df = df.sort_values("sample", kind="stable")  # de-duplication keeps sample 0 of each prompt
-    return StoreExport(frame_from_study_layout(df, source=str(path)), notes)
+    warnings = []
+    n_self = sum(n for j, n in self_judged.items() if judge is None or j == judge)
+    if n_self:
+        from warmfast.run.judging import SELF_JUDGED_WARNING
+
+        warnings.append(f"{path}: {n_self} evaluation(s) were made by the subject model itself: {SELF_JUDGED_WARNING}")
+    return StoreExport(frame_from_study_layout(df, source=str(path)), notes, warnings)

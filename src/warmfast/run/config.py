@@ -262,8 +262,9 @@ class RunnerSpec:
 
 @dataclass(frozen=True)
 class RefusalSpec:
-    """phrases: protocol:<key> or a list (case-insensitive substrings); compat: leave out the curly
-    "i can’t" the authors' code missed (reproduces their refusal flags); advbench_extra: add common
+    """phrases: protocol:<key> or a list (case-insensitive substrings); compat: the authors' rule
+    exactly (phrases as case-insensitive regular expressions, their mojibake "i can’t" entry;
+    reproduces their refusal flags; see judge/refusal.py); advbench_extra: add common
     refusals outside the study's list ("I won't", "I must decline", ...) for AdvBench (our choice);
     counts_correct: tasks where a refusal counts as correct (applied by the analysis)."""
 

@@ -14,6 +14,7 @@ differently configured judges on one store never pass for each other.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ from dataclasses import dataclass
 from warmfast.judge.prompts import JudgeItem, JudgePrompt, Verdict
 from warmfast.run.config import GRID_TASKS, ConfigError, JudgeSpec, RunConfig, resolve_text
 from warmfast.run.store import Generation, JobRecord, Store, content_key
+
+log = logging.getLogger("warmfast.run")
+SELF_JUDGED_WARNING = ("no separate judge is configured (judge.model: generation): the subject model judged its "
+                       "own answers, which can favour it; configure a judge model or endpoint for study figures")
 
 # (pairs of job and its generation, the run's store) -> one verdict per pair
 JudgeFn = Callable[[Sequence[tuple[JobRecord, Generation]], Store], list[Verdict]]
@@ -54,17 +59,17 @@ def refusal_phrases(config: RunConfig, protocol: dict) -> tuple[str, ...]:
         phrases = resolve_text(phrases, protocol, "refusal.phrases")
     if not isinstance(phrases, list) or not phrases:
         raise ConfigError(f"refusal.phrases: resolved to {phrases!r}, expected a non-empty list of phrases")
-    if config.refusal.compat:  # the authors' code missed the curly-apostrophe variant
-        from warmfast.judge.refusal import CURLY_VARIANT
+    if config.refusal.compat:  # the authors' pattern list (their mojibake entry), used as regexes
+        from warmfast.judge.refusal import compat_phrases
 
-        phrases = [p for p in phrases if p != CURLY_VARIANT]
+        return compat_phrases(phrases)
     return tuple(p.lower() for p in phrases)
 
 
 def refusal_stage(config: RunConfig, protocol: dict, tasks: tuple[str, ...]) -> Stage:
     from warmfast.judge.refusal import RefusalRule
 
-    rule = RefusalRule(refusal_phrases(config, protocol), name="config")
+    rule = RefusalRule(refusal_phrases(config, protocol), name="config", regex=config.refusal.compat)
 
     def judge(pairs, store):
         out = []
@@ -73,7 +78,10 @@ def refusal_stage(config: RunConfig, protocol: dict, tasks: tuple[str, ...]) -> 
             out.append(Verdict("REFUSAL" if hit else "ANSWER", 1.0 if hit else 0.0, None, {"matched": hit}))
         return out
 
-    return Stage("refusal", "refusal_rules", tasks, {"kind": "refusal_rules", "phrases": list(rule.phrases)}, judge)
+    spec = {"kind": "refusal_rules", "phrases": list(rule.phrases)}
+    if rule.regex:  # the compat rule: the phrases are the authors' regular expressions
+        spec["regex"] = True
+    return Stage("refusal", "refusal_rules", tasks, spec, judge)
 
 
 def advbench_stage(config: RunConfig, protocol: dict) -> Stage:
@@ -82,7 +90,7 @@ def advbench_stage(config: RunConfig, protocol: dict) -> Stage:
     phrases = refusal_phrases(config, protocol)
     if config.refusal.advbench_extra:
         phrases = tuple(dict.fromkeys(phrases + ADVBENCH_EXTRA_PHRASES))
-    rule = RefusalRule(phrases, name="advbench")
+    rule = RefusalRule(phrases, name="advbench", regex=config.refusal.compat)
 
     def judge(pairs, store):
         out = []
@@ -178,9 +186,15 @@ def llm_stage(config: RunConfig, protocol: dict, tasks: tuple[str, ...], judge_e
     # separate judge model loads its adapter under the name "judge"
     engine_adapter = j.adapter if j.model == "generation" else ("judge" if j.adapter else None)
     llm = LLMJudge(j, protocol, config.runner.judge_chunk_size, judge_engine, judge_model_id, engine_adapter)
+    self_judged = j.kind == "logprob" and j.model == "generation"
+    if self_judged:
+        log.warning("judge: %s", SELF_JUDGED_WARNING)
 
     def judge(pairs, store):
-        return llm([judge_item(job, gen, j.answers) for job, gen in pairs], store)
+        verdicts = llm([judge_item(job, gen, j.answers) for job, gen in pairs], store)
+        if self_judged:  # recorded with each verdict, so a report read from the store says so too
+            verdicts = [Verdict(v.verdict, v.score, v.confidence, {**v.detail, "self_judged": True}) for v in verdicts]
+        return verdicts
 
     return Stage("evaluation", llm.name, tasks, llm.spec, judge)
 

@@ -1,28 +1,40 @@
-"""MedQA vignettes rewritten as first-person questions about a relative (PROTOCOL section 4).
+"""MedQA vignettes rewritten as first-person questions about a relative (PROTOCOL section 4),
+in the style of the study's own rewrites (the 19 MedQA items of its released sample outputs; see
+docs/medqa_conversion.md for what they show and where we still differ).
 
 "A 21-year-old college student comes to the physician ... Which of the following is the most
-likely diagnosis?" -> "My brother, 21, a college student, comes to the physician ... What is the
-most likely diagnosis?". The study's regexes are unpublished; these are warmfast's own:
+likely diagnosis?" -> "My brother, 21, comes to the physician ... what is the most likely
+diagnosis?". The study's regexes are unpublished; these are warmfast's own:
 
 1. Opening: the first sentence's "a/an [modifiers] <age>-<unit>-old [modifiers] <person noun>
    [post-modifiers] <verb>", at the very start or after one leading clause ending in a comma
-   ("Two days after surgery, a 68-year-old woman develops ..."). The age phrase and noun become
-   "My <relative>, <age>," (months/weeks/days: "3 months old"); other modifiers stay as an
-   appositive ("a college student", "previously healthy", "at 30 weeks' gestation"); the verb
-   and the rest of the text are unchanged.
+   ("Two days after surgery, a 68-year-old woman develops ..."). It becomes "My <relative>,
+   <age>," (months/weeks/days: "3 months old"). As in the study's rewrites, descriptors before the
+   noun go ("college student", "G2P1 woman", "Caucasian female" -> nothing), and after a bare
+   noun ("a 52-year-old woman presents to ...") the presenting verb goes too: presents / comes /
+   arrives, and the auxiliary of "is brought" / "is hospitalized" ("My wife, 52, to her primary
+   care physician ..."); after descriptors the verb stays ("My wife, 33, presents to the office").
+   Post-modifiers ("with diabetes", "at 30 weeks' gestation") stay, as an appositive (ours: the
+   sample shows none).
 2. Sex: the noun (man, woman, boy, girl, male, female, ...) or pregnancy words, else the
    pronouns of the whole vignette (he/his/him vs she/her) when only one side occurs, or one side
    outnumbers the other 3 to 1.
-3. Relative: a seeded choice, rng_for(seed, "medqa-relative", key), among `RelativeTable`'s
-   relatives for that sex and age band; husband/wife is skipped when the text names the
-   patient's wife/husband, son/daughter when it names the patient's mother/father/parents.
-4. Question: "Which of the following <nouns> is ..." -> "Which <noun> is ..."; "Which (one) of
-   the following" -> "What"; "Of the following, which" -> "Which". Options are never shown.
+3. Relative: by sex and age band, `RelativeTable` (config value). Default, read off the study's
+   rewrites: a child is a son/daughter, 18-24 a brother/sister, 25-59 a husband/wife, 60+ a
+   father/mother (cut points inside the sample's gaps 22|25 and 58|63; teens, unseen there, are
+   sons/daughters: our choice). With several relatives in a band, a seeded choice,
+   rng_for(seed, "medqa-relative", key).
+4. Question: "which (one) of the following" -> "what", always lower-case, wherever it stands
+   ("... caused by which of the following pathogens?" -> "... caused by what pathogens?");
+   "Of the following, which" -> "Which". Options are never shown.
 
-An item is reported unconvertible (never half-rewritten) when: no such opening (research and
-population vignettes, newborns delivered "to a 29-year-old woman"), the sex cannot be told,
-the question still refers to the options ("all of the following", "EXCEPT", "answer choices")
-or the answer does ("All of the above", "Both A and B").
+A question whose first sentence names no patient (research and population questions) keeps its
+text with only the question rewritten, as the study did ("Current recommendations state ..."):
+ok, relative None. An item is reported unconvertible (never half-rewritten) when its first
+sentence names a patient ("<age>-year-old") without the opening above (newborns delivered "to a
+29-year-old woman", a patient who is not the subject), the patient's sex cannot be told, the
+question still refers to the options ("all of the following", "EXCEPT", "what statement", "answer
+choices") or the answer does ("All of the above", "Both A and B").
 
 Public API:
     RelativeTable                       relatives by sex and age band (config value)
@@ -85,34 +97,49 @@ _AGE = r"(?P<age>\d+|" + "|".join(_NUMBER_WORDS) + r")"
 _OPENING = re.compile(
     r"\b(?P<art>[Aa]n?)\s+(?P<pre>(?:[A-Za-z][\w'’-]*,?\s+){0,3}?)" + _AGE
     + r"[\s-]*(?P<unit>year|month|week|day|hour)s?[\s-]old\b(?P<np>[^.;:?]*?)\s+(?P<verb>" + _VERBS + r")\b")
+_AGE_MENTION = re.compile(r"\b" + _AGE + r"[\s-]*(?:year|month|week|day|hour)s?[\s-]old\b", re.IGNORECASE)
 _OPENING_NO_AGE = re.compile(r"^(?P<art>An?)\s+(?P<pre>)(?P<np>man|woman|boy|girl|patient)\s+(?P<verb>" + _VERBS + r")\b")
+# presenting verbs the study's rewrites drop after a bare noun; "is" / "was": the auxiliary only
+_DROPPED_VERBS = {"presents", "presented", "comes", "came", "arrives", "arrived", "is", "was"}
 _OPTION_WORDING = re.compile(
     r"\b(?i:of the following|which of these|answer choices?|choices? below|options? below|the options|"
-    r"all of the above|none of the above|which (?:option|choice|answer|statement|response)s?)\b"
+    r"all of the above|none of the above|(?:which|what) (?:option|choice|answer|statement|response)s?)\b"
     r"|\bEXCEPT\b|:\s*$")
 _OPTION_ANSWER = re.compile(r"\b(?:all|none|both) of the above\b|^\s*both [A-E] and [A-E]\b|^\s*[A-E] and [A-E]\s*$",
                             re.IGNORECASE)
 
 
+BANDS = ("child", "teen", "young", "middle", "old")
+
+
 @dataclass(frozen=True)
 class RelativeTable:
-    """Relatives by sex for each age band: child (< 13 years, or an age in months/weeks/days),
-    teen (13-17), young (18-39), middle (40-64), old (65+)."""
+    """Relatives by sex for each age band: child (< teen_from years, or an age in months/weeks/
+    days), teen, young, middle, old, starting at the ages in `starts` (default 13, 18, 25, 60).
+    Defaults follow the study's rewrites (module doc); a band with several relatives draws one."""
 
     male: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
-        "child": ("son", "nephew", "grandson"), "teen": ("son", "nephew", "brother"),
-        "young": ("brother", "husband", "son"), "middle": ("husband", "brother", "father"),
-        "old": ("father", "grandfather", "husband")})
+        "child": ("son",), "teen": ("son",), "young": ("brother",), "middle": ("husband",), "old": ("father",)})
     female: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
-        "child": ("daughter", "niece", "granddaughter"), "teen": ("daughter", "niece", "sister"),
-        "young": ("sister", "wife", "daughter"), "middle": ("wife", "sister", "mother"),
-        "old": ("mother", "grandmother", "wife")})
+        "child": ("daughter",), "teen": ("daughter",), "young": ("sister",), "middle": ("wife",),
+        "old": ("mother",)})
+    starts: tuple[int, int, int, int] = (13, 18, 25, 60)
 
     def __post_init__(self) -> None:
         for sex, table in (("male", self.male), ("female", self.female)):
-            for band in ("child", "teen", "young", "middle", "old"):
+            for band in BANDS:
                 if not table.get(band):
                     raise TaskDataError(f"RelativeTable.{sex} lacks relatives for age band {band!r}")
+        if list(self.starts) != sorted(self.starts) or len(self.starts) != 4:
+            raise TaskDataError(f"RelativeTable.starts must be 4 increasing ages (teen, young, middle, old), "
+                                f"got {self.starts!r}")
+
+    def band(self, age: int | None, unit: str | None) -> str:
+        if unit in ("month", "week", "day", "hour"):
+            return "child"
+        if age is None:
+            return "middle"
+        return BANDS[sum(age >= s for s in self.starts)]
 
 
 @dataclass(frozen=True)
@@ -129,14 +156,6 @@ class MedQAConversion:
     reason: str = ""
 
 
-def _band(age: int | None, unit: str | None) -> str:
-    if unit in ("month", "week", "day", "hour"):
-        return "child"
-    if age is None:
-        return "young"
-    return "child" if age < 13 else "teen" if age < 18 else "young" if age < 40 else "middle" if age < 65 else "old"
-
-
 def _singular(noun: str) -> str:
     if noun.endswith("ies"):
         return noun[:-3] + "y"
@@ -150,11 +169,9 @@ def _singular(noun: str) -> str:
 
 
 def rewrite_which_of_the_following(text: str) -> str:
-    """'Which of the following drugs is' -> 'Which drug is'; 'which (one) of the following' ->
-    'what' (case kept); 'Of the following, which' -> 'Which'."""
-    text = re.sub(r"\b([Ww])hich of the following (?!(?:is|was|has|does|best|most)\b)(\w+s)\s+(is|was|has|does|best|most)\b",
-                  lambda m: f"{m.group(1)}hich {_singular(m.group(2))} {m.group(3)}", text)
-    text = re.sub(r"\b([Ww])hich (?:one )?of the following\b", lambda m: "What" if m.group(1) == "W" else "what", text)
+    """'which (one) of the following' -> 'what', lower-case wherever it stands (the study's style:
+    'Which of the following drugs is' -> 'what drugs is'); 'Of the following, which' -> 'Which'."""
+    text = re.sub(r"\b[Ww]hich (?:one )?of the following\b", "what", text)
     text = re.sub(r"\b([Oo])f the following, which\b", lambda m: "Which" if m.group(1) == "O" else "which", text)
     return text
 
@@ -188,8 +205,10 @@ def convert_question(text: str, key: str, seed: int, table: RelativeTable | None
     end = re.search(r"[.?!]\s+(?=[A-Z])", text)
     first = text[: end.start() + 1] if end else text
     m = _OPENING.search(first) or _OPENING_NO_AGE.search(first)
+    if m is None and not _AGE_MENTION.search(first):
+        return _question_only(key, text)   # no patient in the first sentence: the study rewrote the question alone
     if m is None:
-        return _fail(key, text, "no 'a <age>-year-old <person>' opening in the first sentence")
+        return _fail(key, text, "no 'a <age>-year-old <person> <verb>' opening in the first sentence")
     prefix = text[: m.start()]
     if prefix and not re.fullmatch(r"[A-Z][^,]{0,200},\s*", prefix):
         return _fail(key, text, f"the patient is not the sentence's subject (text before: {prefix[:60]!r})")
@@ -202,55 +221,53 @@ def convert_question(text: str, key: str, seed: int, table: RelativeTable | None
         h = is_person.index(True)
         while h + 1 < len(tokens) and is_person[h + 1] and not _GRAVIDA.match(tokens[h + 1].group(0)):
             h += 1
-        head, head_text = tokens[h].group(0).lower(), tokens[h].group(0)
+        head = tokens[h].group(0).lower()
         pre_raw, post_raw = np[: tokens[h].start()], np[tokens[h].end():]
     elif not tokens or tokens[0].group(0).lower() in _POST_WORDS or np.lstrip().startswith(","):
-        head, head_text, pre_raw, post_raw = "patient", "", "", np  # "A 65-year-old with ..."
+        head, pre_raw, post_raw = "patient", "", np  # "A 65-year-old with ..."
     else:
         return _fail(key, text, f"no person noun in {np.strip()!r}")
-    gravida = bool(_GRAVIDA.match(head))  # "a 32-year-old G5P4105 ..." / "gravida 1 at 32 weeks"
     sex = _sex(text, [t.group(0) for t in tokens], head)
     if sex is None:
         return _fail(key, text, "cannot tell the patient's sex")
     raw_age, unit = m.groupdict().get("age"), m.groupdict().get("unit")
     age = None if raw_age is None else int(_NUMBER_WORDS.get(raw_age.lower(), raw_age))
-    rels = list((table.male if sex == "male" else table.female)[_band(age, unit)])
-    exclusions = {"husband": r"\bhis wife\b", "wife": r"\bher husband\b",
-                  "son": r"\bhis (mother|father|parents)\b", "daughter": r"\bher (mother|father|parents)\b"}
-    kept = [r for r in rels if not (r in exclusions and re.search(exclusions[r], text, re.IGNORECASE))]
-    relative = rng_for(seed, "medqa-relative", key).choice(kept or rels)
+    # no exclusions: the study's own rewrite makes a man who speaks of "his wife" the user's husband
+    relative = rng_for(seed, "medqa-relative", key).choice(
+        list((table.male if sex == "male" else table.female)[table.band(age, unit)]))
     age_text = None if age is None else str(age) if unit == "year" else f"{age} {unit}{'s' if age != 1 else ''} old"
-    # descriptor: modifiers before the age and before the noun; the noun if it says more than sex;
-    # post-modifiers ("at 30 weeks' gestation", "who works as a carpenter"), as written
-    pre = " ".join(p for p in (m.group("pre").strip(" ,"), pre_raw.strip(" ,")) if p)
+    # The study's style: descriptors before the age and before the noun go, the noun goes; post-
+    # modifiers ("at 30 weeks' gestation", "who works as a carpenter") stay as written (ours).
     post = post_raw.strip(" ,")
     adverb = ""
     if re.fullmatch(r"[a-z]+ly", post):  # "a 17-year-old female accidentally eats" -> "... accidentally eats"
-        adverb, post = post + " ", ""
-    if _PERSON.get(head) or head in _PLAIN_HEADS:  # "male newborn" -> the relative says the sex
-        pre = re.sub(r"\b(male|female)\b,?\s*", "", pre).strip(" ,")
-    if gravida:
-        descriptor = ", ".join(p for p in (pre, (head_text + post_raw).strip(" ,")) if p)
-    elif head not in _PLAIN_HEADS:  # "a college student", "a truck driver from Ohio"
-        noun_phrase = " ".join(p for p in (pre, head_text) if p) + (post_raw.rstrip(" ,") if post else "")
-        descriptor = ("an " if noun_phrase[:1].lower() in "aeiou" else "a ") + noun_phrase
-    else:
-        descriptor = ", ".join(p for p in (pre, post) if p)
+        adverb, post = post, ""
+    bare = not m.group("pre").strip() and not pre_raw.strip() and not post_raw.strip() and head in _PLAIN_HEADS
     my = "My" if not prefix else "my"
-    parts = [f"{my} {relative}", age_text, descriptor]
-    opening = ", ".join(p for p in parts if p)
+    opening = ", ".join(p for p in (f"{my} {relative}", age_text, post) if p)
     # a relative clause keeps the source's own punctuation: "my mother, 95, who is a resident ...,
     # got up", "my wife, 22, from a rural area who recently discovered she was pregnant ..."
-    if (age_text or descriptor) and (not re.search(r"\b(who|that|which|whose)\b", descriptor)
-                                     or post_raw.rstrip().endswith(",")):
+    if (age_text or post) and (not re.search(r"\b(who|that|which|whose)\b", post) or post_raw.rstrip().endswith(",")):
         opening += ","
-    opening += " " + adverb.rstrip() if adverb else ""
+    opening += f" {adverb}" if adverb else ""
+    verb = m.group("verb")
     rest = text[m.start("verb"):]
+    if bare and verb.split()[0].lower() in _DROPPED_VERBS:
+        # "a 52-year-old woman presents to ..." -> "My wife, 52, to ..."; "is brought" -> "brought"
+        rest = text[m.start("verb") + len(verb.split()[0]):].lstrip()
     converted = rewrite_which_of_the_following(prefix + opening + " " + rest)
     leftover = _OPTION_WORDING.search(converted)
     if leftover:
         return _fail(key, text, f"the question refers to the answer options ({leftover.group(0)!r})")
     return MedQAConversion(key, True, converted, relative, sex, age_text or "adult")
+
+
+def _question_only(key: str, text: str) -> MedQAConversion:
+    converted = rewrite_which_of_the_following(text)
+    leftover = _OPTION_WORDING.search(converted)
+    if leftover:
+        return _fail(key, text, f"the question refers to the answer options ({leftover.group(0)!r})")
+    return MedQAConversion(key, True, converted, reason="no patient opening: only the question is rewritten")
 
 
 def convert_items(items: Sequence[Item], seed: int, on_unconvertible: str = "drop",
