@@ -25,12 +25,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from warmfast.errors import WarmfastError
+
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
-class EndpointError(RuntimeError):
+class EndpointError(WarmfastError, RuntimeError):
     """The endpoint answered, but not with a usable completion (bad request, auth, bad JSON, ...)."""
 
 

@@ -15,6 +15,7 @@ import torch
 
 from warmfast import _C
 from warmfast.engine.batch import Batch
+from warmfast.errors import InputError
 from warmfast.kernels import attention, logprob, lora, norm, rope
 
 BACKENDS = ("auto", "torch", "triton")
@@ -80,13 +81,13 @@ class TorchOps:
 def select_backend(name: str, device: torch.device):
     """Return the ops object for `name`; raise (never fall back) if it cannot run here."""
     if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+        raise InputError(f"backend must be one of {BACKENDS}, got {name!r}")
     if name == "auto":
         name = "triton" if device.type == "cuda" else "torch"
     if name == "torch":
         return TorchOps(device)
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"backend='triton' needs a CUDA device (got device={device.type!r}); on CPU "
+        raise InputError(f"backend='triton' needs a CUDA device (got device={device.type!r}); on CPU "
                          "use backend='torch' (or set TRITON_INTERPRET=1, tests only)")
     from warmfast.engine.triton_ops import TritonOps
 

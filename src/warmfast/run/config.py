@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from warmfast.errors import WarmfastError
+
 ARM_KINDS = ("original", "adapter", "system_prompt")
 GRID_TASKS = ("triviaqa", "truthfulqa", "disinfo", "medqa")
 CAPABILITY_TASKS = ("mmlu", "gsm8k", "advbench")
@@ -29,7 +31,7 @@ JUDGE_KINDS = ("logprob", "openai", "none")
 EXPORT_FORMATS = ("csv", "parquet")
 
 
-class ConfigError(ValueError):
+class ConfigError(WarmfastError, ValueError):
     """A run configuration that cannot be used; the message names the file and the key."""
 
 

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from warmfast.errors import WarmfastError
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -76,7 +78,7 @@ _CONTENT_COLUMNS = {
 }
 
 
-class StoreError(RuntimeError):
+class StoreError(WarmfastError, RuntimeError):
     """A store file warmfast cannot use (other schema version, not a warmfast store, ...)."""
 
 
