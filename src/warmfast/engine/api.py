@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from warmfast.engine.backend import select_backend
+from warmfast.engine.device import check_device, resolve_dtype
 from warmfast.engine.tokens import TokenizerCache
 from warmfast.errors import InputError, UnknownAdapterError
 from warmfast.kernels.rope import rope_inv_freq
@@ -118,9 +119,8 @@ class Engine:
         call from_pretrained at the same point, since the groups are created collectively), or pass
         tp_group= (e.g. `parallel.parallel_layout(N).tp`; tensor_parallel must equal its size).
         device "cuda" without an index: cuda:LOCAL_RANK under torchrun, else global rank % GPUs."""
-        if dtype not in DTYPES:
-            raise InputError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-        dev = torch.device(device)
+        dev = check_device(device)
+        dtype = resolve_dtype(dtype, dev, model_dir)  # "auto": bf16 on a GPU that has it, fp32 on CPU
         if is_gpt2_folder(model_dir):  # scoring only, no adapters (model/gpt2.py)
             gpt2 = load_gpt2(model_dir, dict(adapters or {}), DTYPES[dtype], dev,
                              tensor_parallel if tp_group is None else tp_group.size)

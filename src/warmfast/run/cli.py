@@ -8,9 +8,10 @@ run/lockstep.py say who does what.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import sys
+
+from warmfast.errors import InputError, WarmfastError
 
 
 def _load(args):
@@ -21,11 +22,11 @@ def _load(args):
         try:
             config = dataclasses.replace(config, output_dir=args.output_dir)
         except ConfigError as err:
-            raise SystemExit(f"--output-dir: {err}") from None
+            raise InputError(f"--output-dir: {err}") from None
     tp = getattr(args, "tensor_parallel", None)
     if tp is not None:  # the flag overrides model.tensor_parallel
         if tp < 1:
-            raise SystemExit(f"--tensor-parallel must be a positive integer, got {tp}")
+            raise InputError(f"--tensor-parallel must be a positive integer, got {tp}")
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, tensor_parallel=tp))
     return config
 
@@ -49,11 +50,11 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
         return None
     if text == "env":
         if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-            raise SystemExit("--shard env: RANK and WORLD_SIZE are not set (launch with torchrun)")
+            raise InputError("--shard env: RANK and WORLD_SIZE are not set (launch with torchrun)")
         text = f"{os.environ['RANK']}/{os.environ['WORLD_SIZE']}"
     rank, sep, world = text.partition("/")
     if not sep or not rank.isdigit() or not world.isdigit() or not int(rank) < int(world):
-        raise SystemExit(f"--shard expects RANK/WORLD with 0 <= RANK < WORLD (or 'env'), got {text!r}")
+        raise InputError(f"--shard expects RANK/WORLD with 0 <= RANK < WORLD (or 'env'), got {text!r}")
     return int(rank), int(world)
 
 
@@ -122,6 +123,9 @@ def _execute(args, name: str, shard_text: str | None, shard: tuple[int, int] | N
         print(f"warmfast {name}: {err}", file=sys.stderr)
         _drop(layout)
         return 2
+    except WarmfastError:  # store, lock, judge endpoint, a stop signal: main() prints it
+        _drop(layout)
+        raise
     if summary is not None:
         _report(summary)
     if layout is not None:
@@ -130,7 +134,6 @@ def _execute(args, name: str, shard_text: str | None, shard: tuple[int, int] | N
 
 
 def cmd_run(args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     shard = parse_shard(args.shard)
     return _execute(args, "run", args.shard, shard, generate_only=args.generate_only)
 
@@ -138,7 +141,6 @@ def cmd_run(args) -> int:
 def cmd_judge(args) -> int:
     from warmfast.run.config import ConfigError
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if (args.config is None) == (args.labelled is None):
         print("warmfast judge: give either a run CONFIG or --labelled DIR --judge FILE", file=sys.stderr)
         return 2
