@@ -13,17 +13,17 @@ from warmfast.errors import InputError
 
 
 def output_dir_arg(p: argparse.ArgumentParser, *old: str, required: bool = False, default=None,
-                   help: str = "output folder") -> None:
-    """--output-dir (dest output_dir), with `old` spellings accepted but not shown in --help."""
+                   help: str = "output folder", dest: str = "output_dir") -> None:
+    """--output-dir, with `old` spellings accepted but not shown in --help."""
     if required:
         g = p.add_mutually_exclusive_group(required=True)  # missing: "one of the arguments --output-dir is required"
-        g.add_argument("--output-dir", dest="output_dir", metavar="DIR", help=help)
+        g.add_argument("--output-dir", dest=dest, metavar="DIR", help=help)
         for flag in old:
-            g.add_argument(flag, dest="output_dir", help=argparse.SUPPRESS)
+            g.add_argument(flag, dest=dest, help=argparse.SUPPRESS)
         return
-    p.add_argument("--output-dir", dest="output_dir", metavar="DIR", default=default, help=help)
+    p.add_argument("--output-dir", dest=dest, metavar="DIR", default=default, help=help)
     for flag in old:
-        p.add_argument(flag, dest="output_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        p.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def check_output_file(path: str | Path, flag: str = "--output") -> Path:

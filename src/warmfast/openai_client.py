@@ -161,7 +161,7 @@ class OpenAIClient:
             if attempt == self.config.max_retries:
                 break
             wait = self._wait_s(attempt, retry_after)
-            log.warning("%s: %s; retry %d/%d in %.2fs", self.url, last_problem, attempt + 1,
+            log.info("%s: %s; retry %d/%d in %.2fs", self.url, last_problem, attempt + 1,
                         self.config.max_retries, wait)
             time.sleep(wait)
         if last_problem.startswith(("HTTP", "malformed")):

@@ -139,12 +139,8 @@ def cmd_generate(args) -> int:
 
     adapters = _adapters(args.adapter)
     out_path = check_output_file(args.output)
-    try:  # the sampling flags, checked as a request would be
-        wf.GenerateRequest(prompt="", max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                           top_p=args.top_p, top_k=args.top_k, min_p=args.min_p, seed=args.seed)
-    except InputError as err:
-        raise InputError(f"flags --max-new-tokens/--temperature/--top-p/--top-k/--min-p: "
-                         f"{str(err).removeprefix('GenerateRequest')}") from None
+    for name in ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "seed"):  # as a row's would be
+        GENERATE_ROW.check(name, getattr(args, name), f"--{name.replace('_', '-')}")
     rows = _rows(args, GENERATE_ROW, adapters)
     reqs, owner = [], []  # owner[i]: the row request i came from
     for i, (where, v, _) in enumerate(rows):

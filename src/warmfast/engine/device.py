@@ -20,8 +20,8 @@ def check_device(device: str | torch.device) -> torch.device:
     """torch.device(device), refusing names torch does not know and devices this machine lacks."""
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise InputError(f"device {device!r} is not a torch device (cpu, cuda, cuda:N, mps): {err}") from None
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"device {str(device)!r}: torch {torch.__version__} sees no CUDA GPU "

@@ -36,9 +36,11 @@ def _is_num(v) -> bool:
 
 
 def int_in(lo: int, hi: int | None = None) -> Callable[[Any], int]:
+    bound = "" if hi is None else f" and < {'2^64' if hi == 2**64 else hi}"
+
     def check(v):
         if not _is_int(v) or v < lo or (hi is not None and v >= hi):
-            raise _Bad(f"must be an integer >= {lo}" + (f" and < {hi}" if hi is not None else "") + f", got {v!r}")
+            raise _Bad(f"must be an integer >= {lo}{bound}, got {v!r}")
         return v
     return check
 
@@ -140,6 +142,13 @@ class RowSchema:
 
     def add(self, f: Field) -> None:
         self.fields[f.name] = f
+
+    def check(self, name: str, value: Any, label: str) -> Any:
+        """One value checked as field `name` would be (e.g. a command-line flag of the same meaning)."""
+        try:
+            return self.fields[name].check(value)
+        except _Bad as err:
+            raise InputError(f"{label}: {err}") from None
 
     def known(self) -> list[str]:
         return sorted([*self.fields, *(a for f in self.fields.values() for a in f.aliases)])

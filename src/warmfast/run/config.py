@@ -14,6 +14,7 @@ Conventions
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import types
 import typing
@@ -349,10 +350,12 @@ def _build(cls, raw: Any, key: str):
         if not isinstance(raw, dict):
             raise ConfigError(f"{key or 'config'}: must be a mapping, got {type(raw).__name__} {raw!r}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - set(fields))
+        unknown = sorted(set(raw) - set(fields), key=str)
         if unknown:
-            raise ConfigError(f"{key + '.' if key else ''}{unknown[0]}: unknown key; {cls.__name__} "
-                              f"knows {sorted(fields)}")
+            near = difflib.get_close_matches(str(unknown[0]), list(fields), n=1, cutoff=0.6)
+            raise ConfigError(f"{key + '.' if key else ''}{unknown[0]}: unknown key; "
+                              + (f"did you mean {near[0]!r}? " if near else "")
+                              + f"{cls.__name__} knows {sorted(fields)}")
         hints = typing.get_type_hints(cls)
         kwargs = {}
         for name, f in fields.items():
@@ -467,7 +470,7 @@ def load_config(path: str | Path) -> RunConfig:
     """Read and validate a run config; every error message starts with the file name."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"run config not found: {path}" + (" (a folder, not a file)" if path.is_dir() else ""))
+        raise ConfigError(f"{path}: run config not found" + (" (a folder, not a file)" if path.is_dir() else ""))
     raw = parse_yaml(_read_text(path), str(path))
     return config_from_dict(raw, str(path), path.parent)
 

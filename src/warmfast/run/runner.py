@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from warmfast.errors import RequestError
 from warmfast.model.parallel import ParallelLayout, rank_device
 from warmfast.run.config import RunConfig
 from warmfast.run.export import export_rows
@@ -142,8 +143,15 @@ def generate(chunks: list[list[JobRecord]], plan: Plan, store: Store, engines: E
             continue
         engine = engines.get()
         # all arms of these prompts in one call: the engine batches them together
-        results = engine.generate([generate_request(j) for j in todo], max_batch_size=cfg.max_batch_size,
-                                  cuda_graphs=cfg.cuda_graphs)
+        try:
+            results = engine.generate([generate_request(j) for j in todo], max_batch_size=cfg.max_batch_size,
+                                      cuda_graphs=cfg.cuda_graphs)
+        except RequestError as err:  # name the job, not the engine's position in this chunk
+            if err.index is None:
+                raise
+            j = todo[err.index]
+            msg = str(err).split(": ", 1)[-1]
+            raise RequestError(f"task {j.task}, arm {j.arm}, job {j.key[:12]}: {msg}") from err
         gens = [Generation(j.key, r.text, list(r.token_ids), r.finish_reason, len(r.token_ids))
                 for j, r in zip(todo, results)]
         store.add_generations(gens)  # one transaction: this chunk is now safe
@@ -276,7 +284,7 @@ def make_run_folder(out_dir: Path) -> None:
     """Create the run folder; a path that cannot be one is a StoreError naming it."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
+    except (FileExistsError, NotADirectoryError):
         raise StoreError(f"output_dir {out_dir}: a file, not a folder (or a file is in its path)") from None
     except PermissionError:
         raise StoreError(f"output_dir {out_dir}: cannot create it (permission denied)") from None

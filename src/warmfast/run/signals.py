@@ -44,5 +44,5 @@ class GracefulStop:
     def check(self, stage: str, done: int, total: int) -> None:
         """Raise Stopped if a signal came; called right after a commit."""
         if self.signum is not None:
-            raise Stopped(f"stopped during {stage} ({signal.Signals(self.signum).name}); rerun the same "
-                          f"command to resume ({done} of {total} done)", 128 + self.signum)
+            raise Stopped(f"stopped; rerun the same command to resume ({done} of {total} done; "
+                          f"{signal.Signals(self.signum).name} during {stage})", 128 + self.signum)
