@@ -186,6 +186,7 @@ def judge(chunks: list[list[JobRecord]], plan: Plan, store: Store, stages: list[
         n_todo = sum(len(b) for b in todo)
         bar = tqdm(total=len(keys), initial=len(keys) - n_todo, unit="answer", desc=stage.name,
                    disable=not progress or not n_todo, dynamic_ncols=True)
+        n_done = len(keys) - n_todo
         for batch in todo:
             if not batch:
                 continue
@@ -194,9 +195,10 @@ def judge(chunks: list[list[JobRecord]], plan: Plan, store: Store, stages: list[
                 Judgement(keys[j.key], j.key, stage.role, stage.judge_name, v.verdict, v.score, v.confidence, v.detail)
                 for j, v in zip(batch, verdicts)])
             bar.update(len(batch))
+            n_done += len(batch)
             if stop is not None and stop.signum is not None:
                 bar.close()
-                stop.check(stage.name, bar.n, len(keys))
+                stop.check(stage.name, n_done, len(keys))
         bar.close()
         new[stage.name] = n_todo
         stored = store.judgements(keys.values())
