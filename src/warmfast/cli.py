@@ -84,7 +84,9 @@ def _fail(command: str, message: str, debug: bool, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(_log_level(args))
+    level = _log_level(args)
+    _configure_logging(level)
+    args.quiet = level > logging.INFO  # progress bars are info too: -q or a higher level hides them
     if args.quiet and hasattr(args, "no_progress"):
         args.no_progress = True
     previous = None

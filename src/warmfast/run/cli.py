@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 from warmfast.errors import InputError, WarmfastError
 
@@ -103,7 +102,7 @@ def _drop(layout) -> None:
 
 def _execute(args, name: str, shard_text: str | None, shard: tuple[int, int] | None, **kwargs) -> int:
     """Run the grid (one process, or this rank of a tensor-parallel group) and report."""
-    from warmfast.model.parallel import TensorParallelError, finish_distributed
+    from warmfast.model.parallel import finish_distributed
     from warmfast.run.config import ConfigError
     from warmfast.run.runner import run, run_rank
 
@@ -115,16 +114,10 @@ def _execute(args, name: str, shard_text: str | None, shard: tuple[int, int] | N
             summary = run(config, progress=not args.no_progress, shard=shard, **kwargs)
         else:  # progress bars and the report on TP rank 0 only (the other ranks return None)
             summary = run_rank(config, layout, progress=not args.no_progress, shard=shard, **kwargs)
-    except ConfigError as err:
-        print(f"warmfast {name}: {_where(args, err)}", file=sys.stderr)
+    except WarmfastError as err:  # config, store, lock, judge endpoint, a stop signal: main() prints it
         _drop(layout)
-        return 2
-    except TensorParallelError as err:
-        print(f"warmfast {name}: {err}", file=sys.stderr)
-        _drop(layout)
-        return 2
-    except WarmfastError:  # store, lock, judge endpoint, a stop signal: main() prints it
-        _drop(layout)
+        if isinstance(err, ConfigError):
+            raise ConfigError(_where(args, err)) from err
         raise
     if summary is not None:
         _report(summary)
@@ -142,15 +135,13 @@ def cmd_judge(args) -> int:
     from warmfast.run.config import ConfigError
 
     if (args.config is None) == (args.labelled is None):
-        print("warmfast judge: give either a run CONFIG or --labelled DIR --judge FILE", file=sys.stderr)
-        return 2
+        raise InputError("give either a run CONFIG or --labelled DIR --judge FILE")
     if args.labelled is None:  # a run's stored generations (one tensor-parallel group under torchrun)
         return _execute(args, "judge", None, None, skip_generation=True)
     try:
         return _judge_labelled(args)
     except ConfigError as err:
-        print(f"warmfast judge: {_where(args, err)}", file=sys.stderr)
-        return 2
+        raise ConfigError(_where(args, err)) from err
 
 
 def _judge_labelled(args) -> int:
