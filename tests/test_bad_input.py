@@ -582,3 +582,35 @@ def test_judge_answering_after_malformed_replies_completes(generated, tmp_path, 
     assert code == 0, err
     bodies = {json.dumps(x["body"], sort_keys=True) for x in ep.seen}
     assert len(ep.seen) == len(bodies) + 3  # each distinct request answered once, after three retried tries
+
+
+def test_training_configs_refuse_duplicate_keys(tmp_path, capsys):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("model: a\nepochs: 1\nepochs: 2\n")
+    code, err = run_main(["train", str(cfg)], capsys)
+    expect_error(code, err, "train.yaml:3:1", "duplicate key 'epochs' (first at line 2)")
+    cfg.write_text("style: warm\nstyle: cold\n")
+    code, err = run_main(["rewrite", str(cfg), "--style", "warm", "--input", "x.jsonl", "--output-dir", str(tmp_path)], capsys)
+    expect_error(code, err, "duplicate key 'style'")
+
+
+@pytest.mark.parametrize("exc,status,text", [(KeyboardInterrupt, 130, "interrupted (Ctrl-C)"),
+                                              ("sigterm", 143, "terminated (SIGTERM)")])
+def test_interrupted_score_is_one_line(t, tmp_path, capsys, monkeypatch, exc, status, text):
+    import os
+    import signal
+    import time
+
+    import warmfast as wf
+
+    def interrupted(self, *a, **k):
+        if exc == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)  # main()'s handler raises where this thread is
+            time.sleep(5)
+        raise exc
+
+    monkeypatch.setattr(wf.Engine, "score", interrupted)
+    (tmp_path / "out.jsonl").write_text(PREVIOUS)
+    code, err = run_main(score([OK])(t, tmp_path), capsys)
+    assert code == status and err.strip() == f"warmfast score: {text}"
+    assert (tmp_path / "out.jsonl").read_text() == PREVIOUS

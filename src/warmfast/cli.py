@@ -27,6 +27,9 @@ COMMAND_MODULES = [
     "warmfast.train.cli",
 ]
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# commands that keep each finished batch in a store: an interruption loses only the batch in flight
+_RESUME = {c: "; results saved before it are kept: rerun the same command to resume"
+           for c in ("run", "judge", "rewrite", "sociot", "train")}
 
 
 class Terminated(BaseException):
@@ -109,11 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(args.command, one_line(err.code.removeprefix(f"warmfast {args.command}: ")), False, 2)
         raise
     except KeyboardInterrupt:
-        return _fail(args.command, "interrupted (Ctrl-C); nothing after the last saved result was kept",
-                     args.debug, 130)
+        return _fail(args.command, "interrupted (Ctrl-C)" + _RESUME.get(args.command, ""), args.debug, 130)
     except Terminated:
-        return _fail(args.command, "terminated (SIGTERM); nothing after the last saved result was kept",
-                     args.debug, 143)
+        return _fail(args.command, "terminated (SIGTERM)" + _RESUME.get(args.command, ""), args.debug, 143)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

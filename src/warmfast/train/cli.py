@@ -46,12 +46,12 @@ def _clean_errors(cmd: str):
 def _yaml(path: str | None) -> dict:
     if not path:
         return {}
-    import yaml
+    from warmfast.run.config import parse_yaml  # duplicate keys are an error; one line per problem
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config {p} does not exist")
-    return yaml.safe_load(p.read_text()) or {}
+    return parse_yaml(p.read_text(encoding="utf-8"), str(p)) or {}
 
 
 def cmd_sharegpt(args) -> int:
