@@ -357,8 +357,38 @@ RUN_CASES = [
     ("task-unknown", lambda c, p: _dump(c, p, _set("tasks", {"trivia": {"n": 1}})), ("trivia",)),
     ("model-path-missing", lambda c, p: _dump(c, p, _set("model.path", "/nowhere/model")), ("/nowhere/model",)),
     ("prompt-too-long", lambda c, p: _dump(c, p, _set("generation.max_new_tokens", 2)), ("task disinfo, arm", "exceeds the maximum sequence length 64")),
+    ("model-config-not-json", lambda c, p: _dump(c, p, _set("model.path", _broken_copy(c, p, "model", "config.json", b"{nope"))),
+     ("config.json is not valid JSON",)),
+    ("model-truncated", lambda c, p: _dump(c, p, _set("model.path", _broken_copy(c, p, "model", "model.safetensors", None))),
+     ("model.safetensors", "truncated or not safetensors")),
+    ("adapter-r-text", lambda c, p: _dump(c, p, _set("arms.warm.adapter", _adapter_conf(c, p, r="eight"))),
+     ("r must be a positive integer", "'eight'")),
+    ("adapter-r-zero", lambda c, p: _dump(c, p, _set("arms.warm.adapter", _adapter_conf(c, p, r=0))), ("got 0",)),
+    ("adapter-conf-not-json", lambda c, p: _dump(c, p, _set("arms.warm.adapter", _broken_copy(c, p, "adapter", "adapter_config.json", b"{"))),
+     ("arms.warm.adapter", "adapter_config.json is not valid JSON")),
     ("adapter-arm-missing", lambda c, p: _dump(c, p, _set("arms.warm.adapter", "/nowhere/adapter")), ("/nowhere/adapter",)),
 ]
+
+
+def _broken_copy(c, p, what, name, content):
+    """A copy of the config's model folder (what="model") or warm adapter with file `name` replaced by
+    `content` (None: cut to half its length); returns the copy's path."""
+    src = Path(c["model"]["path"] if what == "model" else c["arms"]["warm"]["adapter"])
+    dst = p.parent / f"broken_{what}"
+    shutil.copytree(src, dst)
+    if content is None:
+        truncate(dst / name)
+    else:
+        (dst / name).write_bytes(content)
+    return str(dst)
+
+
+def _adapter_conf(c, p, **changes):
+    dst = p.parent / "edited_adapter"
+    shutil.copytree(c["arms"]["warm"]["adapter"], dst)
+    conf = json.loads((dst / "adapter_config.json").read_text())
+    (dst / "adapter_config.json").write_text(json.dumps({**conf, **changes}))
+    return str(dst)
 
 
 def _dump(c, p, edit):
@@ -377,8 +407,9 @@ def test_run_config_refuses_with_one_line(case, t, tmp_path, capsys):
     code, err = run_main(["run", str(cfg), "--no-progress"], capsys)
     expect_error(code, err, *needles)
     with Store(out / "store.sqlite") as st:
-        assert _digest(st) == before or name == "prompt-too-long"  # nothing written before the config fails
-        assert [g[1] for g in st.content_snapshot()["generations"]] == ["kept"]  # the earlier result is there
+        # the earlier result is there (a failure at model load may have listed the plan's jobs, no more)
+        assert [g[1] for g in st.content_snapshot()["generations"]] == ["kept"]
+        assert _digest(st) == before or name.startswith(("prompt-", "model-", "adapter-r-"))
 
 
 def _store_bad(kind):
