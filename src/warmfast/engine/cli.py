@@ -39,15 +39,17 @@ def _engine(args, adapters: dict[str, str]):
             raise InputError(f"--tensor-parallel {args.tensor_parallel} needs a "
                              f"world of exactly {args.tensor_parallel} ranks, got {dist.get_world_size()}; "
                              "for data parallelism over several groups use `warmfast run CONFIG --shard env`")
-    eng = wf.Engine.from_pretrained(args.model, adapters=adapters, device=args.device,
-                                    dtype=args.dtype, backend=args.backend,
-                                    tensor_parallel=args.tensor_parallel)
-    return eng
+    return wf.Engine.from_pretrained(args.model, adapters=adapters, device=args.device, dtype=args.dtype,
+                                     backend=args.backend, tensor_parallel=args.tensor_parallel)
 
 
 def _lead(eng) -> bool:
     """Whether this process reports and writes: always, except tensor-parallel ranks other than 0."""
     return eng.tp is None or eng.tp.rank == 0
+
+
+def _progress(eng, args) -> bool:
+    return _lead(eng) and not getattr(args, "quiet", False)
 
 
 def _rows(args, schema, adapters: dict[str, str]) -> list[tuple[str, dict, dict]]:
@@ -105,7 +107,7 @@ def cmd_score(args) -> int:
     reqs = [wf.ScoreRequest(v["context"], v["continuation"], v["adapter"]) for _, v, _ in rows]
     t0 = time.perf_counter()
     try:
-        results = eng.score(reqs, max_batch_tokens=args.batch_tokens, progress=_lead(eng) and not args.quiet)
+        results = eng.score(reqs, max_batch_tokens=args.batch_tokens, progress=_progress(eng, args))
     except RequestError as err:
         raise _at_row(err, [w for w, _, _ in rows]) from err
     dt = time.perf_counter() - t0
@@ -121,7 +123,7 @@ def cmd_score(args) -> int:
 def _generate_request(wf, v: dict, args, sample: int):
     """One engine request of a validated row; sample k of n > 1 gets its own random stream."""
     rid = v["request_id"]
-    if v["n"] > 1:  # n samples of one prompt: request ids request_id (or the prompt hash's) + k
+    if v["n"] > 1:  # n samples of one prompt: request ids request_id + k, or (no request_id) seeds seed + k
         rid = None if rid is None else (rid + sample) % 2**64
     pick = lambda name, flag: flag if v[name] is None else v[name]  # noqa: E731 (row first, then the flag)
     return wf.GenerateRequest(
@@ -152,7 +154,7 @@ def cmd_generate(args) -> int:
             owner.append(i)
     eng = _engine(args, adapters)
     try:
-        results = eng.generate(reqs, max_batch_size=args.max_batch_size, progress=_lead(eng) and not args.quiet,
+        results = eng.generate(reqs, max_batch_size=args.max_batch_size, progress=_progress(eng, args),
                                cuda_graphs=args.cuda_graphs)
     except RequestError as err:
         raise _at_row(err, [rows[o][0] for o in owner]) from err

@@ -198,7 +198,7 @@ _PASSTHROUGH = (Field("id", anything, None), Field("metadata", anything, None))
 _OPENAI_ONLY = {k: "OpenAI's API has it, warmfast does not run it" for k in (
     "stream", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "repetition_penalty",
     "logit_bias", "user", "response_format", "tools", "tool_choice", "functions", "best_of", "echo",
-    "suffix", "suffix", "store", "service_tier", "parallel_tool_calls", "stream_options")}
+    "suffix", "store", "service_tier", "parallel_tool_calls", "stream_options")}
 _OPENAI_ONLY["model"] = "the model is the --model folder, and adapters are chosen with 'adapter'"
 
 SCORE_ROW = RowSchema("score", refused=dict(_OPENAI_ONLY))
