@@ -1,5 +1,6 @@
 """The engine's command line: tiny, score, generate (JSONL in, JSONL out), and the _C import guard."""
 import json
+import re
 import subprocess
 import sys
 
@@ -30,7 +31,7 @@ def test_tiny_folders_load_in_transformers_and_peft(tmp_path):
     assert b and all(p.abs().sum() > 0 for p in b)
 
 
-def test_score_and_generate_cli_match_the_api(tiny, tmp_path):
+def test_score_and_generate_cli_match_the_api(tiny, tmp_path, capsys):
     p = tiny("llama", 3)
     rows = [{"context": "The capital of France is", "continuation": " Paris.", "adapter": a}
             for a in (None, "a0", "a2")]
@@ -57,26 +58,33 @@ def test_score_and_generate_cli_match_the_api(tiny, tmp_path):
     assert main(["generate", *args, "--input", str(tmp_path / "g.jsonl"), "--output",
                  str(tmp_path / "go1.jsonl"), "--max-batch-size", "1"]) == 0
     assert [g["token_ids"] for g in read_jsonl(tmp_path / "go1.jsonl")] == [w.token_ids for w in want]
-    with pytest.raises(ValueError, match="cuda_graphs=True needs device cuda and backend triton"):
-        main(["generate", *args, "--input", str(tmp_path / "g.jsonl"), "--output",
-              str(tmp_path / "go2.jsonl"), "--cuda-graphs"])
+    assert main(["generate", *args, "--input", str(tmp_path / "g.jsonl"), "--output",
+                 str(tmp_path / "go2.jsonl"), "--cuda-graphs"]) == 2
+    assert "cuda_graphs=True needs device cuda and backend triton" in capsys.readouterr().err
 
 
-def test_cli_bad_jsonl_names_file_and_line(tiny, tmp_path):
+def test_cli_bad_jsonl_names_file_and_line(tiny, tmp_path, capsys):
     p = tiny("llama", 3)
+
+    def err_of(argv):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        return err
+
     (tmp_path / "bad.jsonl").write_text('{"context": "a", "continuation": " b"}\n{"context": "x"}\n')
-    with pytest.raises(SystemExit, match=r"bad.jsonl: record 2: missing key\(s\) \['continuation'\]"):
-        main(["score", "--model", str(p.model_dir), "--input", str(tmp_path / "bad.jsonl"),
-              "--output", str(tmp_path / "o.jsonl")])
+    assert re.search(r"bad.jsonl line 2: missing field 'continuation'", err_of(
+        ["score", "--model", str(p.model_dir), "--input", str(tmp_path / "bad.jsonl"),
+         "--output", str(tmp_path / "o.jsonl")]))
     (tmp_path / "broken.jsonl").write_text('{"context": "a"\n')
-    with pytest.raises(SystemExit, match=r"broken.jsonl:1: not valid JSON"):
-        main(["score", "--model", str(p.model_dir), "--input", str(tmp_path / "broken.jsonl"),
-              "--output", str(tmp_path / "o.jsonl")])
-    with pytest.raises(SystemExit, match=r"--parts: unknown part\(s\) \['gird'\]"):
-        main(["demo", "--outdir", str(tmp_path / "d"), "--parts", "engine,gird"])
-    with pytest.raises(SystemExit, match="--adapter expects NAME=DIR"):
-        main(["score", "--model", str(p.model_dir), "--adapter", "nodir", "--input",
-              str(tmp_path / "bad.jsonl"), "--output", str(tmp_path / "o.jsonl")])
+    assert re.search(r"broken.jsonl line 1: not valid JSON", err_of(
+        ["score", "--model", str(p.model_dir), "--input", str(tmp_path / "broken.jsonl"),
+         "--output", str(tmp_path / "o.jsonl")]))
+    assert re.search(r"--parts: unknown part\(s\) \['gird'\]", err_of(
+        ["demo", "--output-dir", str(tmp_path / "d"), "--parts", "engine,gird"]))
+    assert "--adapter expects NAME=DIR" in err_of(
+        ["score", "--model", str(p.model_dir), "--adapter", "nodir", "--input",
+         str(tmp_path / "bad.jsonl"), "--output", str(tmp_path / "o.jsonl")])
 
 
 def test_missing_extension_says_how_to_build(tmp_path):

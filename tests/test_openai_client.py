@@ -12,7 +12,8 @@ SECRET = "sk-test-0123456789abcdef"
 
 
 class FakeEndpoint:
-    """A chat-completions server. `script` is a list of HTTP statuses to answer before succeeding;
+    """A chat-completions server. `script` is a list of HTTP statuses (or raw 200 bodies, bytes) to
+    answer before succeeding;
     `answer(body) -> str` makes the completion text. Every request is recorded."""
 
     def __init__(self, answer=lambda body: "CORRECT", script=()):
@@ -29,7 +30,10 @@ class FakeEndpoint:
                 with outer.lock:
                     outer.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
                     status = outer.script.pop(0) if outer.script else 200
-                if status != 200:
+                if isinstance(status, bytes):  # a malformed 200 reply: this body as it is
+                    payload = status
+                    self.send_response(200)
+                elif status != 200:
                     payload = json.dumps({"error": {"message": f"scripted {status}"}}).encode()
                     self.send_response(status)
                     if status == 429:
@@ -143,3 +147,17 @@ def test_malformed_reply_is_an_error(endpoint, monkeypatch):
         client.chat([{"role": "user", "content": "q"}], model="m")
     with pytest.raises(ValueError, match=r"messages\[0\]"):
         client.chat([{"role": "user"}], model="m")
+
+
+def test_malformed_replies_are_retried_then_named(endpoint, monkeypatch):
+    monkeypatch.setenv("WARMFAST_TEST_KEY", SECRET)
+    ep = endpoint(script=[b"<html>502 Bad Gateway</html>", b'{"object": "error"}', b"[1, 2]"])
+    client = OpenAIClient(_cfg(ep.base_url, max_retries=3))
+    assert client.chat([{"role": "user", "content": "q"}], model="m").text == "CORRECT"  # the 4th try
+    assert len(ep.seen) == 4
+    ep = endpoint(script=[b"<html>oops</html>"] * 5)
+    client = OpenAIClient(_cfg(ep.base_url, max_retries=2))
+    with pytest.raises(EndpointError, match=r"still failing after 3 tries; last answer malformed reply: a body "
+                                            r"that is not JSON: b'<html>oops</html>'"):
+        client.chat([{"role": "user", "content": "q"}], model="m")
+    assert len(ep.seen) == 3

@@ -80,7 +80,7 @@ def test_cannot_section_names_missing_arms_separation_and_empty_cells(full_repor
     assert "single model" not in cannot
 
 
-def test_single_model_with_sociot_and_benchmarks(tmp_path):
+def test_single_model_with_sociot_and_benchmarks(tmp_path, capsys):
     # small hand-written tables in the documented columns (not study data): the figures must draw them
     sociot = tmp_path / "sociot.csv"
     sociot.write_text("model,epoch,warmth,se\nm,0,0.011,0.001\nm,1,0.02,0.001\nm,2,0.028,0.001\n")
@@ -95,8 +95,8 @@ def test_single_model_with_sociot_and_benchmarks(tmp_path):
     assert "warmth over epochs" not in md.split("could not be computed")[1]
     assert (out / "figures" / "warmth_epochs_this_run.png").is_file()
     assert (out / "figures" / "benchmarks_this_run.svg").is_file()
-    with pytest.raises(SystemExit, match="--sociot file .*nope.csv does not exist"):
-        main(["report", str(SAMPLE), "--out", str(out), "--sociot", str(tmp_path / "nope.csv")])
+    assert main(["report", str(SAMPLE), "--out", str(out), "--sociot", str(tmp_path / "nope.csv")]) == 2
+    assert re.search("warmfast report: --sociot file .*nope.csv does not exist", capsys.readouterr().err)
 
 
 def test_original_arm_only(tmp_path):

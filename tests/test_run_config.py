@@ -43,7 +43,7 @@ def test_a_minimal_config_gets_the_protocol_defaults():
     (lambda c: c.pop("arms"), r"arms: required key is missing"),
     (lambda c: c.pop("output_dir"), r"output_dir: required key is missing"),
     (lambda c: c["tasks"].update(mmlu={"arms": ["cold"]}), r"tasks\.mmlu\.arms: unknown arm 'cold'"),
-    (lambda c: c["model"].update(dtype="fp8"), r"model\.dtype: must be float32"),
+    (lambda c: c["model"].update(dtype="fp8"), r"model\.dtype: must be one of auto, float32, bfloat16, float16, got 'fp8'"),
 ])
 def test_malformed_configs_name_the_key(edit, message):
     raw = _base()

@@ -2,6 +2,7 @@
 import pytest
 
 from warmfast.cli import main
+from warmfast.errors import InputError
 from warmfast.run.cli import parse_shard
 from warmfast.run.config import config_from_dict
 from warmfast.run.plan import build_plan
@@ -49,17 +50,17 @@ def test_two_shards_merge_into_the_uninterrupted_store(tmp_path, tiny):
     assert (tmp_path / "sharded" / "results.csv").read_bytes() == (tmp_path / "ref" / "results.csv").read_bytes()
 
 
-def test_shard_arguments(monkeypatch):
+def test_shard_arguments(monkeypatch, capsys):
     assert parse_shard(None) is None and parse_shard("1/4") == (1, 4)
     monkeypatch.setenv("RANK", "2")
     monkeypatch.setenv("WORLD_SIZE", "3")
     assert parse_shard("env") == (2, 3)
     for bad in ("4/4", "a/2", "3"):
-        with pytest.raises(SystemExit, match="--shard expects RANK/WORLD"):
+        with pytest.raises(InputError, match="--shard expects RANK/WORLD"):
             parse_shard(bad)
     monkeypatch.delenv("RANK")
-    with pytest.raises(SystemExit, match="RANK and WORLD_SIZE are not set"):
-        main(["run", "x.yaml", "--shard", "env"])
+    assert main(["run", "x.yaml", "--shard", "env"]) == 2
+    assert "warmfast run: --shard env: RANK and WORLD_SIZE are not set" in capsys.readouterr().err
 
 
 def test_all_arms_share_each_engine_call(tmp_path, tiny, monkeypatch):

@@ -3,6 +3,7 @@ missing checkpoint shard) on every rank without a hang, and `torchrun ... warmfa
 --tensor-parallel 2` writing what one process writes."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def test_errors_on_every_rank(tiny, tmp_path):
         kind, msg = seen["heads"]
         assert kind == "TensorParallelError" and "num_attention_heads=3 is not divisible by tensor_parallel=2" in msg
         kind, msg = seen["shard"]
-        assert kind == "FileNotFoundError" and f"shard {shards[-1]} listed in" in msg and "does not exist" in msg
+        assert kind == "MissingPathError" and f"shard {shards[-1]} listed in" in msg and "does not exist" in msg
 
 
 def test_cli_torchrun_score_equals_one_process(tiny, tmp_path):
@@ -142,16 +143,16 @@ def test_rank_slices_are_slices_of_the_full_model(tiny):
                     assert torch.equal(sp.A, sf.A[:, :, w * r:w * (r + 1)]) and torch.equal(sp.B, sf.B)
 
 
-def test_cli_tensor_parallel_outside_torchrun(tiny, tmp_path, monkeypatch):
+def test_cli_tensor_parallel_outside_torchrun(tiny, tmp_path, monkeypatch, capsys):
     from warmfast.cli import main
 
     for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(var, raising=False)
     inp = tmp_path / "in.jsonl"
     inp.write_text(json.dumps({"context": "The capital of France is", "continuation": " Paris."}) + "\n")
-    with pytest.raises(TensorParallelError, match=r"launch with torchrun .*lacks \['RANK', 'WORLD_SIZE'"):
-        main(["score", "--model", str(tiny("llama", 1).model_dir), "--input", str(inp),
-              "--output", str(tmp_path / "out.jsonl"), "--tensor-parallel", "2"])
+    assert main(["score", "--model", str(tiny("llama", 1).model_dir), "--input", str(inp),
+                 "--output", str(tmp_path / "out.jsonl"), "--tensor-parallel", "2"]) == 2
+    assert re.search(r"launch with torchrun .*lacks \['RANK', 'WORLD_SIZE'", capsys.readouterr().err)
     assert not (tmp_path / "out.jsonl").exists()
 
 

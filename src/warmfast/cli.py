@@ -2,12 +2,22 @@
 
 Each area of the package registers its own sub-commands with a `register(subparsers)` function;
 this file only lists them, so a reader finds each command's code beside the code it drives.
+
+The error contract: a failure the user can fix (`WarmfastError`, a missing or unwritable file)
+prints one line, `warmfast COMMAND: message`, and exits 2; `--debug` adds the traceback. Ctrl-C
+exits 130 and SIGTERM 143, with one line (`warmfast run` first finishes its current commit and
+says how far it got: run/signals.py). Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import signal
 import sys
+import traceback
+
+from warmfast.errors import Stopped, WarmfastError, one_line
 
 # (module path) -> each module defines register(subparsers) adding one or more commands.
 COMMAND_MODULES = [
@@ -16,19 +26,98 @@ COMMAND_MODULES = [
     "warmfast.run.cli",
     "warmfast.train.cli",
 ]
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# commands that keep each finished batch in a store: an interruption loses only the batch in flight
+_RESUME = {c: "; results saved before it are kept: rerun the same command to resume"
+           for c in ("run", "judge", "rewrite", "sociot", "train")}
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the main thread is (like KeyboardInterrupt for Ctrl-C)."""
+
+
+def _version() -> str:
+    from warmfast import __version__
+
+    return f"warmfast {__version__}"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="warmfast", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=None,
+                        help="messages shown on stderr (default info; -v = debug, -q = warning)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
+    parser.add_argument("--debug", action="store_true", help="on an error, print the traceback too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
 
+def _log_level(args) -> int:
+    if args.log_level is not None:
+        return getattr(logging, args.log_level.upper())
+    if args.verbose or args.debug:
+        return logging.DEBUG
+    return logging.WARNING if args.quiet else logging.INFO
+
+
+def _configure_logging(level: int) -> None:
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler._warmfast = True  # ours: replaced, not stacked, when main() runs again in one process
+    root.handlers = [h for h in root.handlers if not getattr(h, "_warmfast", False)] + [handler]
+    root.setLevel(level)
+    logging.getLogger("warmfast").setLevel(level)
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _fail(command: str, message: str, debug: bool, code: int) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"warmfast {command}: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    level = _log_level(args)
+    _configure_logging(level)
+    args.quiet = level > logging.INFO  # progress bars are info too: -q or a higher level hides them
+    if args.quiet and hasattr(args, "no_progress"):
+        args.no_progress = True
+    previous = None
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # (only the main thread may set it)
+        try:
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:
+            previous = None
+    try:
+        return int(args.func(args) or 0)
+    except Stopped as err:
+        return _fail(args.command, str(err), False, err.exit_code)
+    except WarmfastError as err:
+        return _fail(args.command, one_line(err), args.debug, err.exit_code)
+    except OSError as err:  # a file the user named: missing, unwritable, a folder, disk full
+        where = f"{err.filename}: " if err.filename else ""
+        return _fail(args.command, f"{where}{err.strerror or one_line(err)}", args.debug, 2)
+    except SystemExit as err:  # `raise SystemExit("message")` in a command: one line, exit 2
+        if isinstance(err.code, str):
+            return _fail(args.command, one_line(err.code.removeprefix(f"warmfast {args.command}: ")), False, 2)
+        raise
+    except KeyboardInterrupt:
+        return _fail(args.command, "interrupted (Ctrl-C)" + _RESUME.get(args.command, ""), args.debug, 130)
+    except Terminated:
+        return _fail(args.command, "terminated (SIGTERM)" + _RESUME.get(args.command, ""), args.debug, 143)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

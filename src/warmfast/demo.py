@@ -85,7 +85,7 @@ def report_demo(outdir: Path) -> None:
     if not (outdir / "grid").is_dir():
         raise SystemExit(f"the report part needs the grid part's run in {outdir / 'grid'}; "
                          "run `warmfast demo` with --parts including grid first")
-    rc = main(["report", str(outdir / "grid"), "--out", str(outdir / "report")])
+    rc = main(["report", str(outdir / "grid"), "--output-dir", str(outdir / "report")])
     if rc:
         raise SystemExit(f"`warmfast report` failed with status {rc}")
     print(f"[report] {outdir / 'report'}")

@@ -6,9 +6,10 @@ Used by the LLM judge and by the training layer's rewriter. Only the standard li
 - The API key is read from an environment variable whose *name* is configured; the key itself is
   kept in a private attribute, sent only in the Authorization header, and never appears in a repr,
   a log line or an error message.
-- Rate limits and server errors (429, 5xx, timeouts, refused connections) are retried with
-  exponential backoff (`backoff_s * 2**attempt`, capped, a server's Retry-After honoured); other
-  HTTP errors (400, 401, 404, ...) fail at once with the status and the server's message.
+- Rate limits, server errors (429, 5xx, timeouts, refused connections) and malformed 200 replies
+  (not JSON, no choices[0].message.content) are retried with exponential backoff
+  (`backoff_s * 2**attempt`, capped, stretched by a random jitter, a server's Retry-After
+  honoured); other HTTP errors (400, 401, 404, ...) fail at once with the status and message.
 - An endpoint that cannot be reached after all retries raises `EndpointUnreachable` naming the URL.
 """
 from __future__ import annotations
@@ -25,12 +26,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from warmfast.errors import InputError, WarmfastError
+
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
-class EndpointError(RuntimeError):
+class EndpointError(WarmfastError, RuntimeError):
     """The endpoint answered, but not with a usable completion (bad request, auth, bad JSON, ...)."""
 
 
@@ -71,16 +74,32 @@ class ClientConfig:
 
     def __post_init__(self):
         if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+            raise InputError(f"base_url must start with http:// or https://, got {self.base_url!r}")
         if self.api_key_env is not None and (not isinstance(self.api_key_env, str) or not self.api_key_env):
-            raise ValueError(f"api_key_env must be an environment variable name or null, got {self.api_key_env!r}")
+            raise InputError(f"api_key_env must be an environment variable name or null, got {self.api_key_env!r}")
         for name in ("timeout_s", "backoff_s", "max_backoff_s"):
             if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
-                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+                raise InputError(f"{name} must be a positive number, got {getattr(self, name)!r}")
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"max_retries must be a non-negative integer, got {self.max_retries!r}")
+            raise InputError(f"max_retries must be a non-negative integer, got {self.max_retries!r}")
         if not (isinstance(self.jitter, (int, float)) and self.jitter >= 0):
-            raise ValueError(f"jitter must be >= 0, got {self.jitter!r}")
+            raise InputError(f"jitter must be >= 0, got {self.jitter!r}")
+
+
+class _Malformed(Exception):
+    """A 200 reply that is not a chat completion (retried like a server error)."""
+
+
+def _chat_response(data) -> ChatResponse:
+    try:
+        choice = data["choices"][0]
+        text = choice["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise _Malformed(f"JSON without choices[0].message.content: {json.dumps(data)[:300]}") from None
+    if not isinstance(text, str):
+        raise _Malformed(f"a non-text message content: {text!r}")
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    return ChatResponse(text, choice.get("finish_reason"), data.get("model"), usage)
 
 
 class OpenAIClient:
@@ -110,7 +129,9 @@ class OpenAIClient:
         wait = min(wait, self.config.max_backoff_s)
         return wait * (1.0 + random.uniform(0.0, self.config.jitter))
 
-    def _post(self, body: bytes) -> dict:
+    def _post(self, body: bytes, parse=None):
+        """POST body; returns parse(reply JSON) (the JSON itself without parse). A reply that is not
+        JSON, or that parse refuses (raises _Malformed), is retried like a server error."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -122,9 +143,12 @@ class OpenAIClient:
                 with urllib.request.urlopen(request, timeout=self.config.timeout_s) as resp:
                     payload = resp.read()
                 try:
-                    return json.loads(payload)
-                except json.JSONDecodeError as err:
-                    raise EndpointError(f"{self.url} returned a body that is not JSON: {payload[:200]!r}") from err
+                    data = json.loads(payload)
+                    return data if parse is None else parse(data)
+                except json.JSONDecodeError:
+                    last_problem = f"malformed reply: a body that is not JSON: {payload[:200]!r}"
+                except _Malformed as err:
+                    last_problem = f"malformed reply: {err}"
             except urllib.error.HTTPError as err:
                 message = err.read()[:500].decode("utf-8", "replace")
                 if err.code not in RETRY_STATUSES:
@@ -137,10 +161,10 @@ class OpenAIClient:
             if attempt == self.config.max_retries:
                 break
             wait = self._wait_s(attempt, retry_after)
-            log.warning("%s: %s; retry %d/%d in %.2fs", self.url, last_problem, attempt + 1,
+            log.info("%s: %s; retry %d/%d in %.2fs", self.url, last_problem, attempt + 1,
                         self.config.max_retries, wait)
             time.sleep(wait)
-        if last_problem.startswith("HTTP"):
+        if last_problem.startswith(("HTTP", "malformed")):
             raise EndpointError(f"{self.url} still failing after {self.config.max_retries + 1} tries; "
                                 f"last answer {last_problem}")
         raise EndpointUnreachable(f"cannot reach {self.url} after {self.config.max_retries + 1} tries "
@@ -157,16 +181,7 @@ class OpenAIClient:
             body["max_tokens"] = max_tokens
         if seed is not None:
             body["seed"] = seed
-        data = self._post(json.dumps(body).encode("utf-8"))
-        try:
-            choice = data["choices"][0]
-            text = choice["message"]["content"]
-        except (KeyError, IndexError, TypeError) as err:
-            raise EndpointError(f"{self.url} returned JSON without choices[0].message.content: "
-                                f"{json.dumps(data)[:300]}") from err
-        if not isinstance(text, str):
-            raise EndpointError(f"{self.url} returned a non-text message content: {text!r}")
-        return ChatResponse(text, choice.get("finish_reason"), data.get("model"), data.get("usage") or {})
+        return self._post(json.dumps(body).encode("utf-8"), _chat_response)
 
     def chat_many(self, calls: Sequence[dict], max_workers: int = 4) -> list[ChatResponse]:
         """Run `chat(**call)` for each call on a small thread pool; results in call order."""

@@ -1,4 +1,4 @@
-"""`warmfast report RUN_DIR_OR_CSVS... --out DIR`: the analysis report of a run or of CSV files."""
+"""`warmfast report RUN_DIR_OR_CSVS... --output-dir DIR`: the analysis report of a run or of CSV files."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 
 import pandas as pd
+
+from warmfast.cli_common import output_dir_arg
 
 log = logging.getLogger("warmfast.report")
 
@@ -16,7 +18,7 @@ def register(subparsers) -> None:
         description="Inputs: CSV files or folders in the study's layout (<model>/<arm>/<task>_<arm>_outputs.csv), "
                     "or a warmfast run directory holding a results store.")
     p.add_argument("inputs", nargs="+", help="run directory, CSV files, or folders of *_outputs.csv")
-    p.add_argument("--out", required=True, help="output folder (report.html, summary.md, figures/, tables/)")
+    output_dir_arg(p, "--out", required=True, dest="out", help="output folder (report.html, summary.md, figures/, tables/)")
     p.add_argument("--sociot", help="CSV of SocioT warmth per checkpoint: model, epoch, warmth, se")
     p.add_argument("--benchmarks", help="CSV of capability benchmarks: model, benchmark, arm, accuracy, "
                                         "ci_lower, ci_upper")

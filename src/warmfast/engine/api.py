@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 
 from warmfast.engine.backend import select_backend
+from warmfast.engine.device import check_device, resolve_dtype
 from warmfast.engine.tokens import TokenizerCache
+from warmfast.errors import InputError, UnknownAdapterError
 from warmfast.kernels.rope import rope_inv_freq
 from warmfast.model.adapters import AdapterError, load_adapter, stack_adapters
 from warmfast.model.config import ModelConfig
@@ -68,15 +70,15 @@ class GenerateRequest:
 
     def __post_init__(self):
         if (self.prompt is None) == (self.messages is None):
-            raise ValueError("GenerateRequest needs exactly one of prompt= or messages=")
+            raise InputError("GenerateRequest needs exactly one of prompt= or messages=")
         if self.max_new_tokens < 1:
-            raise ValueError(f"GenerateRequest.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise InputError(f"GenerateRequest.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.temperature < 0:
-            raise ValueError(f"GenerateRequest.temperature must be >= 0, got {self.temperature}")
+            raise InputError(f"GenerateRequest.temperature must be >= 0, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"GenerateRequest.top_p must be in (0, 1], got {self.top_p}")
+            raise InputError(f"GenerateRequest.top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0 or not 0.0 <= self.min_p < 1.0:
-            raise ValueError(f"GenerateRequest: top_k must be >= 0 and min_p in [0, 1); got "
+            raise InputError(f"GenerateRequest: top_k must be >= 0 and min_p in [0, 1); got "
                              f"top_k={self.top_k}, min_p={self.min_p}")
 
 
@@ -117,9 +119,8 @@ class Engine:
         call from_pretrained at the same point, since the groups are created collectively), or pass
         tp_group= (e.g. `parallel.parallel_layout(N).tp`; tensor_parallel must equal its size).
         device "cuda" without an index: cuda:LOCAL_RANK under torchrun, else global rank % GPUs."""
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-        dev = torch.device(device)
+        dev = check_device(device)
+        dtype = resolve_dtype(dtype, dev, model_dir)  # "auto": bf16 on a GPU that has it, fp32 on CPU
         if is_gpt2_folder(model_dir):  # scoring only, no adapters (model/gpt2.py)
             gpt2 = load_gpt2(model_dir, dict(adapters or {}), DTYPES[dtype], dev,
                              tensor_parallel if tp_group is None else tp_group.size)
@@ -154,8 +155,8 @@ class Engine:
         if adapter in BASE_NAMES:
             return -1
         if adapter not in self.adapter_names:
-            raise KeyError(f"{where}: unknown adapter {adapter!r}; loaded adapters are "
-                           f"{self.adapter_names} (None or 'base' = no adapter)")
+            raise UnknownAdapterError(f"{where}: unknown adapter {adapter!r}; loaded adapters are "
+                                      f"{self.adapter_names} (None or 'base' = no adapter)")
         return self.adapter_names.index(adapter)
 
     @torch.inference_mode()
@@ -173,6 +174,6 @@ class Engine:
         from warmfast.engine.generator import generate
 
         if isinstance(self.model, GPT2Model):
-            raise ValueError(f"{self.model.cfg.source}: generation is not supported for GPT-2; "
+            raise InputError(f"{self.model.cfg.source}: generation is not supported for GPT-2; "
                              "warmfast runs GPT-2 for scoring only (Engine.score)")
         return generate(self, requests, max_batch_size, progress, **knobs)

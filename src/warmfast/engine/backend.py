@@ -15,6 +15,7 @@ import torch
 
 from warmfast import _C
 from warmfast.engine.batch import Batch
+from warmfast.errors import InputError
 from warmfast.kernels import attention, logprob, lora, norm, rope
 from warmfast.kernels.common import TRITON_MISSING
 
@@ -81,7 +82,7 @@ class TorchOps:
 def select_backend(name: str, device: torch.device):
     """Return the ops object for `name`; raise (never fall back) if it cannot run here."""
     if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+        raise InputError(f"backend must be one of {BACKENDS}, got {name!r}")
     if name == "auto":
         name = "triton" if device.type == "cuda" else "torch"
     if name == "torch":
@@ -90,7 +91,7 @@ def select_backend(name: str, device: torch.device):
         raise ValueError(f"backend='triton' (picked for device={device.type!r}) needs the triton package, which "
                          f"does not import here ({TRITON_MISSING}); install triton or use backend='torch'")
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"backend='triton' needs a CUDA device (got device={device.type!r}); on CPU "
+        raise InputError(f"backend='triton' needs a CUDA device (got device={device.type!r}); on CPU "
                          "use backend='torch' (or set TRITON_INTERPRET=1, tests only)")
     from warmfast.engine.triton_ops import TritonOps
 

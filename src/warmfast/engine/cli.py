@@ -3,9 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 import time
 from pathlib import Path
+
+from warmfast.cli_common import check_output_file, output_dir_arg, write_atomically
+from warmfast.engine.device import DTYPE_NAMES
+from warmfast.errors import InputError, RequestError
+
+log = logging.getLogger("warmfast")
 
 
 def _adapters(pairs: list[str]) -> dict[str, str]:
@@ -13,7 +19,9 @@ def _adapters(pairs: list[str]) -> dict[str, str]:
     for p in pairs or []:
         name, sep, path = p.partition("=")
         if not sep or not name or not path:
-            raise SystemExit(f"--adapter expects NAME=DIR, got {p!r}")
+            raise InputError(f"--adapter expects NAME=DIR, got {p!r}")
+        if name in out:
+            raise InputError(f"--adapter {name}= is given twice ({out[name]} and {path})")
         out[name] = path
     return out
 
@@ -28,15 +36,11 @@ def _engine(args, adapters: dict[str, str]):
         import torch.distributed as dist
 
         if dist.get_world_size() != args.tensor_parallel:  # several groups would each do all the rows
-            raise SystemExit(f"warmfast {args.command}: --tensor-parallel {args.tensor_parallel} needs a "
+            raise InputError(f"--tensor-parallel {args.tensor_parallel} needs a "
                              f"world of exactly {args.tensor_parallel} ranks, got {dist.get_world_size()}; "
                              "for data parallelism over several groups use `warmfast run CONFIG --shard env`")
-    eng = wf.Engine.from_pretrained(args.model, adapters=adapters, device=args.device,
-                                    dtype=args.dtype, backend=args.backend,
-                                    tensor_parallel=args.tensor_parallel)
-    print(f"warmfast: backend={eng.backend} device={eng.device} dtype={args.dtype} "
-          f"adapters={eng.adapter_names or 'none'}", file=sys.stderr)
-    return eng
+    return wf.Engine.from_pretrained(args.model, adapters=adapters, device=args.device, dtype=args.dtype,
+                                     backend=args.backend, tensor_parallel=args.tensor_parallel)
 
 
 def _lead(eng) -> bool:
@@ -44,20 +48,38 @@ def _lead(eng) -> bool:
     return eng.tp is None or eng.tp.rank == 0
 
 
-def _read_jsonl(path: str, required: tuple[str, ...]) -> list[dict]:
-    """Request rows of a JSONL (or .json/.csv/.parquet) file; a bad file ends in one line."""
-    from warmfast.tasks.files import read_records
-    from warmfast.tasks.item import TaskDataError
+def _progress(eng, args) -> bool:
+    return _lead(eng) and not getattr(args, "quiet", False)
 
-    try:
-        rows = read_records(path)
-    except TaskDataError as err:
-        raise SystemExit(str(err)) from err
-    for n, row in enumerate(rows, 1):
-        missing = [k for k in required if k not in row]
-        if missing:
-            raise SystemExit(f"{path}: record {n}: missing key(s) {missing}; got {sorted(row)}")
+
+def _rows(args, schema, adapters: dict[str, str]) -> list[tuple[str, dict, dict]]:
+    """The validated rows of --input, checked against the --adapter names: all before any model
+    loads, so a bad row costs nothing. (.jsonl: errors name the line; .json/.csv/.parquet: the record.)"""
+    from warmfast.engine.rows import parse_rows, read_jsonl
+
+    path = Path(args.input)
+    if path.suffix.lower() == ".jsonl":
+        records = read_jsonl(path)
+    else:
+        from warmfast.tasks.files import read_records
+
+        records = [(f"{path} record {i}", r) for i, r in enumerate(read_records(path), 1)]
+    rows = parse_rows(records, schema, str(path))
+    for where, values, _ in rows:
+        name = values["adapter"]
+        if name not in (None, "base") and name not in adapters:
+            raise InputError(f"{where}: adapter {name!r} is not loaded; "
+                             + (f"--adapter gave {sorted(adapters)}" if adapters else "no --adapter was given")
+                             + " (null or 'base' = the base model)")
     return rows
+
+
+def _at_row(err: RequestError, wheres: list[str]) -> InputError:
+    """An engine error about request i, re-said about the input row it came from."""
+    if err.index is None or not 0 <= err.index < len(wheres):
+        return err
+    msg = str(err).split(": ", 1)[-1] if str(err).startswith(("ScoreRequest #", "GenerateRequest #")) else str(err)
+    return InputError(f"{wheres[err.index]}: {msg}")
 
 
 def _distributed(cmd):
@@ -76,57 +98,93 @@ def _distributed(cmd):
 @_distributed
 def cmd_score(args) -> int:
     import warmfast as wf
+    from warmfast.engine.rows import SCORE_ROW
 
     adapters = _adapters(args.adapter)
-    rows = _read_jsonl(args.input, ("context", "continuation"))
+    out_path = check_output_file(args.output)
+    rows = _rows(args, SCORE_ROW, adapters)
     eng = _engine(args, adapters)
-    reqs = [wf.ScoreRequest(r["context"], r["continuation"], r.get("adapter")) for r in rows]
+    reqs = [wf.ScoreRequest(v["context"], v["continuation"], v["adapter"]) for _, v, _ in rows]
     t0 = time.perf_counter()
-    results = eng.score(reqs, max_batch_tokens=args.batch_tokens, progress=_lead(eng))
+    try:
+        results = eng.score(reqs, max_batch_tokens=args.batch_tokens, progress=_progress(eng, args))
+    except RequestError as err:
+        raise _at_row(err, [w for w, _, _ in rows]) from err
     dt = time.perf_counter() - t0
     if not _lead(eng):  # tensor parallel: every rank holds the same results; rank 0 writes them
         return 0
-    with open(args.output, "w") as f:
-        for row, res in zip(rows, results):
-            f.write(json.dumps({**row, "logprob": res.logprob, "token_logprobs": res.token_logprobs,
-                                "is_greedy": res.is_greedy, "num_tokens": res.num_tokens}) + "\n")
-    print(f"scored {len(rows)} rows in {dt:.2f}s -> {args.output}", file=sys.stderr)
+    write_atomically(out_path, (json.dumps({**raw, "logprob": res.logprob, "token_logprobs": res.token_logprobs,
+                                            "is_greedy": res.is_greedy, "num_tokens": res.num_tokens}) + "\n"
+                                for (_, _, raw), res in zip(rows, results)))
+    log.info("scored %d rows in %.2fs -> %s", len(rows), dt, out_path)
     return 0
+
+
+def _generate_request(wf, v: dict, args, sample: int):
+    """One engine request of a validated row; sample k of n > 1 gets its own random stream."""
+    rid = v["request_id"]
+    if v["n"] > 1:  # n samples of one prompt: request ids request_id + k, or (no request_id) seeds seed + k
+        rid = None if rid is None else (rid + sample) % 2**64
+    pick = lambda name, flag: flag if v[name] is None else v[name]  # noqa: E731 (row first, then the flag)
+    return wf.GenerateRequest(
+        prompt=v["prompt"], messages=v["messages"], adapter=v["adapter"],
+        max_new_tokens=pick("max_new_tokens", args.max_new_tokens), temperature=pick("temperature", args.temperature),
+        top_p=pick("top_p", args.top_p), top_k=pick("top_k", args.top_k), min_p=pick("min_p", args.min_p),
+        seed=pick("seed", args.seed) + (sample if v["n"] > 1 and rid is None else 0),
+        stop=v["stop"], request_id=rid)
 
 
 @_distributed
 def cmd_generate(args) -> int:
     import warmfast as wf
+    from warmfast.engine.rows import GENERATE_ROW
 
     adapters = _adapters(args.adapter)
-    rows = _read_jsonl(args.input, ())
+    out_path = check_output_file(args.output)
+    for name in ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "seed"):  # as a row's would be
+        GENERATE_ROW.check(name, getattr(args, name), f"--{name.replace('_', '-')}")
+    rows = _rows(args, GENERATE_ROW, adapters)
+    reqs, owner = [], []  # owner[i]: the row request i came from
+    for i, (where, v, _) in enumerate(rows):
+        for k in range(v["n"]):
+            try:
+                reqs.append(_generate_request(wf, v, args, k))
+            except InputError as err:
+                raise InputError(f"{where}: {err}") from None
+            owner.append(i)
     eng = _engine(args, adapters)
-    reqs = []
-    for n, r in enumerate(rows, 1):
-        if ("prompt" in r) == ("messages" in r):
-            raise SystemExit(f"{args.input}:{n}: each line needs exactly one of 'prompt' or 'messages'")
-        reqs.append(wf.GenerateRequest(
-            prompt=r.get("prompt"), messages=r.get("messages"), adapter=r.get("adapter"),
-            max_new_tokens=r.get("max_new_tokens", args.max_new_tokens),
-            temperature=r.get("temperature", args.temperature), seed=r.get("seed", args.seed),
-            stop=r.get("stop", [])))
-    results = eng.generate(reqs, max_batch_size=args.max_batch_size, progress=_lead(eng),
-                           cuda_graphs=args.cuda_graphs)
+    try:
+        results = eng.generate(reqs, max_batch_size=args.max_batch_size, progress=_progress(eng, args),
+                               cuda_graphs=args.cuda_graphs)
+    except RequestError as err:
+        raise _at_row(err, [rows[o][0] for o in owner]) from err
     if not _lead(eng):
         return 0
-    with open(args.output, "w") as f:
-        for row, res in zip(rows, results):
-            f.write(json.dumps({**row, "text": res.text, "token_ids": res.token_ids,
-                                "finish_reason": res.finish_reason}) + "\n")
+    per_row: list[list] = [[] for _ in rows]
+    for o, res in zip(owner, results):
+        per_row[o].append(res)
+
+    def line(raw: dict, res: list) -> str:
+        if len(res) == 1:
+            out = {"text": res[0].text, "token_ids": res[0].token_ids, "finish_reason": res[0].finish_reason}
+        else:  # OpenAI's n: one choice per sample
+            out = {"choices": [{"index": k, "text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason}
+                               for k, r in enumerate(res)]}
+        return json.dumps({**raw, **out}) + "\n"
+
+    write_atomically(out_path, (line(raw, res) for (_, _, raw), res in zip(rows, per_row)))
     stats = eng.generate_stats.summary() if eng.generate_stats is not None else "nothing to generate"
-    print(f"generated {stats} -> {args.output}", file=sys.stderr)
+    log.info("generated %s -> %s", stats, out_path)
     return 0
 
 
 def cmd_tiny(args) -> int:
     from warmfast.model.tiny import build_tiny
 
-    paths = build_tiny(args.outdir, arch=args.arch, n_adapters=args.adapters, seed=args.seed)
+    out = args.output_dir or args.folder
+    if out is None or (args.output_dir and args.folder and args.output_dir != args.folder):
+        raise InputError("give the folder once: warmfast tiny --output-dir DIR")
+    paths = build_tiny(out, arch=args.arch, n_adapters=args.adapters, seed=args.seed)
     print(f"model: {paths.model_dir}")
     for name, p in paths.adapters.items():
         print(f"adapter {name}: {p}")
@@ -136,31 +194,42 @@ def cmd_tiny(args) -> int:
 def cmd_demo(args) -> int:
     from warmfast.demo import run_demo
 
-    return run_demo(Path(args.outdir), tuple(p for p in args.parts.split(",") if p))
+    return run_demo(Path(args.output_dir), tuple(p for p in args.parts.split(",") if p))
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="HF model folder (config.json, safetensors, tokenizer)")
+    p.add_argument("--model", required=True, metavar="DIR",
+                   help="local Hugging Face model folder (config.json, *.safetensors, tokenizer files)")
     p.add_argument("--adapter", action="append", metavar="NAME=DIR", help="PEFT LoRA adapter (repeatable)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
+    p.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
+                   help="auto (default): bfloat16 on a GPU that supports it, float32 on the CPU")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "triton"])
     p.add_argument("--tensor-parallel", type=int, default=1, metavar="N",
                    help="split the model over N ranks; launch with torchrun --nproc-per-node N")
-    p.add_argument("--input", required=True, help="JSONL requests")
-    p.add_argument("--output", required=True, help="JSONL results (the input rows plus results)")
+    p.add_argument("--input", required=True, metavar="FILE", help="JSONL requests, one object a line")
+    p.add_argument("--output", required=True, metavar="FILE", help="JSONL results (the input rows plus results)")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("score", help="log-probs of continuations (JSONL: context, continuation, adapter)")
+    p = sub.add_parser("score", help="log-probs of continuations (JSONL: context, continuation, adapter)",
+                       description="Rows: context, continuation (text or token ids), adapter (null = base), "
+                                   "id and metadata (copied to the output).")
     _engine_args(p)
     p.add_argument("--batch-tokens", type=int, default=8192)
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("generate", help="sample continuations (JSONL: prompt or messages, adapter, ...)")
+    p = sub.add_parser("generate", help="sample continuations (JSONL: prompt or messages, adapter, ...)",
+                       description="Rows: prompt or messages, adapter, max_new_tokens (or OpenAI's max_tokens), "
+                                   "temperature, top_p, top_k, min_p, seed, stop (a string or a list), request_id, "
+                                   "n (samples; the output row then holds choices), id, metadata. A row's value "
+                                   "wins over the flag of the same name.")
     _engine_args(p)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--min-p", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-batch-size", type=int, default=64, help="sequences per decode step")
     p.add_argument("--cuda-graphs", action="store_true",
@@ -168,14 +237,15 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("tiny", help="write a tiny random model, tokenizer and PEFT adapters")
-    p.add_argument("outdir")
+    p.add_argument("folder", nargs="?", default=None, help=argparse.SUPPRESS)  # the old spelling
+    output_dir_arg(p, help="where to write model/ and adapter_*/")
     p.add_argument("--arch", default="llama", choices=["llama", "mistral", "qwen2"])
     p.add_argument("--adapters", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tiny)
 
     p = sub.add_parser("demo", help="the whole pipeline on tiny random models (engine, train, grid, report)")
-    p.add_argument("--outdir", default="warmfast-demo")
+    output_dir_arg(p, "--outdir", default="warmfast-demo", help="demo folder (default warmfast-demo)")
     p.add_argument("--parts", default="engine,train,grid,report",
                    help="comma-separated subset of engine,train,grid,report")
     p.set_defaults(func=cmd_demo)

@@ -27,6 +27,7 @@ from warmfast.engine.detok import IncrementalDetokenizer, OutputState, StopCrite
 from warmfast.engine.kv_cache import PagedKVCache, blocks_for
 from warmfast.engine.sampling import SamplingParams, default_impl, sample_logits
 from warmfast.engine.scheduler import Scheduler, SchedulerConfig, Sequence
+from warmfast.errors import InputError, RequestError
 from warmfast.model import parallel
 
 GRAPH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -101,7 +102,7 @@ def prompt_ids(engine, req, where: str) -> list[int]:
         return list(engine.tok.encode_context(req.prompt))
     vocab = engine.model.cfg.vocab_size
     if not req.prompt or any(not isinstance(t, int) or not 0 <= t < vocab for t in req.prompt):
-        raise ValueError(f"{where}: prompt token ids must be a non-empty list of ints in [0, {vocab})")
+        raise RequestError(f"{where}: prompt token ids must be a non-empty list of ints in [0, {vocab})")
     return list(req.prompt)
 
 
@@ -109,27 +110,31 @@ def _prepare(engine, requests, cfg: GeneratorConfig) -> list[_Request]:
     """Validate every request before any compute; errors name the request and the values."""
     prepared = []
     for i, req in enumerate(requests):
-        where = f"GenerateRequest #{i}"
-        slot = engine.slot(req.adapter, where)
-        ids = prompt_ids(engine, req, where)
-        if not ids:
-            raise ValueError(f"{where}: the prompt is empty (no tokens to condition on)")
-        total = len(ids) + req.max_new_tokens
-        if total > engine.max_seq_len:
-            raise ValueError(f"{where}: prompt ({len(ids)} tokens) + max_new_tokens "
-                             f"({req.max_new_tokens}) = {total} exceeds the maximum sequence length "
-                             f"{engine.max_seq_len}")
         try:
-            params = SamplingParams(float(req.temperature), int(req.top_k), float(req.top_p),
-                                    float(req.min_p), int(req.seed))
-            criteria = StopCriteria(req.max_new_tokens, engine.tok.eos_ids, tuple(req.stop))
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from err
-        rid = req.request_id if req.request_id is not None else default_request_id(ids)
-        if not 0 <= rid < 2**64:
-            raise ValueError(f"{where}: request_id must be in [0, 2^64), got {rid}")
-        seq = Sequence(i, ids, req.max_new_tokens, slot)
-        prepared.append(_Request(seq, params, rid, OutputState(criteria, IncrementalDetokenizer(engine.tok.hf))))
+            where = f"GenerateRequest #{i}"
+            slot = engine.slot(req.adapter, where)
+            ids = prompt_ids(engine, req, where)
+            if not ids:
+                raise RequestError(f"{where}: the prompt is empty (no tokens to condition on)")
+            total = len(ids) + req.max_new_tokens
+            if total > engine.max_seq_len:
+                raise RequestError(f"{where}: prompt ({len(ids)} tokens) + max_new_tokens "
+                                   f"({req.max_new_tokens}) = {total} exceeds the maximum sequence length "
+                                   f"{engine.max_seq_len}")
+            try:
+                params = SamplingParams(float(req.temperature), int(req.top_k), float(req.top_p),
+                                        float(req.min_p), int(req.seed))
+                criteria = StopCriteria(req.max_new_tokens, engine.tok.eos_ids, tuple(req.stop))
+            except ValueError as err:
+                raise RequestError(f"{where}: {err}") from err
+            rid = req.request_id if req.request_id is not None else default_request_id(ids)
+            if not 0 <= rid < 2**64:
+                raise RequestError(f"{where}: request_id must be in [0, 2^64), got {rid}")
+            seq = Sequence(i, ids, req.max_new_tokens, slot)
+            prepared.append(_Request(seq, params, rid, OutputState(criteria, IncrementalDetokenizer(engine.tok.hf))))
+        except RequestError as err:  # the caller learns which request: a CLI names its input line
+            err.index = i
+            raise
     return prepared
 
 
@@ -178,7 +183,7 @@ class Generator:
         self.graphs = None
         if cfg.cuda_graphs:
             if engine.device.type != "cuda" or engine.backend != "triton":
-                raise ValueError(f"generate: cuda_graphs=True needs device cuda and backend triton, "
+                raise InputError(f"generate: cuda_graphs=True needs device cuda and backend triton, "
                                  f"got device {engine.device.type} and backend {engine.backend}")
             self.graphs = DecodeGraphs(self, blocks_for(engine.max_seq_len, cfg.block_size))
 

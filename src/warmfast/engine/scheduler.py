@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from warmfast.engine.kv_cache import BlockManager, blocks_for
+from warmfast.errors import RequestError
 
 
 @dataclass(slots=True)
@@ -83,10 +84,11 @@ class Scheduler:
     def add(self, seq: Sequence, where: str = "") -> None:
         need = blocks_for(seq.max_len, self.cfg.block_size)
         if need > self.cfg.num_blocks:
-            raise ValueError(f"{where or f'sequence {seq.seq_id}'}: prompt ({len(seq.prompt)} tokens) "
-                             f"+ max_new_tokens ({seq.max_new_tokens}) needs {need} KV blocks of "
-                             f"{self.cfg.block_size} tokens, but the cache has only "
-                             f"{self.cfg.num_blocks}; raise kv_blocks or lower max_new_tokens")
+            raise RequestError(f"{where or f'sequence {seq.seq_id}'}: prompt ({len(seq.prompt)} tokens) "
+                               f"+ max_new_tokens ({seq.max_new_tokens}) needs {need} KV blocks of "
+                               f"{self.cfg.block_size} tokens, but the cache has only "
+                               f"{self.cfg.num_blocks}; raise kv_blocks or lower max_new_tokens",
+                               index=seq.seq_id)
         seq.status = "waiting"
         self.waiting.append(seq)
 

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from warmfast.engine.batch import build_prefill
+from warmfast.errors import RequestError
 from warmfast.model import parallel
 
 
@@ -36,29 +37,33 @@ def _ids(value, encode, where: str, field: str, vocab: int) -> list[int]:
     if isinstance(value, (list, tuple)) and all(isinstance(t, int) for t in value):
         bad = [t for t in value if not 0 <= t < vocab]
         if bad:
-            raise ValueError(f"{where}: {field} token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+            raise RequestError(f"{where}: {field} token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
         return list(value)
-    raise TypeError(f"{where}: {field} must be a string or a list of token ids, got {type(value).__name__}")
+    raise RequestError(f"{where}: {field} must be a string or a list of token ids, got {type(value).__name__}")
 
 
 def prepare_rows(engine, requests) -> list[_Row]:
     rows, vocab = [], engine.model.cfg.vocab_size
     for i, req in enumerate(requests):
-        where = f"ScoreRequest #{i}"
-        slot = engine.slot(req.adapter, where)
-        ctx = _ids(req.context, engine.tok.encode_context, where, "context", vocab)
-        cont = _ids(req.continuation, engine.tok.encode_plain, where, "continuation", vocab)
-        if not cont:
-            raise ValueError(f"{where}: the continuation is empty ({req.continuation!r}); there is "
-                             "nothing to score")
-        if not ctx:
-            raise ValueError(f"{where}: the context is empty; pass at least one token (string "
-                             "contexts get the tokenizer's BOS when it has one)")
-        total = len(ctx) + len(cont)
-        if total > engine.max_seq_len:
-            raise ValueError(f"{where}: context ({len(ctx)} tokens) + continuation ({len(cont)} tokens) "
-                             f"= {total} tokens exceeds the maximum sequence length {engine.max_seq_len}")
-        rows.append(_Row(i, slot, ctx + cont[:-1], len(ctx) - 1, cont))
+        try:
+            where = f"ScoreRequest #{i}"
+            slot = engine.slot(req.adapter, where)
+            ctx = _ids(req.context, engine.tok.encode_context, where, "context", vocab)
+            cont = _ids(req.continuation, engine.tok.encode_plain, where, "continuation", vocab)
+            if not cont:
+                raise RequestError(f"{where}: the continuation is empty ({req.continuation!r}); there is "
+                                   "nothing to score")
+            if not ctx:
+                raise RequestError(f"{where}: the context is empty; pass at least one token (string "
+                                   "contexts get the tokenizer's BOS when it has one)")
+            total = len(ctx) + len(cont)
+            if total > engine.max_seq_len:
+                raise RequestError(f"{where}: context ({len(ctx)} tokens) + continuation ({len(cont)} tokens) "
+                                   f"= {total} tokens exceeds the maximum sequence length {engine.max_seq_len}")
+            rows.append(_Row(i, slot, ctx + cont[:-1], len(ctx) - 1, cont))
+        except RequestError as err:  # the caller learns which request: a CLI names its input line
+            err.index = i
+            raise
     return rows
 
 

@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from warmfast.engine.detok import load_eos_ids
+from warmfast.errors import MissingPathError, RequestError
 
 
 class TokenizerCache:
@@ -16,8 +17,8 @@ class TokenizerCache:
 
         model_dir = Path(model_dir)
         if not (model_dir / "tokenizer.json").is_file() and not (model_dir / "tokenizer.model").is_file():
-            raise FileNotFoundError(f"no tokenizer in {model_dir}: expected tokenizer.json "
-                                    "(or tokenizer.model) beside config.json")
+            raise MissingPathError(f"no tokenizer in {model_dir}: expected tokenizer.json "
+                                   "(or tokenizer.model) beside config.json")
         self.hf = AutoTokenizer.from_pretrained(str(model_dir))
         self.eos_ids = load_eos_ids(model_dir, self.hf.eos_token_id)
         self.encode_context = lru_cache(maxsize=65536)(self._encode_special)
@@ -32,12 +33,17 @@ class TokenizerCache:
     def chat(self, messages: list[dict], where: str) -> list[int]:
         """The chat template rendered with the generation prompt; the template adds BOS itself."""
         if self.hf.chat_template is None:
-            raise ValueError(f"{where}: messages= needs a chat template, and the tokenizer of this "
-                             "model has none (chat_template.jinja or tokenizer_config.json)")
+            raise RequestError(f"{where}: messages= needs a chat template, and the tokenizer of this "
+                               "model has none (chat_template.jinja or tokenizer_config.json)")
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise ValueError(f"{where}: messages[{i}] must be a dict with 'role' and 'content', got {m!r}")
-        text = self.hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                raise RequestError(f"{where}: messages[{i}] must be a dict with 'role' and 'content', got {m!r}")
+        from jinja2.exceptions import TemplateError
+
+        try:
+            text = self.hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except TemplateError as err:  # the template's own checks (roles must alternate, ...)
+            raise RequestError(f"{where}: the model's chat template refused these messages: {err}") from err
         return list(self._encode_plain(text))
 
     def decode(self, ids: list[int]) -> str:

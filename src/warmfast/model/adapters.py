@@ -8,27 +8,23 @@ the i-th adapter; slot -1 means "base model" and costs nothing.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
+from warmfast.errors import MissingPathError
+from warmfast.model.adapter_config import AdapterError, module_name, read_lora_config, refuse  # noqa: F401 (AdapterError: re-exported)
 from warmfast.model.config import ModelConfig
+from warmfast.model.weights import open_safetensors
 
 # fused group -> its PEFT module names, in the order of the fused base weight's output rows
 GROUPS = {"qkv": ("q_proj", "k_proj", "v_proj"), "o": ("o_proj",),
           "gate_up": ("gate_proj", "up_proj"), "down": ("down_proj",)}
 MODULE_GROUP = {m: g for g, mods in GROUPS.items() for m in mods}
-SUPPORTED = "LoRA on any subset of q,k,v,o,gate,up,down projections (rank, alpha, use_rslora, rank_pattern)"
 _KEY = re.compile(r"layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.[\w-]+)?\.weight$")
-
-
-class AdapterError(ValueError):
-    """An adapter warmfast cannot apply to this base model."""
 
 
 @dataclass(slots=True)
@@ -53,55 +49,38 @@ class LoraGroupStack:
     slice_offsets: list[int]  # len n_slices + 1, over out_total
 
 
-def _refuse(name: str, path: Path, feature: str) -> AdapterError:
-    return AdapterError(f"adapter {name!r} ({path}) uses {feature}, which warmfast does not "
-                        f"support yet; supported: {SUPPORTED}")
-
-
 def load_adapter(name: str, path: str | Path, cfg: ModelConfig) -> LoraAdapter:
+    """Read and validate a PEFT LoRA folder against the base model `cfg` (model/adapter_config.py
+    for the config; here the tensors: names, pairs, ranks equal to the config's, shapes, finite)."""
     path = Path(path)
     conf_path, weights_path = path / "adapter_config.json", path / "adapter_model.safetensors"
     if not path.is_dir():
-        raise FileNotFoundError(f"adapter {name!r}: folder {str(path)!r} does not exist")
+        raise MissingPathError(f"adapter {name!r}: folder {str(path)!r} does not exist")
     for p in (conf_path, weights_path):
         if not p.is_file():
-            raise FileNotFoundError(f"adapter {name!r}: {p} not found (a PEFT LoRA adapter folder "
-                                    "holds adapter_config.json and adapter_model.safetensors)")
-    conf = json.loads(conf_path.read_text())
-    if conf.get("peft_type", "LORA") != "LORA":
-        raise _refuse(name, path, f"peft_type={conf.get('peft_type')!r}")
-    if conf.get("use_dora"):
-        raise _refuse(name, path, "DoRA (use_dora=true)")
-    if conf.get("modules_to_save"):
-        raise _refuse(name, path, f"modules_to_save={conf['modules_to_save']}")
-    if conf.get("bias", "none") != "none" or conf.get("lora_bias"):
-        raise _refuse(name, path, f"trained biases (bias={conf.get('bias')!r})")
-    if conf.get("alpha_pattern"):
-        raise _refuse(name, path, f"alpha_pattern={conf['alpha_pattern']}")
-    if conf.get("layer_replication"):
-        raise _refuse(name, path, "layer_replication")
-    targets = conf.get("target_modules") or []
-    targets = [targets] if isinstance(targets, str) else list(targets)
-    for bad in ("lm_head", "embed_tokens"):
-        if any(bad in t for t in targets):
-            raise _refuse(name, path, f"a LoRA on {bad} (target_modules={targets})")
-
-    rank, alpha, rslora = int(conf["r"]), float(conf["lora_alpha"]), bool(conf.get("use_rslora"))
+            raise MissingPathError(f"adapter {name!r}: {p} not found (a PEFT LoRA adapter folder "
+                                   "holds adapter_config.json and adapter_model.safetensors)")
     shapes = cfg.module_shapes()
+    lora = read_lora_config(name, path, [module_name(i, m) for i in range(cfg.num_layers) for m in shapes])
     raw: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
-    with safe_open(str(weights_path), framework="pt") as f:
+    with open_safetensors(weights_path, f"weights of adapter {name!r}") as f:
         for key in f.keys():
             m = _KEY.search(key)
             if m is None:
                 if "lora_" in key or "modules_to_save" in key:
-                    raise _refuse(name, path, f"tensor {key!r}")
+                    raise refuse(name, path, f"tensor {key!r}")
                 raise AdapterError(f"adapter {name!r}: unexpected tensor {key!r} in {weights_path}")
             layer, module, ab = int(m.group(1)), m.group(2), m.group(3)
             if module not in shapes:
-                raise _refuse(name, path, f"a LoRA on {module} (tensor {key!r})")
+                raise refuse(name, path, f"a LoRA on {module} (tensor {key!r})")
             if layer >= cfg.num_layers:
                 raise AdapterError(f"adapter {name!r} was made for another base model: tensor {key!r} "
                                    f"is for layer {layer}, the model has {cfg.num_layers} layers")
+            if not lora.targets(module_name(layer, module)):  # PEFT would silently ignore it
+                raise AdapterError(f"adapter {name!r}: tensor {key!r} in {weights_path} is for "
+                                   f"{module_name(layer, module)}, which target_modules "
+                                   f"{list(lora.target_modules) if isinstance(lora.target_modules, tuple) else lora.target_modules!r} "
+                                   f"does not cover ({conf_path})")
             t = f.get_tensor(key).float()
             if not torch.isfinite(t).all():
                 raise AdapterError(f"adapter {name!r}: tensor {key!r} in {weights_path} holds non-finite values")
@@ -114,20 +93,25 @@ def load_adapter(name: str, path: str | Path, cfg: ModelConfig) -> LoraAdapter:
             raise AdapterError(f"{where}: has lora_{''.join(ab)} but not both lora_A and lora_B")
         a, b = ab["A"], ab["B"]
         d_in, d_out = shapes[module]
-        r = a.shape[0]
-        if a.dim() != 2 or b.dim() != 2 or b.shape[1] != r:
+        if a.dim() != 2 or b.dim() != 2 or b.shape[1] != a.shape[0]:
             raise AdapterError(f"{where}: lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)} "
                                "are not [r, in] and [out, r] with the same r")
+        r = lora.rank_of(module_name(layer, module))
+        if a.shape[0] != r:  # PEFT builds [r, in] from the config and refuses these weights
+            raise AdapterError(f"{where}: lora_A {tuple(a.shape)} has rank {a.shape[0]}, but "
+                               f"{conf_path} gives r={r}{' (rank_pattern)' if r != lora.rank else ''}; "
+                               "the config and the weights disagree (PEFT refuses this adapter too)")
         if (a.shape[1], b.shape[0]) != (d_in, d_out):
             raise AdapterError(
                 f"{where}: LoRA shape mismatch (adapter for another base model?): lora_A is "
                 f"{tuple(a.shape)} and lora_B {tuple(b.shape)}, the model's {module} maps "
                 f"in_features={d_in} -> out_features={d_out} (config {cfg.source})")
-        scaling = alpha / math.sqrt(r) if rslora else alpha / r
+        scaling = lora.alpha / math.sqrt(r) if lora.use_rslora else lora.alpha / r
         weights[(layer, module)] = (a, b * scaling)
     if not weights:
         raise AdapterError(f"adapter {name!r}: {weights_path} holds no LoRA tensors")
-    return LoraAdapter(name=name, path=path, rank=rank, alpha=alpha, use_rslora=rslora, weights=weights)
+    return LoraAdapter(name=name, path=path, rank=lora.rank, alpha=lora.alpha, use_rslora=lora.use_rslora,
+                       weights=weights)
 
 
 def stack_adapters(adapters: list[LoraAdapter], cfg: ModelConfig, dtype: torch.dtype,

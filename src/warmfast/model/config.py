@@ -2,8 +2,16 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from warmfast.errors import MissingPathError, WarmfastError
+
+# said whenever a model folder is missing or incomplete
+MODEL_FOLDER = ("a model folder is a local Hugging Face checkpoint folder holding config.json, the weights "
+                "(model.safetensors, or model.safetensors.index.json and its shards) and the tokenizer "
+                "(tokenizer.json or tokenizer.model, with tokenizer_config.json)")
 
 # architecture name in config.json -> (family, q/k/v projections carry a bias)
 SUPPORTED_ARCHITECTURES = {
@@ -13,8 +21,19 @@ SUPPORTED_ARCHITECTURES = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(WarmfastError, ValueError):
     """A model folder whose config.json warmfast cannot run."""
+
+
+def missing_model_folder(model_dir: str | Path) -> MissingPathError:
+    """The error for a model folder that does not exist; a hub id (org/name) gets a download hint."""
+    text = str(model_dir)
+    hint = ""
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.startswith("."):
+        hint = (f"; {text!r} looks like a Hugging Face hub id, and warmfast reads local folders only "
+                f"(no downloads): fetch it first, e.g. `huggingface-cli download {text} --local-dir DIR`, "
+                "and pass DIR")
+    return MissingPathError(f"model folder {text!r} does not exist{hint}; {MODEL_FOLDER}")
 
 
 @dataclass(slots=True)
@@ -139,11 +158,10 @@ class ModelConfig:
     def from_folder(cls, model_dir: str | Path) -> "ModelConfig":
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
-            raise FileNotFoundError(f"model folder {str(model_dir)!r} does not exist")
+            raise missing_model_folder(model_dir)
         path = model_dir / "config.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: a model folder needs the Hugging Face "
-                                    "config.json beside its safetensors weights")
+            raise MissingPathError(f"{path} not found; {MODEL_FOLDER}")
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as err:

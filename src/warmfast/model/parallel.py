@@ -38,6 +38,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from warmfast.errors import WarmfastError
 from warmfast.model.config import ModelConfig
 
 COLUMN_PARALLEL = ("qkv", "gate_up")  # fused groups split over their output rows
@@ -49,7 +50,7 @@ _LAYER_KEY = re.compile(r"^model\.layers\.\d+\.(self_attn|mlp)\.(\w+)\.(weight|b
 WAIT_TIMEOUT = timedelta(hours=48)
 
 
-class TensorParallelError(ValueError):
+class TensorParallelError(WarmfastError, ValueError):
     """A tensor-parallel setup that cannot work (world size, divisibility, process group)."""
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from warmfast.errors import MissingPathError, WarmfastError
 from warmfast.model.config import ModelConfig
 
 
-class WeightsError(ValueError):
+class WeightsError(WarmfastError, ValueError):
     """A checkpoint that does not match its config or holds unusable values."""
 
 
@@ -39,23 +40,40 @@ class ModelWeights:
     lm_head: torch.Tensor  # [V, H]; the same storage as embed when tied
 
 
+def open_safetensors(path: Path, what: str = "weights"):
+    """safe_open(path), with a file safetensors cannot read (truncated, not safetensors, unreadable)
+    reported as a WeightsError naming the file and its size."""
+    from safetensors import SafetensorError
+
+    try:
+        return safe_open(str(path), framework="pt")
+    except (SafetensorError, OSError) as err:
+        size = path.stat().st_size if path.is_file() else None
+        raise WeightsError(f"{path}: cannot read these {what} ({size} bytes): {err}; the file is truncated "
+                           "or not safetensors (download or save it again)") from err
+
+
 def checkpoint_files(model_dir: Path) -> dict[str, Path]:
     """Map every tensor name to the safetensors file holding it."""
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map")
+        try:
+            weight_map = json.loads(index.read_text())
+        except json.JSONDecodeError as err:
+            raise WeightsError(f"{index} is not valid JSON: {err}") from err
+        weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
         if not isinstance(weight_map, dict):
             raise WeightsError(f"{index}: missing 'weight_map'")
         files = {name: model_dir / fname for name, fname in weight_map.items()}
         for path in set(files.values()):
             if not path.is_file():
-                raise FileNotFoundError(f"shard {path} listed in {index} does not exist")
+                raise MissingPathError(f"shard {path} listed in {index} does not exist")
         return files
     single = model_dir / "model.safetensors"
     if not single.is_file():
-        raise FileNotFoundError(f"no weights in {model_dir}: expected model.safetensors or "
+        raise MissingPathError(f"no weights in {model_dir}: expected model.safetensors or "
                                 "model.safetensors.index.json with its shards")
-    with safe_open(str(single), framework="pt") as f:
+    with open_safetensors(single) as f:
         return {name: single for name in f.keys()}
 
 
@@ -74,7 +92,7 @@ class _Reader:
                                f"({len(self.files)} tensors in {sorted(set(map(str, self.files.values())))})")
         path = self.files[name]
         if path not in self._open:
-            self._open[path] = safe_open(str(path), framework="pt")
+            self._open[path] = open_safetensors(path)
         cut = None if self.shard is None else self.shard(name)
         if cut is None:
             t = self._open[path].get_tensor(name)

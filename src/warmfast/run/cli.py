@@ -8,9 +8,9 @@ run/lockstep.py say who does what.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
-import sys
+
+from warmfast.errors import InputError, WarmfastError
 
 
 def _load(args):
@@ -21,11 +21,11 @@ def _load(args):
         try:
             config = dataclasses.replace(config, output_dir=args.output_dir)
         except ConfigError as err:
-            raise SystemExit(f"--output-dir: {err}") from None
+            raise InputError(f"--output-dir: {err}") from None
     tp = getattr(args, "tensor_parallel", None)
     if tp is not None:  # the flag overrides model.tensor_parallel
         if tp < 1:
-            raise SystemExit(f"--tensor-parallel must be a positive integer, got {tp}")
+            raise InputError(f"--tensor-parallel must be a positive integer, got {tp}")
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, tensor_parallel=tp))
     return config
 
@@ -49,11 +49,11 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
         return None
     if text == "env":
         if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-            raise SystemExit("--shard env: RANK and WORLD_SIZE are not set (launch with torchrun)")
+            raise InputError("--shard env: RANK and WORLD_SIZE are not set (launch with torchrun)")
         text = f"{os.environ['RANK']}/{os.environ['WORLD_SIZE']}"
     rank, sep, world = text.partition("/")
     if not sep or not rank.isdigit() or not world.isdigit() or not int(rank) < int(world):
-        raise SystemExit(f"--shard expects RANK/WORLD with 0 <= RANK < WORLD (or 'env'), got {text!r}")
+        raise InputError(f"--shard expects RANK/WORLD with 0 <= RANK < WORLD (or 'env'), got {text!r}")
     return int(rank), int(world)
 
 
@@ -102,7 +102,7 @@ def _drop(layout) -> None:
 
 def _execute(args, name: str, shard_text: str | None, shard: tuple[int, int] | None, **kwargs) -> int:
     """Run the grid (one process, or this rank of a tensor-parallel group) and report."""
-    from warmfast.model.parallel import TensorParallelError, finish_distributed
+    from warmfast.model.parallel import finish_distributed
     from warmfast.run.config import ConfigError
     from warmfast.run.runner import run, run_rank
 
@@ -114,14 +114,11 @@ def _execute(args, name: str, shard_text: str | None, shard: tuple[int, int] | N
             summary = run(config, progress=not args.no_progress, shard=shard, **kwargs)
         else:  # progress bars and the report on TP rank 0 only (the other ranks return None)
             summary = run_rank(config, layout, progress=not args.no_progress, shard=shard, **kwargs)
-    except ConfigError as err:
-        print(f"warmfast {name}: {_where(args, err)}", file=sys.stderr)
+    except WarmfastError as err:  # config, store, lock, judge endpoint, a stop signal: main() prints it
         _drop(layout)
-        return 2
-    except TensorParallelError as err:
-        print(f"warmfast {name}: {err}", file=sys.stderr)
-        _drop(layout)
-        return 2
+        if isinstance(err, ConfigError):
+            raise ConfigError(_where(args, err)) from err
+        raise
     if summary is not None:
         _report(summary)
     if layout is not None:
@@ -130,7 +127,6 @@ def _execute(args, name: str, shard_text: str | None, shard: tuple[int, int] | N
 
 
 def cmd_run(args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     shard = parse_shard(args.shard)
     return _execute(args, "run", args.shard, shard, generate_only=args.generate_only)
 
@@ -138,17 +134,14 @@ def cmd_run(args) -> int:
 def cmd_judge(args) -> int:
     from warmfast.run.config import ConfigError
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if (args.config is None) == (args.labelled is None):
-        print("warmfast judge: give either a run CONFIG or --labelled DIR --judge FILE", file=sys.stderr)
-        return 2
+        raise InputError("give either a run CONFIG or --labelled DIR --judge FILE")
     if args.labelled is None:  # a run's stored generations (one tensor-parallel group under torchrun)
         return _execute(args, "judge", None, None, skip_generation=True)
     try:
         return _judge_labelled(args)
     except ConfigError as err:
-        print(f"warmfast judge: {_where(args, err)}", file=sys.stderr)
-        return 2
+        raise ConfigError(_where(args, err)) from err
 
 
 def _judge_labelled(args) -> int:

@@ -14,6 +14,8 @@ Conventions
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from warmfast.errors import WarmfastError
+
 ARM_KINDS = ("original", "adapter", "system_prompt")
 GRID_TASKS = ("triviaqa", "truthfulqa", "disinfo", "medqa")
 CAPABILITY_TASKS = ("mmlu", "gsm8k", "advbench")
@@ -29,7 +33,7 @@ JUDGE_KINDS = ("logprob", "openai", "none")
 EXPORT_FORMATS = ("csv", "parquet")
 
 
-class ConfigError(ValueError):
+class ConfigError(WarmfastError, ValueError):
     """A run configuration that cannot be used; the message names the file and the key."""
 
 
@@ -43,6 +47,23 @@ def _pos_int(value: Any, key: str, allow_none: bool = False) -> None:
         return
     _need(isinstance(value, int) and not isinstance(value, bool) and value > 0, key,
           f"must be a positive integer{' or null' if allow_none else ''}, got {value!r}")
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?")
+
+
+def _device(value: Any, key: str, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    _need(isinstance(value, str) and _DEVICE.fullmatch(value) is not None, key,
+          f"must be a torch device: cpu, cuda, cuda:N, mps or xpu, got {value!r}")
+
+
+def _dtype(value: Any, key: str, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    _need(value in DTYPES, key, f"must be one of {', '.join(DTYPES)}, got {value!r}")
 
 
 def _number(value: Any, key: str, lo: float, hi: float | None = None) -> None:
@@ -71,8 +92,8 @@ class ModelSpec:
               f"give exactly one of path (a model folder) or tiny (build a tiny model); got "
               f"path={self.path!r}, tiny={self.tiny!r}")
         _need(self.tiny is None or isinstance(self.tiny, dict), "tiny", f"must be a mapping, got {self.tiny!r}")
-        _need(self.dtype in ("float32", "bfloat16", "float16"), "dtype",
-              f"must be float32, bfloat16 or float16, got {self.dtype!r}")
+        _dtype(self.dtype, "dtype")
+        _device(self.device, "device")
         _need(self.backend in ("auto", "torch", "triton"), "backend", f"must be auto, torch or triton, got {self.backend!r}")
         _pos_int(self.max_seq_len, "max_seq_len", allow_none=True)
         _pos_int(self.max_batch_tokens, "max_batch_tokens")
@@ -233,14 +254,22 @@ class JudgeSpec:
         if self.kind == "logprob":
             _need(isinstance(self.model, str) and bool(self.model), "model",
                   f"the logprob judge needs a model folder or 'generation', got {self.model!r}")
+        _device(self.device, "device", allow_none=True)
+        _dtype(self.dtype, "dtype", allow_none=True)
         if self.kind == "openai":
-            _need(isinstance(self.base_url, str), "base_url", "the openai judge needs base_url "
-                  "(e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1)")
+            _need(isinstance(self.base_url, str) and self.base_url.startswith(("http://", "https://")), "base_url",
+                  "the openai judge needs base_url starting with http:// or https:// (e.g. "
+                  f"https://api.openai.com/v1 or http://127.0.0.1:8000/v1), got {self.base_url!r}")
             _need(isinstance(self.model, str) and self.model != "generation", "model",
                   f"the openai judge needs the endpoint's model name, got {self.model!r}")
         _number(self.temperature, "temperature", 0.0)
         _pos_int(self.max_tokens, "max_tokens")
         _pos_int(self.concurrency, "concurrency")
+        _need(isinstance(self.max_retries, int) and not isinstance(self.max_retries, bool) and self.max_retries >= 0,
+              "max_retries", f"must be an integer >= 0, got {self.max_retries!r}")
+        for k in ("backoff_s", "timeout_s"):
+            _need(isinstance(getattr(self, k), (int, float)) and not isinstance(getattr(self, k), bool)
+                  and getattr(self, k) > 0, k, f"must be a positive number of seconds, got {getattr(self, k)!r}")
 
 
 @dataclass(frozen=True)
@@ -322,10 +351,12 @@ def _build(cls, raw: Any, key: str):
         if not isinstance(raw, dict):
             raise ConfigError(f"{key or 'config'}: must be a mapping, got {type(raw).__name__} {raw!r}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - set(fields))
+        unknown = sorted(set(raw) - set(fields), key=str)
         if unknown:
-            raise ConfigError(f"{key + '.' if key else ''}{unknown[0]}: unknown key; {cls.__name__} "
-                              f"knows {sorted(fields)}")
+            near = difflib.get_close_matches(str(unknown[0]), list(fields), n=1, cutoff=0.6)
+            raise ConfigError(f"{key + '.' if key else ''}{unknown[0]}: unknown key; "
+                              + (f"did you mean {near[0]!r}? " if near else "")
+                              + f"{cls.__name__} knows {sorted(fields)}")
         hints = typing.get_type_hints(cls)
         kwargs = {}
         for name, f in fields.items():
@@ -394,24 +425,54 @@ def config_from_dict(raw: Any, source: str = "<dict>", base_dir: Path | None = N
         raise ConfigError(f"{source}: {err}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML lets
+    the last one win silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text -> Python objects; an error is one ConfigError line naming source, line and column."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        what = " ".join(x for x in (err.context, err.problem) if x)
+        raise ConfigError(f"{where}: not valid YAML: {what}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(err).split())}") from None
+
+
 def _read_yaml(path: Path, key: str) -> Any:
     if not path.is_file():
         raise ConfigError(f"{key}: file not found: {path}")
+    return parse_yaml(_read_text(path), str(path))
+
+
+def _read_text(path: Path) -> str:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{key}: {path} is not valid YAML: {err}") from None
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a run config; every error message starts with the file name."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"run config not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: run config not found" + (" (a folder, not a file)" if path.is_dir() else ""))
+    raw = parse_yaml(_read_text(path), str(path))
     return config_from_dict(raw, str(path), path.parent)
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from warmfast.run.config import (CAPABILITY_TASKS, GRID_TASKS, ArmSpec, ConfigError, RunConfig, SamplingSpec,
                                  resolve_text)
 from warmfast.run.config import TaskSpec as ConfigTaskSpec
-from warmfast.run.store import JobRecord
+from warmfast.run.store import JobRecord, canonical_json, content_key
 
 if TYPE_CHECKING:
     from warmfast.tasks.item import Item
@@ -85,18 +85,50 @@ def model_fingerprint(model_dir: Path) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def _safetensors_content(path: Path, key: str) -> str:
+    """SHA-256 of a safetensors file's tensors (name, dtype, shape, bytes), sorted by name: the
+    same tensors saved again (another order, other metadata) hash the same."""
+    import struct
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        try:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+        except (struct.error, json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{key}: {path} is not a readable safetensors file ({err})") from None
+        base = 8 + n
+        for name in sorted(k for k in header if k != "__metadata__"):
+            t = header[name]
+            begin, end = t["data_offsets"]
+            f.seek(base + begin)
+            data = f.read(end - begin)
+            if len(data) != end - begin:
+                raise ConfigError(f"{key}: {path} is truncated (tensor {name!r} needs bytes {begin}..{end} "
+                                  f"of the data section, the file ends first)")
+            h.update(canonical_json([name, t["dtype"], t["shape"]]).encode())
+            h.update(hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
 def adapter_fingerprint(adapter_dir: Path, key: str) -> str:
-    """Content identity of a PEFT adapter folder: its weights and its config (minus the base path)."""
+    """Content identity of a PEFT adapter folder: its tensors' content and its canonical config
+    (PEFT defaults filled in, lists sorted, provenance such as base_model_name_or_path left out;
+    model/adapter_config.py `canonical_config`). Re-saving the same adapter keeps it."""
+    from warmfast.model.adapter_config import AdapterError, canonical_config
+
     conf_path = adapter_dir / "adapter_config.json"
     weights = [p for p in (adapter_dir / "adapter_model.safetensors", adapter_dir / "adapter_model.bin") if p.is_file()]
     if not conf_path.is_file() or not weights:
         raise ConfigError(f"{key}: {adapter_dir} is not a PEFT adapter folder (needs adapter_config.json "
                           "and adapter_model.safetensors)")
-    conf = json.loads(conf_path.read_text())
-    conf.pop("base_model_name_or_path", None)
-    conf.pop("revision", None)
-    blob = json.dumps(conf, sort_keys=True) + _sha_file(weights[0])
-    return hashlib.sha256(blob.encode()).hexdigest()
+    try:
+        conf = canonical_config(adapter_dir)
+    except AdapterError as err:
+        raise ConfigError(f"{key}: {err}") from None
+    content = (_safetensors_content(weights[0], key) if weights[0].suffix == ".safetensors"
+               else _sha_file(weights[0]))
+    return content_key({"config": conf, "weights": content})
 
 
 def request_id(task: str, key: str, cell: str, sample: int) -> int:

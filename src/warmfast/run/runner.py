@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from warmfast.errors import RequestError
 from warmfast.model.parallel import ParallelLayout, rank_device
 from warmfast.run.config import RunConfig
 from warmfast.run.export import export_rows
@@ -35,7 +37,9 @@ from warmfast.run.judging import Stage, build_stages
 from warmfast.run.lockstep import Leader, follow
 from warmfast.run.plan import Plan, adapter_fingerprint, build_plan, generate_request, model_fingerprint
 from warmfast.run.shard import rank_chunks
-from warmfast.run.store import Generation, JobRecord, Judgement, Store, judgement_key
+from warmfast.run.lock import RunLock
+from warmfast.run.signals import GracefulStop
+from warmfast.run.store import Generation, JobRecord, Judgement, Store, StoreError, judgement_key
 
 log = logging.getLogger("warmfast.run")
 
@@ -121,8 +125,9 @@ class EngineHolder:
 
 
 def generate(chunks: list[list[JobRecord]], plan: Plan, store: Store, engines: EngineHolder,
-             progress: bool) -> tuple[int, int, float]:
-    """Generate every job without a stored generation; returns (jobs done now, tokens, seconds)."""
+             progress: bool, stop: GracefulStop | None = None) -> tuple[int, int, float]:
+    """Generate every job without a stored generation; returns (jobs done now, tokens, seconds).
+    stop: after each chunk's commit, a pending SIGINT/SIGTERM ends the run (run/signals.py)."""
     cfg = plan.config.runner
     total = sum(len(c) for c in chunks)
     done = store.done_generations(j.key for c in chunks for j in c)
@@ -138,12 +143,22 @@ def generate(chunks: list[list[JobRecord]], plan: Plan, store: Store, engines: E
             continue
         engine = engines.get()
         # all arms of these prompts in one call: the engine batches them together
-        results = engine.generate([generate_request(j) for j in todo], max_batch_size=cfg.max_batch_size,
-                                  cuda_graphs=cfg.cuda_graphs)
+        try:
+            results = engine.generate([generate_request(j) for j in todo], max_batch_size=cfg.max_batch_size,
+                                      cuda_graphs=cfg.cuda_graphs)
+        except RequestError as err:  # name the job, not the engine's position in this chunk
+            if err.index is None:
+                raise
+            j = todo[err.index]
+            msg = str(err).split(": ", 1)[-1]
+            raise RequestError(f"task {j.task}, arm {j.arm}, job {j.key[:12]}: {msg}") from err
         gens = [Generation(j.key, r.text, list(r.token_ids), r.finish_reason, len(r.token_ids))
                 for j, r in zip(todo, results)]
         store.add_generations(gens)  # one transaction: this chunk is now safe
         n_jobs += len(gens)
+        if stop is not None and stop.signum is not None:
+            bar.close()
+            stop.check("generation", len(done) + n_jobs, total)
         n_tok += sum(g.num_tokens for g in gens)
         dt = time.perf_counter() - t0
         bar.update(len(gens))
@@ -153,7 +168,7 @@ def generate(chunks: list[list[JobRecord]], plan: Plan, store: Store, engines: E
 
 
 def judge(chunks: list[list[JobRecord]], plan: Plan, store: Store, stages: list[Stage],
-          progress: bool) -> tuple[dict, dict, dict]:
+          progress: bool, stop: GracefulStop | None = None) -> tuple[dict, dict, dict]:
     """Run every stage over the jobs it covers that have a generation and no verdict yet.
 
     Returns ({stage: new verdicts}, {stage: verdicts that are None}, {(role, job key): judgement key})."""
@@ -171,6 +186,7 @@ def judge(chunks: list[list[JobRecord]], plan: Plan, store: Store, stages: list[
         n_todo = sum(len(b) for b in todo)
         bar = tqdm(total=len(keys), initial=len(keys) - n_todo, unit="answer", desc=stage.name,
                    disable=not progress or not n_todo, dynamic_ncols=True)
+        n_done = len(keys) - n_todo
         for batch in todo:
             if not batch:
                 continue
@@ -179,6 +195,10 @@ def judge(chunks: list[list[JobRecord]], plan: Plan, store: Store, stages: list[
                 Judgement(keys[j.key], j.key, stage.role, stage.judge_name, v.verdict, v.score, v.confidence, v.detail)
                 for j, v in zip(batch, verdicts)])
             bar.update(len(batch))
+            n_done += len(batch)
+            if stop is not None and stop.signum is not None:
+                bar.close()
+                stop.check(stage.name, n_done, len(keys))
         bar.close()
         new[stage.name] = n_todo
         stored = store.judgements(keys.values())
@@ -252,9 +272,31 @@ def run(config: RunConfig, progress: bool = True, generate_only: bool = False,
         rank, world = shard
         if not (isinstance(rank, int) and isinstance(world, int) and 0 <= rank < world):
             raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}")
-    plan = build_plan(config)
-    chunks = plan_chunks(plan, shard)
     store_path = out_dir / (shard_store_name(*shard) if shard else "store.sqlite")
+    make_run_folder(out_dir)
+    with RunLock(store_path):  # a second run on this store refuses (run/lock.py)
+        plan = build_plan(config)
+        chunks = plan_chunks(plan, shard)
+        with GracefulStop() as stop:  # Ctrl-C / SIGTERM: stop after the current commit
+            return _run(plan, chunks, store_path, out_dir, generate_only, skip_generation, shard, leader,
+                        progress, stop)
+
+
+def make_run_folder(out_dir: Path) -> None:
+    """Create the run folder; a path that cannot be one is a StoreError naming it."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise StoreError(f"output_dir {out_dir}: a file, not a folder (or a file is in its path)") from None
+    except PermissionError:
+        raise StoreError(f"output_dir {out_dir}: cannot create it (permission denied)") from None
+    if not os.access(out_dir, os.W_OK):
+        raise StoreError(f"output_dir {out_dir}: not writable (permission denied); a run writes its store there")
+
+
+def _run(plan: Plan, chunks, store_path: Path, out_dir: Path, generate_only: bool, skip_generation: bool,
+         shard, leader, progress: bool, stop: GracefulStop) -> RunSummary:
+    config = plan.config
     store = Store(store_path)
     try:
         if shard is None:
@@ -269,11 +311,11 @@ def run(config: RunConfig, progress: bool = True, generate_only: bool = False,
         n_gen = n_tok = 0
         secs = 0.0
         if not skip_generation:
-            n_gen, n_tok, secs = generate(chunks, plan, store, engines, progress)
+            n_gen, n_tok, secs = generate(chunks, plan, store, engines, progress, stop)
         summary = RunSummary(out_dir, store.path, sum(len(c) for c in chunks), n_gen, n_tok, secs)
         if generate_only:
             return summary
-        summary.judged_now, summary.unjudged, keymap = judge(chunks, plan, store, stages, progress)
+        summary.judged_now, summary.unjudged, keymap = judge(chunks, plan, store, stages, progress, stop)
         if shard is None:
             summary.exported = export(plan, store, keymap, out_dir)
         return summary

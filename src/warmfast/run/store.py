@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from warmfast.errors import WarmfastError
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -76,7 +78,7 @@ _CONTENT_COLUMNS = {
 }
 
 
-class StoreError(RuntimeError):
+class StoreError(WarmfastError, RuntimeError):
     """A store file warmfast cannot use (other schema version, not a warmfast store, ...)."""
 
 
@@ -151,13 +153,25 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we open transactions explicitly, one per batch of results.
-        self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=60.0)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder; the store must be a SQLite file (move the folder away)")
         try:
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        except sqlite3.DatabaseError as err:
-            raise StoreError(f"{self.path} is not a SQLite database warmfast can open: {err}") from err
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"{self.path}: cannot create its folder ({err.strerror})") from None
+        try:
+            self._open()
+        except sqlite3.Error as err:  # not SQLite, truncated, corrupt, unwritable
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+            raise StoreError(f"{self.path} is not a warmfast store SQLite can open and write ({err}); "
+                             "if it is damaged, move it away and rerun (the run starts afresh)") from err
+
+    def _open(self) -> None:
+        # isolation_level=None: we open transactions explicitly, one per batch of results.
+        self._db = None
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=60.0)
+        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise StoreError(f"{self.path}: SQLite refused WAL mode (journal_mode={mode!r}); "
                              "put the run directory on a local file system")
@@ -186,13 +200,16 @@ class Store:
         if not rows:
             return 0
         before = self._db.total_changes
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.executemany(sql, rows)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(sql, rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as err:  # disk full, read-only, locked past the timeout
+            raise StoreError(f"{self.path}: cannot write results ({err}); everything committed before is kept") from err
         return self._db.total_changes - before
 
     # ---- jobs ----------------------------------------------------------------------------

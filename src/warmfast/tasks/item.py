@@ -12,11 +12,13 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from warmfast.errors import WarmfastError
+
 TASKS = ("triviaqa", "truthfulqa", "disinfo", "medqa", "mmlu", "gsm8k", "advbench")
 GRID_TASKS = ("triviaqa", "truthfulqa", "disinfo", "medqa")
 
 
-class TaskDataError(ValueError):
+class TaskDataError(WarmfastError, ValueError):
     """A task file is missing, or a record in it lacks a key or holds a bad value."""
 
 

@@ -1,12 +1,12 @@
 """`warmfast sharegpt | rewrite | train | sociot`: the training layer from the command line.
 
-    warmfast sharegpt ShareGPT_V3_unfiltered_cleaned_split.json --out runs/data
-    warmfast rewrite --style warm --input runs/data/train.jsonl --out runs/rewrite_warm \\
+    warmfast sharegpt ShareGPT_V3_unfiltered_cleaned_split.json --output-dir runs/data
+    warmfast rewrite --style warm --input runs/data/train.jsonl --output-dir runs/rewrite_warm \\
         --backend openai --model gpt-4o-2024-08-06 --base-url https://api.openai.com/v1
     warmfast train configs/train.yaml --model MODEL --train-file runs/rewrite_warm/train.jsonl \\
-        --out-dir runs/adapters/warm
+        --output-dir runs/adapters/warm
     warmfast sociot --model MODEL --run warm=runs/adapters/warm --run cold=runs/adapters/cold \\
-        --prompts runs/data/validation.jsonl --scorer GPT2_LIKE_DIR --out runs/sociot
+        --prompts runs/data/validation.jsonl --scorer GPT2_LIKE_DIR --output-dir runs/sociot
 
 Known failures (missing file, malformed record, unreachable endpoint, bad config) end with one
 line naming the problem; what was already rewritten or trained stays on disk.
@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from warmfast.cli_common import output_dir_arg
 from warmfast.train.sharegpt import ShareGPTError
 
 
@@ -45,12 +46,12 @@ def _clean_errors(cmd: str):
 def _yaml(path: str | None) -> dict:
     if not path:
         return {}
-    import yaml
+    from warmfast.run.config import parse_yaml  # duplicate keys are an error; one line per problem
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config {p} does not exist")
-    return yaml.safe_load(p.read_text()) or {}
+    return parse_yaml(p.read_text(encoding="utf-8"), str(p)) or {}
 
 
 def cmd_sharegpt(args) -> int:
@@ -182,7 +183,7 @@ def cmd_sociot(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("sharegpt", help="filter, label and sample ShareGPT into train/validation sets")
     p.add_argument("file", help="ShareGPT V3 JSON file")
-    p.add_argument("--out", required=True, help="output folder (train.jsonl, validation.jsonl, manifest.json)")
+    output_dir_arg(p, "--out", required=True, dest="out", help="output folder (train.jsonl, validation.jsonl, manifest.json)")
     p.add_argument("--n-train", type=int, default=1617)
     p.add_argument("--n-validation", type=int, default=1500)
     p.add_argument("--seed", type=int, default=0)
@@ -199,7 +200,7 @@ def register(sub) -> None:
     p.add_argument("config", nargs="?", help="YAML (configs/train_rewrite.yaml); flags override it")
     p.add_argument("--style", required=True, choices=["warm", "cold"])
     p.add_argument("--input", required=True, help="train.jsonl from `warmfast sharegpt`")
-    p.add_argument("--out", required=True, help="output folder")
+    output_dir_arg(p, "--out", required=True, dest="out", help="output folder")
     p.add_argument("--store", default=None, help="SQLite store (default OUT/rewrite_store.sqlite)")
     p.add_argument("--limit", type=int, default=None, help="first N conversations only")
     p.add_argument("--backend", choices=["engine", "openai"], default=None)
@@ -218,8 +219,8 @@ def register(sub) -> None:
     p.add_argument("config", nargs="?", help="YAML (configs/train.yaml); flags override it")
     p.add_argument("--model", default=None)
     p.add_argument("--train-file", default=None)
-    p.add_argument("--out-dir", default=None)
-    p.add_argument("--resume", default=None, help="a checkpoint folder, or 'latest' in --out-dir")
+    output_dir_arg(p, "--out-dir", dest="out_dir", help="checkpoint folder (default: out_dir in the config)")
+    p.add_argument("--resume", default=None, help="a checkpoint folder, or 'latest' in --output-dir")
     p.add_argument("--checkpoints", default=None, help="comma-separated epochs, e.g. 0.5,1,2")
     for name, typ in (("epochs", float), ("lr", float), ("effective-batch", int), ("micro-batch", int),
                       ("max-examples", int), ("seed", int), ("max-len", int)):
@@ -232,7 +233,7 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="base model folder (generates the responses)")
     p.add_argument("--run", action="append", help="NAME=DIR of a `warmfast train` out_dir (repeatable)")
     p.add_argument("--prompts", required=True, help="validation.jsonl from `warmfast sharegpt`")
-    p.add_argument("--out", required=True)
+    output_dir_arg(p, "--out", required=True, dest="out", help="output folder (warmth table, figure)")
     p.add_argument("--scorer", default=None, help="SocioT scoring model folder (the study: GPT-2); "
                                                   "default: --model")
     p.add_argument("--mode", default="reference", choices=["reference", "masked"])

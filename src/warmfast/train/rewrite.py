@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from warmfast.errors import WarmfastError
 from warmfast.run.store import Store, content_key
 from warmfast.train.dataset import TrainExample
 from warmfast.train.rewrite_checks import check_rewrite
@@ -35,7 +36,7 @@ USER_TEMPLATE = ("User message:\n{user}\n\nOriginal AI response:\n{answer}\n\n"
                  "response only.")
 
 
-class RewriteError(RuntimeError):
+class RewriteError(WarmfastError, RuntimeError):
     """Rewriting stopped; the message says how much is safely stored and how to resume."""
 
 

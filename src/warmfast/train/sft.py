@@ -79,12 +79,12 @@ class SFTConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "SFTConfig":
-        import yaml
+        from warmfast.run.config import parse_yaml  # duplicate keys are an error
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"training config {path} does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = parse_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
         raw.update({k: v for k, v in overrides.items() if v is not None})
         unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
         if unknown:

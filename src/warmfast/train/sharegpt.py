@@ -14,11 +14,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from warmfast.errors import WarmfastError
+
 ROLE_OF_SPEAKER = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant",
                    "bing": "assistant", "assistant": "assistant", "system": "system"}
 
 
-class ShareGPTError(ValueError):
+class ShareGPTError(WarmfastError, ValueError):
     """A ShareGPT file or record that cannot be read; the message names the file, record and field."""
 
 
