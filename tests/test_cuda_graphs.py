@@ -86,3 +86,19 @@ def test_generate_runs_under_inference_mode(tiny, monkeypatch):
     monkeypatch.setattr(generator.Generator, "run", run)
     generator.generate(eng, [wf.GenerateRequest(prompt="hi there", max_new_tokens=2)])
     assert seen == [True]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="captures real CUDA graphs (runs on a GPU)")
+def test_real_graphs_equal_eager_and_are_reused(tiny):
+    paths = tiny("llama", 3)
+    eng = wf.Engine.from_pretrained(paths.model_dir, adapters=paths.adapters, device="cuda", dtype="float32",
+                                    backend="triton")
+    arms = [None, *eng.adapter_names]
+    reqs = [wf.GenerateRequest(prompt=f"Story number {i} begins", adapter=arms[i % 4], max_new_tokens=3 + i % 5)
+            for i in range(11)]
+    eager = [r.token_ids for r in eng.generate(reqs, max_batch_size=16)]
+    assert [r.token_ids for r in eng.generate(reqs, max_batch_size=16, cuda_graphs=True)] == eager
+    captured = eng.decode_graphs.captures
+    assert captured >= 2
+    assert [r.token_ids for r in eng.generate(reqs, max_batch_size=16, cuda_graphs=True)] == eager
+    assert eng.decode_graphs.captures == captured
