@@ -356,7 +356,9 @@ def lora_decode(
     offsets = _offsets_tensor(slice_offsets, x.device)
     block_r = triton.next_power_of_2(r_max)
     block_k = max(16, 8192 // block_r)  # [BLOCK_R, BLOCK_K] A tile stays at 8K elements
-    block_n = max(16, 8192 // block_r)
+    # [BLOCK_N, BLOCK_R] B tile at 4K elements: at 8K, fp32 with rank 8 spills on sm_90
+    # (bench/bench_compile.py: 255 registers, 8-24 B spill stores)
+    block_n = max(16, 4096 // block_r)
     xa = torch.empty((t, n_slices * r_max), dtype=torch.float32, device=x.device)
     _decode_shrink_kernel[(t, n_slices)](
         x, A, xa, slots, k_in, x.stride(0), A.stride(0), A.stride(1), xa.stride(0),
