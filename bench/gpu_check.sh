@@ -94,7 +94,8 @@ info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec=
         "host": platform.node(), "python": sys.version.split()[0], "torch": torch.__version__,
         "triton": triton.__version__, "cuda": torch.version.cuda, "dry_run": sys.argv[2] == "1",
         "card": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-for mod in ("transformers", "peft", "flash_attn", "pytest", "pytest_benchmark", "xdist", "pytest_timeout", "numpy"):
+for mod in ("transformers", "peft", "flash_attn", "pytest", "pytest_benchmark", "xdist", "pytest_timeout", "numpy",
+            "setuptools", "wheel", "pybind11"):
     try:
         info[mod] = getattr(__import__(mod), "__version__", "present")
     except ImportError:
