@@ -121,12 +121,15 @@ def _describe(constexprs: dict, fn) -> str:
     return ", ".join(f"{names[k[0]]}={v}" for k, v in constexprs.items())
 
 
-def compile_all(workloads: list[str], archs: list[int]) -> dict:
-    """Compile every distinct variant of every workload's launches for each arch."""
+def compile_all(workloads: list[str], archs: list[int], kernels: list[str] | None = None) -> dict:
+    """Compile every distinct variant of every workload's launches for each arch (only the
+    kernels named in `kernels`, when given)."""
     results, failures, seen = [], [], set()
     for wl in workloads:
         for launch in record_workload(wl):
             for fn, sig, consts, attrs, opts, label in variants(launch):
+                if kernels and fn.fn.__name__ not in kernels:
+                    continue
                 key = (fn.fn.__module__, fn.fn.__name__, str(sorted(sig.items())), str(sorted(consts.items())),
                        str(sorted(attrs.items())), str(sorted(opts.items())))
                 if key in seen:
@@ -168,17 +171,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", type=int, nargs="+", default=[90], help="compute capabilities, e.g. 90 80")
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    ap.add_argument("--kernels", nargs="+", default=None, help="only these kernels, e.g. _sample_kernel")
     ap.add_argument("--triton-path", action="append", default=[],
                     help="a folder holding another triton (pip install --target): compile under it too")
     ap.add_argument("--json", default=None, help="write the report here")
     args = ap.parse_args(argv)
-    runs = [compile_all(args.workloads, args.arch)]
+    runs = [compile_all(args.workloads, args.arch, args.kernels)]
     for path in args.triton_path:  # the same compile under another triton, in a fresh process
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "r.json"
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(path), os.environ.get("PYTHONPATH", "")])}
             cmd = [sys.executable, __file__, "--arch", *map(str, args.arch), "--workloads", *args.workloads,
-                   "--json", str(out)]
+                   "--json", str(out), *(["--kernels", *args.kernels] if args.kernels else [])]
             r = subprocess.run(cmd, env=env, text=True)
             if not out.exists():
                 runs.append({"triton_path": str(path), "failures": [f"the run under {path} wrote no report (rc {r.returncode})"]})
