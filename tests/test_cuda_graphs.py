@@ -33,6 +33,7 @@ def fake_capture(monkeypatch):
     monkeypatch.setattr(generator, "check_graphs_supported", lambda engine: None)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the real-graph test below runs instead")
 def test_graphs_captured_once_per_engine_and_bucket(tiny, fake_capture):
     paths = tiny("llama", 3)
     # the triton backend (interpreted here), as on a GPU: its ops keep no per-tensor caches that a
