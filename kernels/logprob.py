@@ -45,8 +45,8 @@ def _configs() -> list[triton.Config]:
         return [triton.Config({"BLOCK_N": 16, "BLOCK_K": 16}, num_warps=4)]
     return [
         triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
-        for bn, bk, w, st in [(64, 64, 4, 3), (64, 64, 8, 4), (128, 64, 8, 3), (32, 128, 4, 3), (16, 128, 4, 4),
-                              FP32_CONFIG]
+        # (64, 64) and (32, 128) with 4 warps are gone: they spill 8 B on sm_80 (bench/bench_compile.py)
+        for bn, bk, w, st in [(64, 64, 8, 4), (128, 64, 8, 3), (16, 128, 4, 4), FP32_CONFIG]
     ]
 
 
