@@ -62,6 +62,19 @@ def test_graphs_captured_once_per_engine_and_bucket(tiny, fake_capture):
     eng.generate(reqs, **{**knobs, "kv_blocks": graphs.num_blocks})  # the same pool asked for by size
     assert eng.decode_graphs is graphs and graphs.cache is pool and graphs.captures == captured
 
+    # an eager call reuses the idle pool (not a second one sized from what the first holds)
+    plain = generator.Generator(eng, generator.GeneratorConfig(max_batch_size=8, block_size=4),
+                                generator._prepare(eng, reqs, None))
+    assert plain.cache is pool and plain.graphs is None
+    # a pool in use by another call is not shared: this call gets its own pool and graphs
+    graphs.busy = True
+    try:
+        busy = eng.generate(reqs, **knobs)
+        assert eng.decode_graphs is graphs and graphs.captures == captured
+    finally:
+        graphs.busy = False
+    assert [r.token_ids for r in busy] == eager
+
     other = eng.generate(reqs, max_batch_size=8, block_size=8, cuda_graphs=True)  # another block size
     assert [r.token_ids for r in other] == eager
     assert eng.decode_graphs is not graphs and eng.decode_graphs.block_size == 8

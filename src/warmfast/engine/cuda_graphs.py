@@ -55,6 +55,7 @@ class DecodeGraphs:
         self.scratch_block = num_blocks
         self.graphs: dict[int, tuple[object, dict, torch.Tensor]] = {}  # bucket -> (graph, buffers, output)
         self.captures = 0  # graphs captured so far (a bench checks its timed calls add none)
+        self.busy = False  # a generate() call is using the pool (engine/generator.py)
         self.pool = None
 
     def fits(self, block_size: int, kv_blocks: int | None) -> bool:

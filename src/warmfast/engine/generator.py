@@ -162,25 +162,28 @@ class Generator:
     def __init__(self, engine, cfg: GeneratorConfig, reqs: list[_Request]):
         self.engine, self.cfg, self.reqs = engine, cfg, reqs
         c = engine.model.cfg
-        self.graphs: DecodeGraphs | None = None
+        # The engine keeps the KV pool of its CUDA graphs (graphs hold the pool's addresses): a
+        # call with the same block size (and the same kv_blocks, or none asked) reuses the pool,
+        # and with cuda_graphs every bucket captured so far; an eager call reuses the idle pool
+        # too, instead of sizing a second one from the memory the first still holds. A pool in
+        # use by another call is never shared: this call then gets its own.
         if cfg.cuda_graphs:
             check_graphs_supported(engine)
-            # graphs hold the KV pool's addresses: a later call with the same block size (and the
-            # same kv_blocks, or none asked) reuses the pool and every bucket captured so far
-            held = engine.decode_graphs
-            if held is not None and held.fits(cfg.block_size, cfg.kv_blocks):
-                self.graphs = held
-        if self.graphs is not None:
-            num_blocks, self.cache = self.graphs.num_blocks, self.graphs.cache
+        held = engine.decode_graphs
+        self.pool = held if held is not None and not held.busy and held.fits(cfg.block_size, cfg.kv_blocks) else None
+        self.graphs: DecodeGraphs | None = self.pool if cfg.cuda_graphs else None
+        if self.pool is not None:
+            num_blocks, self.cache = self.pool.num_blocks, self.pool.cache
         else:
             num_blocks = _num_blocks(engine, reqs, cfg)
             # one extra block past the managed pool: the scratch target of CUDA-graph padding rows
             self.cache = PagedKVCache(c.num_layers, num_blocks + 1, cfg.block_size, c.num_kv_heads,
                                       c.head_dim, engine.dtype, engine.device)
             if cfg.cuda_graphs:
-                engine.decode_graphs = None  # drop the old pool and graphs before capturing anew
-                self.graphs = engine.decode_graphs = DecodeGraphs(
-                    engine, self.cache, num_blocks, cfg.block_size, blocks_for(engine.max_seq_len, cfg.block_size))
+                self.graphs = DecodeGraphs(engine, self.cache, num_blocks, cfg.block_size,
+                                           blocks_for(engine.max_seq_len, cfg.block_size))
+                if held is None or not held.busy:  # the new pool and graphs replace the idle old ones
+                    self.pool = engine.decode_graphs = self.graphs
         self.sched = Scheduler(SchedulerConfig(num_blocks, cfg.block_size, cfg.max_batch_size,
                                                cfg.max_batch_tokens))
         for r in reqs:
@@ -268,9 +271,15 @@ def generate(engine, requests, max_batch_size: int = 64, progress: bool = False,
         return []
     gen = Generator(engine, cfg, reqs)
     t0 = time.perf_counter()
-    with tqdm(total=sum(r.seq.max_new_tokens for r in reqs), unit="tok", desc="generate",
-              disable=not progress) as bar:
-        gen.run(bar)
+    if gen.pool is not None:
+        gen.pool.busy = True
+    try:
+        with tqdm(total=sum(r.seq.max_new_tokens for r in reqs), unit="tok", desc="generate",
+                  disable=not progress) as bar:
+            gen.run(bar)
+    finally:
+        if gen.pool is not None:
+            gen.pool.busy = False
     engine.generate_stats = GenerateStats(
         requests=len(reqs), tokens=sum(len(r.out.token_ids) for r in reqs),
         seconds=time.perf_counter() - t0, steps=dict(gen.steps),
