@@ -64,9 +64,8 @@ def variants(launch: Launch):
     if isinstance(kernel, autotuner.Autotuner):
         named = {k: (_Pointer(v) if isinstance(v, torch.Tensor) else v) for k, v in launch.args.items()}
         configs = list(kernel.configs)
-        prune = (kernel.early_config_prune if getattr(kernel, "early_config_prune", None) else None)
-        if prune is not None:
-            configs = list(prune(configs, named))
+        if getattr(kernel, "early_config_prune", None) is not None:
+            configs = list(kernel.early_config_prune(configs, named))
     for cfg in configs:
         args = dict(launch.args)
         options = dict(launch.options)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 os.environ["TRITON_INTERPRET"] = "0"  # before the kernels import: jit functions, GPU tile sizes
 
@@ -42,13 +42,12 @@ class Launch:
     args: dict  # parameter name -> value, every parameter of the kernel
     options: dict  # num_warps, num_stages, ... as passed at the launch (autotuned: none)
     workload: str = ""
-    where: list[str] = field(default_factory=list)  # the launcher that made it
 
 
 @contextlib.contextmanager
 def recording(out: list[Launch], workload: str):
     """Record every launch into `out` instead of running it; CPU tensors are accepted."""
-    from warmfast.kernels import attention, common, logprob, lora, norm, rope, sampling
+    from warmfast.kernels import attention, logprob, lora, norm, rope, sampling
 
     def record(kernel, fn, args, kwargs):
         sig = inspect.signature(fn.fn)
@@ -57,8 +56,7 @@ def recording(out: list[Launch], workload: str):
             opts.pop(k, None)
         bound = sig.bind_partial(*args, **kwargs)  # an autotuned launch lacks its config params
         bound.apply_defaults()
-        caller = [f"{f.function}" for f in inspect.stack()[2:4]]
-        out.append(Launch(kernel, dict(bound.arguments), opts, workload, caller))
+        out.append(Launch(kernel, dict(bound.arguments), opts, workload))
 
     def jit_run(self, *args, grid, warmup, **kwargs):
         record(self, self, args, kwargs)
@@ -78,7 +76,6 @@ def recording(out: list[Launch], workload: str):
         jit.JITFunction.run, autotuner.Autotuner.run = saved
         for m, f in checks:
             m.check_device = f
-        assert common.check_device is not None
 
 
 def _model(shape: str, dtype: torch.dtype, rank: int, n_adapters: int = 8):
