@@ -1,37 +1,36 @@
 """End-to-end generation throughput: warmfast vs HF transformers + PEFT `generate`, same process.
 
-Base model + N LoRA adapters; `--rows` requests of `--prompt` random prompt tokens, spread evenly
-over the base model and every adapter, each generating up to `--new` tokens. Measured on the
-same requests, interleaved within each repetition (best of `--reps`):
-  warmfast          Engine-level generator (paged KV, continuous batching, mixed adapters), greedy
+Base model + N LoRA adapters (bench/e2e_model.py: random, built once in memory); `--rows`
+requests of `--prompt` random prompt tokens, spread evenly over the base model and every adapter,
+each generating up to `--new` tokens. Measured on the same requests, interleaved within each
+repetition (best of `--reps`), every system under torch.inference_mode:
+  warmfast          Engine.generate (paged KV, continuous batching, mixed adapters), greedy
   warmfast_sampled  the same, temperature 0.8 + top_p 0.95 (Philox sampler)
-  hf_peft_mixed     PeftModel.generate(adapter_names=...) on static mixed batches of --max-batch, greedy,
-                    left-padded
+  warmfast_cuda_graphs  greedy with decode CUDA graphs (--cuda-graphs); captured in the warm-up
+                    call, replayed in the timed ones (the record counts captures in timed calls)
+  hf_peft_mixed     PeftModel.generate(adapter_names=...) on static mixed batches of --max-batch,
+                    greedy, left-padded (skipped above --hf-max-rows)
   hf_base_only      the base model's generate on the same batches (what a LoRA-free run could reach)
 tokens/s counts the tokens the requests asked for (EOS included where a row stopped early);
 HF generates the longest request's length for the whole padded batch. `--ragged` varies prompt
 lengths and max_new_tokens, the study's real case; without it every row is alike (HF's best
-case). One JSON record per request count goes to bench/results/ (machine, date, card).
+case). One JSON record per request count goes to --out (machine, date, card).
 
   python bench/e2e_generate.py --threads 1                      # CPU: ~31M-parameter Llama
   python bench/e2e_generate.py --threads 1 --rows 128 --max-batch 32 --prompt 128 --new 64 --ragged
-  python bench/e2e_generate.py --preset llama8b --device cuda --dtype bfloat16 --adapters 8 \
-      --rank 16 --prompt 128 --new 128 --rows 64 256 --hf-max-rows 64 --cuda-graphs   # GPU check
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import random
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e_score import add_model_args, build_random_model, load_hf_peft, record_header, timed  # noqa: E402
+from e2e_score import add_model_args, build_from_args, record_header, timed, write_record  # noqa: E402
 
 
 def make_prompts(n: int, length: int, new: int, vocab: int, arms: list, ragged: bool, seed: int = 0):
@@ -47,8 +46,8 @@ def make_prompts(n: int, length: int, new: int, vocab: int, arms: list, ragged: 
     return out
 
 
-def hf_generate(model_dir, adapters, device, dtype):
-    pm = load_hf_peft(model_dir, adapters, device, dtype)
+def hf_generate(pm, device):
+    """HF+PEFT generation on the PeftModel `pm`: run(prompts, mixed, batch) -> tokens asked for."""
     pad = pm.config.pad_token_id if pm.config.pad_token_id is not None else 0
 
     def run(prompts, mixed: bool, batch: int) -> int:
@@ -86,43 +85,38 @@ def hf_generate(model_dir, adapters, device, dtype):
     return run
 
 
-def main(argv=None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_model_args(ap)
+def add_generate_args(ap: argparse.ArgumentParser, alone: bool = False) -> None:
+    """alone: this bench's own command line, where --rows and --ragged need no gen- prefix."""
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--new", type=int, default=32)
-    ap.add_argument("--rows", type=int, nargs="+", default=[32], help="request counts to measure")
+    ap.add_argument("--gen-rows", *(["--rows"] if alone else []), dest="gen_rows", type=int, nargs="+", default=[32],
+                    help="request counts to measure")
     ap.add_argument("--max-batch", type=int, default=None,
                     help="rows per step for warmfast and per static batch for HF (default: all rows)")
-    ap.add_argument("--ragged", action="store_true",
+    ap.add_argument("--gen-ragged", *(["--ragged"] if alone else []), dest="gen_ragged", action="store_true",
                     help="varied prompt lengths and max_new_tokens (continuous batching's case)")
     ap.add_argument("--hf-max-rows", type=int, default=None, help="skip HF above this batch size")
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--cuda-graphs", action="store_true")
-    ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads for both systems (1 avoids barrier stalls on a shared machine)")
-    ap.add_argument("--workdir", default=None)
-    ap.add_argument("--out", default="bench/results")
-    args = ap.parse_args(argv)
 
+
+def run_generate(built, args, reps: int, deadline: float | None = None) -> list[dict]:
+    """Measure generation at each of args.gen_rows; write and return one record per count. A
+    count that starts after `deadline` (time.monotonic()) is skipped and says so in its record."""
     import warmfast as wf
-    from warmfast.engine.generator import generate
     from warmfast.engine.kv_cache import blocks_for
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="wf_bench_gen_"))
-    model_dir, adapters = build_random_model(work, args.preset, args.adapters, args.rank, args.device, dtype)
-    arms = [None, *adapters]
-    vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
-    eng = wf.Engine.from_pretrained(model_dir, adapters=adapters, device=args.device, dtype=args.dtype,
-                                    backend=args.backend)
-    hf = hf_generate(model_dir, adapters, args.device, dtype)
+    eng, arms = built.engine, [None, *built.adapters]
+    hf = None
     records = []
-    for rows in args.rows:
-        prompts = make_prompts(rows, args.prompt, args.new, vocab, arms, args.ragged)
+    for rows in args.gen_rows:
+        if deadline is not None and time.monotonic() > deadline:
+            records.append({"bench": "e2e_generate", "rows": rows, "skipped": "out of time (global deadline)"})
+            print(f"e2e_generate rows={rows}: skipped, out of time")
+            continue
+        prompts = make_prompts(rows, args.prompt, args.new, built.vocab, arms, args.gen_ragged)
         batch = min(rows, args.max_batch or rows)
         knobs = dict(max_batch_size=batch, block_size=args.block_size,
                      kv_blocks=batch * blocks_for(args.prompt + args.new, args.block_size),
@@ -134,41 +128,38 @@ def main(argv=None) -> list[dict]:
                     for i, (p, a, n) in enumerate(prompts)]
 
             def fn():
-                res = generate(eng, reqs, cuda_graphs=graphs, **knobs)
+                res = eng.generate(reqs, cuda_graphs=graphs, **knobs)
                 counts[name] = sum(len(r.token_ids) + (r.finish_reason == "stop") for r in res)
                 outputs[name] = [r.token_ids for r in res]
             return fn
 
-        def hf_run(name, mixed):
-            def fn():
-                counts[name] = hf(prompts, mixed, batch)
-            return fn
-
-        def hf_warmup(mixed):  # one batch, two new tokens: HF's allocations and kernels, not a minute
-            short = [(p, a, min(n, 2)) for p, a, n in prompts[:batch]]
-            return lambda: hf(short, mixed, batch)
-
         systems = {"warmfast": wf_run("warmfast"),
                    "warmfast_sampled": wf_run("warmfast_sampled", temperature=0.8, top_p=0.95)}
+        captures_before = None
         if args.cuda_graphs:  # decode replays per-bucket CUDA graphs; eager stays the headline row
             graphed = wf_run("warmfast_cuda_graphs", graphs=True)
             try:
                 graphed()  # captures every bucket once and checks each against the eager step
                 systems["warmfast_cuda_graphs"] = graphed
-            except RuntimeError as err:  # recorded in the JSON, the eager numbers still measured
+                captures_before = eng.decode_graphs.captures
+            except (RuntimeError, ValueError) as err:  # recorded in the JSON, eager still measured
                 errors["warmfast_cuda_graphs"] = f"{type(err).__name__}: {err}"
                 print(f"CUDA graphs failed, measured without them: {errors['warmfast_cuda_graphs']}")
+        warmups = {}
         if args.hf_max_rows is None or rows <= args.hf_max_rows:
-            systems["hf_peft_mixed"] = hf_run("hf_peft_mixed", True)
-            systems["hf_base_only"] = hf_run("hf_base_only", False)
-        secs = timed(systems, args.device, args.reps,
-                     warmups={"hf_peft_mixed": hf_warmup(True), "hf_base_only": hf_warmup(False)})
+            hf = hf or hf_generate(built.hf, args.device)
+            for name, mixed in (("hf_peft_mixed", True), ("hf_base_only", False)):
+                systems[name] = (lambda name=name, mixed=mixed: counts.__setitem__(name, hf(prompts, mixed, batch)))
+                # one batch, two new tokens: HF's allocations and kernels, not a minute
+                short = [(p, a, min(n, 2)) for p, a, n in prompts[:batch]]
+                warmups[name] = (lambda short=short, mixed=mixed: hf(short, mixed, batch))
+        secs = timed(systems, args.device, reps, warmups=warmups)
         tps = {k: counts[k] / s for k, s in secs.items()}
         record = {
             **record_header("e2e_generate", args.device, eng.backend),
             "preset": args.preset, "dtype": args.dtype, "adapters": args.adapters, "rank": args.rank,
-            "rows": rows, "max_batch": batch, "prompt": args.prompt, "new": args.new, "ragged": args.ragged,
-            "generated_tokens": counts,
+            "rows": rows, "max_batch": batch, "prompt": args.prompt, "new": args.new,
+            "ragged": args.gen_ragged, "reps": reps, "generated_tokens": counts,
             "seconds": {k: round(v, 4) for k, v in secs.items()},
             "tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
         }
@@ -177,21 +168,32 @@ def main(argv=None) -> list[dict]:
         if "warmfast_cuda_graphs" in outputs:  # greedy: graph replay must give the eager tokens
             same = sum(a == b for a, b in zip(outputs["warmfast"], outputs["warmfast_cuda_graphs"]))
             record["cuda_graphs_rows_equal_eager"] = f"{same}/{len(prompts)}"
+            if captures_before is not None:
+                record["cuda_graph_captures_in_timed_runs"] = eng.decode_graphs.captures - captures_before
         if "hf_peft_mixed" in tps:
             record["ratio_vs_hf_peft_mixed"] = round(tps["warmfast"] / tps["hf_peft_mixed"], 2)
             record["ratio_vs_hf_base_only"] = round(tps["warmfast"] / tps["hf_base_only"], 2)
+        else:
+            record["hf"] = f"skipped: {rows} requests > --hf-max-rows {args.hf_max_rows}"
         print(f"{rows} requests, batch {batch}: {'system':<18}{'tokens/s':>12}{'warmfast x':>12}")
         for k, v in tps.items():
             print(f"          {k:<18}{v:>12.0f}{tps['warmfast'] / v:>12.2f}")
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        kind = "ragged" if args.ragged else "uniform"
-        path = out / f"e2e_generate_{args.device}_{args.preset}_n{rows}_b{batch}_{kind}_{stamp}.json"
-        path.write_text(json.dumps(record, indent=2) + "\n")
-        print(json.dumps(record))
+        kind = "ragged" if args.gen_ragged else "uniform"
+        path = write_record(record, args.out, f"e2e_generate_{args.device}_{args.preset}_n{rows}_b{batch}_{kind}")
+        print(f"record -> {path}")
         records.append(record)
     return records
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_args(ap)
+    add_generate_args(ap, alone=True)
+    ap.add_argument("--reps", type=int, default=2)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return run_generate(build_from_args(args), args, args.reps)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,21 @@
 """End-to-end scoring throughput: warmfast vs HF transformers + PEFT, in the same process.
 
-Base model + N LoRA adapters, rows of `--ctx` context + `--cont` continuation tokens spread evenly
-over the base model and every adapter. Four measurements on the same rows:
-  warmfast        one call to Engine.score (all arms packed in shared varlen batches)
+Base model + N LoRA adapters (bench/e2e_model.py: random, built once in memory), rows of `--ctx`
+context + `--cont` continuation tokens spread evenly over the base model and every adapter. The
+rows go to warmfast in chunks of at most `--batch-tokens` tokens, each chunk holding every arm in
+turn, so every forward is a mixed-adapter batch (one call with all rows would let the scorer
+group them into one arm per batch, which is not the mixed-LoRA case this bench is for). Measured
+on the same rows, interleaved within each repetition (best of `--reps`):
+  warmfast        Engine.score per mixed chunk
   hf_peft_mixed   PeftModel forward with adapter_names= (PEFT's mixed-batch inference), padded
-  hf_peft_loop    set_adapter per arm, one padded forward per arm
+  hf_peft_loop    set_adapter per arm, one padded forward per arm (off with --no-hf-loop: at 8B
+                  scale it costs a minute and says nothing new)
   hf_base_only    the base model alone on all rows (the speed a LoRA-free run could reach)
-Prints tokens/s and the ratios, and writes one JSON record to bench/results/.
+Prints tokens/s and the ratios, and writes one JSON record to --out.
 
   python bench/e2e_score.py                       # CPU: ~31M-parameter Llama, base + 3 adapters
   python bench/e2e_score.py --preset llama8b --device cuda --dtype bfloat16 --adapters 8 --rank 16 \
-      --ctx 236 --cont 20 --rows 288              # the GPU check (bench/gpu_check.sh)
+      --ctx 236 --cont 20 --rows 288 --reps 1 --no-hf-loop   # what bench/e2e_check.py runs on a GPU
 """
 from __future__ import annotations
 
@@ -19,67 +24,20 @@ import datetime as dt
 import json
 import platform
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-PRESETS = {  # model shapes; vocab comes from the locally trained tokenizer unless given
-    "cpu31m": dict(hidden_size=512, intermediate_size=1536, num_layers=10, num_heads=8,
-                   num_kv_heads=4, vocab_size=4096),
-    # embedding-heavy small model with a Llama-2/Mistral-size vocabulary (32k): 48.5M parameters
-    "cpu48m-v32k": dict(hidden_size=512, intermediate_size=1536, num_layers=5, num_heads=8,
-                        num_kv_heads=4, vocab_size=32000),
-    "llama8b": dict(hidden_size=4096, intermediate_size=14336, num_layers=32, num_heads=32,
-                    num_kv_heads=8, vocab_size=128256),
-}
-
-
-def build_random_model(out: Path, preset: str, n_adapters: int, rank: int, device: str, dtype):
-    """A random Llama of the preset's shape with n random rank-`rank` adapters on all projections."""
-    import peft
-    import transformers as tf
-
-    from warmfast.model.tiny import build_tokenizer
-
-    shape = PRESETS[preset]
-    model_dir = out / "model"
-    names = [f"adapter_{i}" for i in range(n_adapters)]
-    stamp = out / f"built_{preset}_{n_adapters}x{rank}_{str(dtype).split('.')[-1]}"
-    if stamp.is_file():  # a second bench in the same workdir (gpu_check.sh) reuses the folders
-        return model_dir, {n: out / n for n in names}
-    tok = build_tokenizer(model_dir, min(shape["vocab_size"], 4096), add_bos=True)
-    cfg = tf.LlamaConfig(vocab_size=shape["vocab_size"], hidden_size=shape["hidden_size"],
-                         intermediate_size=shape["intermediate_size"],
-                         num_hidden_layers=shape["num_layers"], num_attention_heads=shape["num_heads"],
-                         num_key_value_heads=shape["num_kv_heads"], max_position_embeddings=8192,
-                         rope_theta=500000.0, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, initializer_range=0.02)
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = tf.AutoModelForCausalLM.from_config(cfg, dtype=dtype)
-    model.save_pretrained(model_dir, safe_serialization=True)
-    adapters = {}
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    for i in range(n_adapters):
-        pm = peft.get_peft_model(model, peft.LoraConfig(r=rank, lora_alpha=2 * rank,
-                                                        target_modules=targets, lora_dropout=0.0))
-        with torch.no_grad():
-            for name, p in pm.named_parameters():
-                if "lora_B" in name:
-                    p.normal_(0, 0.02)
-        pm.save_pretrained(out / f"adapter_{i}")
-        adapters[f"adapter_{i}"] = out / f"adapter_{i}"
-        model = pm.unload()
-    del model
-    stamp.touch()
-    return model_dir, adapters
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from e2e_model import PRESETS, Built, build  # noqa: E402
 
 
 def make_rows(n_rows: int, ctx: int, cont: int, vocab: int, arms: list, seed: int = 0,
               ragged: bool = False):
-    """Random token rows; ragged: lengths uniform in [n/2, 3n/2] (mean n), as real prompts vary."""
+    """Random token rows, arms in turn; ragged: lengths uniform in [n/2, 3n/2] (mean n)."""
     rng = random.Random(seed)
     size = (lambda n: rng.randint(max(1, n // 2), n + n // 2)) if ragged else (lambda n: n)
     rows = []
@@ -89,13 +47,41 @@ def make_rows(n_rows: int, ctx: int, cont: int, vocab: int, arms: list, seed: in
     return rows
 
 
+def mixed_chunks(rows: list, budget: int) -> list[list]:
+    """Consecutive rows (arms in turn) in chunks of at most `budget` fed tokens (context +
+    continuation - 1): each chunk is one forward of the scorer with every arm in it."""
+    chunks, cur, used = [], [], 0
+    for r in rows:
+        n = len(r[0]) + len(r[1]) - 1
+        if cur and used + n > budget:
+            chunks.append(cur)
+            cur, used = [], 0
+        cur.append(r)
+        used += n
+    return chunks + ([cur] if cur else [])
+
+
+def arms_per_batch(engine, chunks: list[list], budget: int) -> list[int]:
+    """Distinct adapters (the base counts as one) in each forward the scorer will run."""
+    import warmfast as wf
+    from warmfast.engine.scorer import pack, prepare_rows, share_prefixes
+
+    counts = []
+    for chunk in chunks:
+        rows = prepare_rows(engine, [wf.ScoreRequest(c, x, a) for c, x, a in chunk])
+        counts.extend(len({f.slot for f in batch}) for batch in pack(share_prefixes(rows), budget))
+    return counts
+
+
 def record_header(bench: str, device: str, backend: str) -> dict:
     """Where and when a bench record was measured: machine, CPU, threads, card, torch, backend."""
+    import triton
+
     return {"bench": bench, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "machine": platform.node(), "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "device": device,
             "card": torch.cuda.get_device_name() if device == "cuda" else None,
-            "torch": torch.__version__, "backend": backend}
+            "torch": torch.__version__, "triton": triton.__version__, "backend": backend}
 
 
 def timed(fns: dict, device: str, reps: int, warmups: dict | None = None) -> dict[str, float]:
@@ -113,7 +99,7 @@ def timed(fns: dict, device: str, reps: int, warmups: dict | None = None) -> dic
         return time.perf_counter() - t0
 
     for k, fn in fns.items():
-        (warmups or {}).get(k, fn)()  # warm-up (allocations, kernel compilation)
+        (warmups or {}).get(k, fn)()  # warm-up (allocations, kernel compilation, graph capture)
     best = {k: float("inf") for k in fns}
     for _ in range(reps):
         for k, fn in fns.items():
@@ -121,22 +107,9 @@ def timed(fns: dict, device: str, reps: int, warmups: dict | None = None) -> dic
     return best
 
 
-def load_hf_peft(model_dir, adapters: dict, device: str, dtype):
-    """The HF model with every adapter loaded under its name (PEFT's multi-adapter model), eval mode."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
-    names = list(adapters)
-    pm = PeftModel.from_pretrained(base, adapters[names[0]], adapter_name=names[0])
-    for n in names[1:]:
-        pm.load_adapter(adapters[n], adapter_name=n)
-    return pm.eval()
-
-
-def hf_runner(model_dir, adapters, rows, device, dtype, batch_rows: int):
+def hf_runners(pm, rows, device: str, batch_rows: int) -> dict:
+    """HF+PEFT scoring of `rows` on the PeftModel `pm`: {"hf_peft_mixed", "hf_peft_loop", "hf_base_only"}."""
     rows = sorted(rows, key=lambda r: -(len(r[0]) + len(r[1])))  # least padding, as lm-eval sorts
-    pm = load_hf_peft(model_dir, adapters, device, dtype)
 
     def forward_rows(sub, **kw):
         # right-padded batch; the log-probs of the continuation are gathered like lm-eval does
@@ -173,7 +146,7 @@ def hf_runner(model_dir, adapters, rows, device, dtype, batch_rows: int):
             for s in range(0, len(rows), batch_rows):
                 forward_rows(rows[s:s + batch_rows])
 
-    return pm, mixed, loop, base_only
+    return {"hf_peft_mixed": mixed, "hf_peft_loop": loop, "hf_base_only": base_only}
 
 
 def add_model_args(ap: argparse.ArgumentParser) -> None:
@@ -184,61 +157,83 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--adapters", type=int, default=3)
     ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--workdir", default=None, help="config, tokenizer and adapters (default: a temp dir)")
+    ap.add_argument("--out", default="bench/results", help="folder for the JSON records")
+
+
+def add_score_args(ap: argparse.ArgumentParser, alone: bool = False) -> None:
+    """alone: this bench's own command line, where --rows means --score-rows."""
+    ap.add_argument("--ctx", type=int, default=200)
+    ap.add_argument("--cont", type=int, default=20)
+    ap.add_argument("--score-rows", *(["--rows"] if alone else []), dest="score_rows", type=int, default=32)
+    ap.add_argument("--ragged", action="store_true",
+                    help="row lengths uniform in [n/2, 3n/2]; HF batches are sorted by length (as lm-eval does)")
+    ap.add_argument("--hf-batch-rows", type=int, default=16)
+    ap.add_argument("--batch-tokens", type=int, default=8192, help="warmfast tokens per mixed forward")
+    ap.add_argument("--no-hf-loop", action="store_true", help="skip HF+PEFT's set_adapter loop")
+
+
+def build_from_args(args) -> Built:
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="wf_bench_"))
+    return build(work, args.preset, args.adapters, args.rank, args.device, args.dtype, args.backend,
+                 args.batch_tokens if hasattr(args, "batch_tokens") else 8192)
+
+
+def write_record(record: dict, out: str, name: str) -> Path:
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    path = path / f"{name}_{stamp}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def run_score(built: Built, args, reps: int) -> dict:
+    """Measure scoring on `built`; write and return the record."""
+    import warmfast as wf
+
+    eng = built.engine
+    arms = [None, *built.adapters]
+    rows = make_rows(args.score_rows, args.ctx, args.cont, built.vocab, arms, ragged=args.ragged)
+    n_tokens = sum(len(c) + len(x) for c, x, _ in rows)
+    chunks = mixed_chunks(rows, args.batch_tokens)
+    reqs = [[wf.ScoreRequest(c, x, a) for c, x, a in chunk] for chunk in chunks]
+    per_batch = arms_per_batch(eng, chunks, args.batch_tokens)
+
+    def warmfast_mixed():
+        for chunk in reqs:
+            eng.score(chunk, max_batch_tokens=args.batch_tokens)
+
+    hf = hf_runners(built.hf, rows, args.device, args.hf_batch_rows)
+    if args.no_hf_loop:
+        del hf["hf_peft_loop"]
+    secs = timed({"warmfast": warmfast_mixed, **hf}, args.device, reps)
+    tps = {k: n_tokens / t for k, t in secs.items()}
+    record = {
+        **record_header("e2e_score", args.device, eng.backend),
+        "preset": args.preset, "params": built.params, "dtype": args.dtype, "adapters": args.adapters,
+        "rank": args.rank, "rows": args.score_rows, "ragged": args.ragged, "ctx": args.ctx, "cont": args.cont,
+        "tokens": n_tokens, "reps": reps, "batch_tokens": args.batch_tokens,
+        "warmfast_batches": len(per_batch), "arms_per_batch_min": min(per_batch),
+        "arms_per_batch_mean": round(sum(per_batch) / len(per_batch), 2),
+        "tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
+        **{f"ratio_vs_{k}": round(tps["warmfast"] / v, 2) for k, v in tps.items() if k != "warmfast"},
+    }
+    print(f"{'system':<16}{'tokens/s':>12}{'warmfast x':>12}   ({per_batch and record['arms_per_batch_mean']} arms per warmfast batch)")
+    for k, v in tps.items():
+        print(f"{k:<16}{v:>12.0f}{tps['warmfast'] / v:>12.2f}")
+    path = write_record(record, args.out, f"e2e_score_{args.device}_{args.preset}{'_ragged' if args.ragged else ''}")
+    print(f"record -> {path}")
+    return record
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_args(ap)
-    ap.add_argument("--ctx", type=int, default=200)
-    ap.add_argument("--cont", type=int, default=20)
-    ap.add_argument("--rows", type=int, default=32)
-    ap.add_argument("--ragged", action="store_true",
-                    help="row lengths uniform in [n/2, 3n/2]; HF batches are sorted by length (as lm-eval does)")
-    ap.add_argument("--hf-batch-rows", type=int, default=16)
-    ap.add_argument("--batch-tokens", type=int, default=8192)
+    add_score_args(ap, alone=True)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--workdir", default=None, help="where the random model is written (default: a temp dir)")
-    ap.add_argument("--out", default="bench/results", help="folder for the JSON record")
     args = ap.parse_args(argv)
-
-    import warmfast as wf
-
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="wf_bench_"))
-    model_dir, adapters = build_random_model(work, args.preset, args.adapters, args.rank, args.device, dtype)
-    arms = [None, *adapters]
-    vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
-    rows = make_rows(args.rows, args.ctx, args.cont, vocab, arms, ragged=args.ragged)
-    n_tokens = sum(len(c) + len(x) for c, x, _ in rows)
-
-    eng = wf.Engine.from_pretrained(model_dir, adapters=adapters, device=args.device, dtype=args.dtype,
-                                    backend=args.backend, max_batch_tokens=args.batch_tokens)
-    reqs = [wf.ScoreRequest(c, x, a) for c, x, a in rows]
-    pm, mixed, loop, base_only = hf_runner(model_dir, adapters, rows, args.device, dtype, args.hf_batch_rows)
-    secs = timed({"warmfast": lambda: eng.score(reqs), "hf_peft_mixed": mixed, "hf_peft_loop": loop,
-                  "hf_base_only": base_only}, args.device, args.reps)
-
-    n_params = sum(p.numel() for n, p in pm.named_parameters() if "lora_" not in n)
-    tps = {k: n_tokens / t for k, t in secs.items()}
-    record = {
-        **record_header("e2e_score", args.device, eng.backend),
-        "preset": args.preset, "params": n_params, "dtype": args.dtype, "adapters": args.adapters,
-        "rank": args.rank, "rows": args.rows, "ragged": args.ragged, "ctx": args.ctx, "cont": args.cont, "tokens": n_tokens,
-        "tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
-        "ratio_vs_hf_peft_mixed": round(tps["warmfast"] / tps["hf_peft_mixed"], 2),
-        "ratio_vs_hf_peft_loop": round(tps["warmfast"] / tps["hf_peft_loop"], 2),
-        "ratio_vs_hf_base_only": round(tps["warmfast"] / tps["hf_base_only"], 2),
-    }
-    print(f"{'system':<16}{'tokens/s':>12}{'warmfast x':>12}")
-    for k, v in tps.items():
-        print(f"{k:<16}{v:>12.0f}{tps['warmfast'] / v:>12.2f}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    path = out / f"e2e_score_{args.device}_{args.preset}{'_ragged' if args.ragged else ''}_{stamp}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record))
-    return record
+    return run_score(build_from_args(args), args, args.reps)
 
 
 if __name__ == "__main__":

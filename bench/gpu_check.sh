@@ -1,58 +1,103 @@
 #!/usr/bin/env bash
-# The one prepared GPU check (target: under 6 minutes on one H100, no network needed):
-#   1. env      card, driver, versions                         -> $OUT/env.json
-#   2. install  build + install warmfast from this checkout   (pip, --no-index)
-#   3. kernels  kernel tests on the GPU (real compile, no TRITON_INTERPRET) -> $OUT/kernel_tests.xml
-#   4. bench    kernel benches, kernel vs *_ref               -> $OUT/kernel_bench.json
-#   5. e2e      scoring on a Llama-3.1-8B-shaped random bf16 model, base + 8 rank-16 adapters,
-#               256-token rows: warmfast vs HF+PEFT mixed, HF+PEFT loop, HF base-only -> $OUT/e2e_*.json
-#   6. e2e_generate  generation on the same model folders, batch 64 and 256, 128 prompt + 128 new
-#               tokens: warmfast vs HF+PEFT generate (HF only at batch <= WF_HF_GEN_ROWS) -> $OUT/e2e_generate_*.json
-#   7. table    a short summary                               -> $OUT/gpu_check.json
-# Every step runs (a failed step is recorded, not fatal); the exit status is non-zero if any failed.
-# Step limits add up to 17 minutes (env 60 + install 120 + kernels 150 + bench 90 + e2e 240 +
-# e2e_generate 300 + table 60 s at most), more than one 10-minute device call: on a 15-minute device
-# budget run it as two calls, `WF_SKIP="e2e_generate"` first, then `WF_SKIP="kernels bench e2e"`
-# (the second rebuilds the random model: give it the same WORKDIR only on the same warm machine).
-#   bash bench/gpu_check.sh                  # OUT defaults to bench/results/gpu_check_<UTC stamp>
-#   WF_SKIP="bench e2e" bash bench/gpu_check.sh
-# Copy $OUT into bench/results/ afterwards: every GPU run is kept there with card and date.
+# The one prepared GPU check: correctness and timings of warmfast on a lent card, no network.
+#
+#   env       card, driver, versions                           -> env.json
+#   install   pip install --no-build-isolation --no-deps --no-index .  (skipped when this machine
+#             already installed the same sources in this WF_WORKDIR)
+#   kernels   kernel tests on the card (real compiles, no interpreter): pytest -n 8 --timeout 60
+#             -> kernel_tests.xml
+#   bench     kernel benches, kernel vs *_ref                  -> kernel_bench.json
+#   e2e       one process (bench/e2e_check.py): a Llama-3.1-8B-shaped random bf16 model + 8 rank-16
+#             adapters built once in memory; mixed scoring (288 rows of 236 + 20 tokens, every
+#             batch holding all 9 arms) vs HF+PEFT mixed and base-only; mixed generation of
+#             128 + 128 tokens at batch 64 (vs HF+PEFT) and 256, eager, sampled and CUDA graphs
+#             -> records/*.json
+#   table     one table: each measure beside its goal and HF+PEFT's number
+#
+# What comes back: $OUT holds only gpu_check.json (the summary) and gpu_check.tar.gz (every log
+# and record), both refreshed after every step, so a run killed at any point still returns what
+# it measured. One global deadline (WF_DEADLINE_S, default 450 s): each step runs for
+# min(its cap, the time left) and a step that cannot get its minimum is skipped and recorded.
+# Nothing is downloaded (pip --no-index, HF_HUB_OFFLINE=1, TRANSFORMERS_OFFLINE=1) and the CPU
+# test suite never runs here.
+#
+# On a 15-minute device budget: two calls of under 8 minutes each (run tool timeout_s ~500):
+#   WF_SKIP="e2e" bash bench/gpu_check.sh              # env, install, kernels, bench  (~4-5 min)
+#   WF_SKIP="kernels bench" bash bench/gpu_check.sh    # env, install, e2e             (~5-6 min)
+# The second call may land on a fresh machine: it reinstalls (about a minute) and rebuilds the
+# random model in memory (about 30 s); nothing from the first call is needed.
+#
+#   bash bench/gpu_check.sh --dry-run   # the same steps on this CPU: tiny shapes, the Triton
+#                                       # interpreter, the torch backend; install into a scratch
+#                                       # folder (tests/test_gpu_check.py runs it)
+# Copy what comes back into bench/results/ with card and date: every GPU run is kept there.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+DRY=0
+[[ "${1:-}" == "--dry-run" ]] && DRY=1
 OUT="${OUT:-bench/results/gpu_check_$(date -u +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
 PY="${PY:-python3}"
-WORKDIR="${WF_WORKDIR:-/tmp/wf_gpu_check}"
-unset TRITON_INTERPRET
-: > "$OUT/steps.jsonl"
+WORK="${WF_WORKDIR:-/tmp/wf_gpu_check}"  # scratch: install stamp, model config, adapters
+FILES="$WORK/files"                      # everything the archive holds
+rm -rf "$FILES"
+mkdir -p "$FILES/records"
+DEADLINE=${WF_DEADLINE_S:-450}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PIP_NO_INDEX=1
+export PYTHONUNBUFFERED=1
+if (( DRY )); then export TRITON_INTERPRET=1; else unset TRITON_INTERPRET; fi
+: > "$FILES/steps.jsonl"
 failed=0
 
-step() {  # step NAME TIMEOUT_S CMD...: run, log to $OUT/NAME.log, record rc and seconds
-  local name=$1 limit=$2; shift 2
+record() {  # record NAME RC SECONDS LIMIT NOTE
+  printf '{"step": "%s", "rc": %s, "seconds": %s, "limit_s": %s, "note": "%s"}\n' "$1" "$2" "$3" "$4" "$5" \
+    >> "$FILES/steps.jsonl"
+}
+
+refresh() {  # the summary and the archive under $OUT, rewritten after every step
+  "$PY" bench/gpu_check_summary.py "$FILES" "$FILES/gpu_check.json" > "$WORK/summary.log" 2>&1 \
+    || echo "summary failed: $(tail -n 3 "$WORK/summary.log")"
+  cp "$FILES/gpu_check.json" "$OUT/gpu_check.json" 2> /dev/null
+  tar -czf "$WORK/gpu_check.tar.gz" -C "$FILES" . && cp "$WORK/gpu_check.tar.gz" "$OUT/gpu_check.tar.gz"
+}
+
+step() {  # step NAME CAP_S MIN_S CMD...: run with min(cap, time left), log to NAME.log, record
+  local name=$1 cap=$2 min=$3; shift 3
   if [[ " ${WF_SKIP:-} " == *" $name "* ]]; then
-    echo "== $name: skipped (WF_SKIP)"; echo "{\"step\": \"$name\", \"rc\": null, \"note\": \"skipped by WF_SKIP\"}" >> "$OUT/steps.jsonl"; return
+    echo "== $name: skipped (WF_SKIP)"; record "$name" null 0 0 "skipped by WF_SKIP"; refresh; return
+  fi
+  local left=$((DEADLINE - SECONDS))
+  local limit=$(( cap < left ? cap : left ))
+  if (( limit < min )); then
+    echo "== $name: skipped, out of time (${left}s left, needs ${min}s)"
+    record "$name" null 0 0 "skipped: out of time (${left}s left of ${DEADLINE}s, needs ${min}s)"
+    failed=1; refresh; return
   fi
   local t0=$SECONDS rc
   echo "== $name (limit ${limit}s)"
-  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; rc=$?
-  tail -n 15 "$OUT/$name.log"
+  WF_STEP_LIMIT=$limit timeout -k 10 "$limit" "$@" > "$FILES/$name.log" 2>&1; rc=$?
+  tail -n 12 "$FILES/$name.log"
+  local note=""
+  (( rc == 124 || rc == 137 )) && note="killed at its limit (${limit}s)"
   echo "== $name: rc=$rc in $((SECONDS - t0))s"
-  echo "{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - t0))}" >> "$OUT/steps.jsonl"
+  record "$name" "$rc" $((SECONDS - t0)) "$limit" "$note"
   [[ $rc -eq 0 ]] || failed=1
+  refresh
 }
 
-have() { "$PY" -c "import $1" > /dev/null 2>&1; }
+plugin() { "$PY" -c "import $1" > /dev/null 2>&1; }
 
-step env 60 "$PY" - "$OUT/env.json" <<'PYEOF'
+step env 60 5 "$PY" - "$FILES/env.json" "$DRY" <<'PYEOF'
 import datetime, json, platform, shutil, subprocess, sys
 import torch, triton
 info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(), "python": sys.version.split()[0], "torch": torch.__version__,
-        "triton": triton.__version__, "cuda": torch.version.cuda,
+        "triton": triton.__version__, "cuda": torch.version.cuda, "dry_run": sys.argv[2] == "1",
         "card": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-for mod in ("transformers", "peft", "flash_attn", "pytest", "pytest_benchmark"):
+for mod in ("transformers", "peft", "flash_attn", "pytest", "pytest_benchmark", "xdist", "pytest_timeout", "numpy",
+            "setuptools", "wheel", "pybind11"):
     try:
-        info[mod] = __import__(mod).__version__
+        info[mod] = getattr(__import__(mod), "__version__", "present")
     except ImportError:
         info[mod] = None
 if shutil.which("nvidia-smi"):
@@ -60,79 +105,56 @@ if shutil.which("nvidia-smi"):
                                          "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
 json.dump(info, open(sys.argv[1], "w"), indent=2)
 print(json.dumps(info, indent=2))
-if not torch.cuda.is_available():
+if not torch.cuda.is_available() and sys.argv[2] != "1":
     sys.exit("no CUDA device visible to torch")
 PYEOF
 
-step install 120 "$PY" -m pip install --no-build-isolation --no-deps --no-index .
-
-if have pytest; then
-  step kernels 150 "$PY" -m pytest tests/test_norm.py tests/test_rope.py tests/test_logprob.py \
-    tests/test_attention.py tests/test_lora.py -q -p no:cacheprovider --junitxml="$OUT/kernel_tests.xml"
+# install: the device image's command; the dry run builds the same way into a scratch folder
+SRC_HASH=$(find setup.py pyproject.toml csrc src kernels -type f \( -name '*.py' -o -name '*.cpp' -o -name '*.h' \
+  -o -name '*.toml' \) -print0 | sort -z | xargs -0 cat | sha1sum | cut -c1-16)
+if (( DRY )); then
+  rm -rf "$WORK/dry_install"
+  step install 240 30 bash -c "'$PY' -m pip install --no-build-isolation --no-deps --no-index --target '$WORK/dry_install' . \
+    && PYTHONPATH='$WORK/dry_install' '$PY' -c 'import warmfast, warmfast._C, warmfast.kernels.lora; print(\"installed\", warmfast.__file__)'"
+elif [[ -f "$WORK/installed_$SRC_HASH" ]] && "$PY" -c "import warmfast._C" > /dev/null 2>&1; then
+  echo "== install: these sources ($SRC_HASH) are already installed on this machine"
+  record install 0 0 0 "already installed ($SRC_HASH)"; refresh
 else
-  echo "== kernels: NOT RUN: pytest is not installed on this machine"; failed=1
-  echo '{"step": "kernels", "rc": null, "note": "pytest not installed"}' >> "$OUT/steps.jsonl"
+  step install 240 30 "$PY" -m pip install --no-build-isolation --no-deps --no-index .
+  [[ $(tail -n 1 "$FILES/steps.jsonl") == *'"rc": 0,'* ]] && touch "$WORK/installed_$SRC_HASH"
 fi
 
-if have pytest_benchmark; then
-  step bench 90 "$PY" -m pytest bench/bench_norm.py bench/bench_rope.py bench/bench_logprob.py bench/bench_sampling.py \
+# kernels: compile-bound on a card (each test shape compiles): 8 workers, 60 s per test; files whose
+# tests run on the card (test_engine_triton.py runs the engine on CPU tensors: interpreter only)
+KERNEL_TESTS=${WF_KERNEL_TESTS:-"tests/test_norm.py tests/test_rope.py tests/test_logprob.py tests/test_attention.py \
+  tests/test_lora.py tests/test_sampling.py tests/test_kernel_runtime.py tests/test_cuda_graphs.py"}
+(( DRY )) && KERNEL_TESTS=${WF_KERNEL_TESTS:-"tests/test_norm.py tests/test_kernel_runtime.py"}
+PAR=()
+plugin xdist && PAR+=(-n "${WF_KERNEL_WORKERS:-8}")
+plugin pytest_timeout && PAR+=(--timeout 60)
+# shellcheck disable=SC2086
+step kernels 240 60 "$PY" -m pytest $KERNEL_TESTS -q -p no:cacheprovider "${PAR[@]}" --junitxml="$FILES/kernel_tests.xml"
+
+if plugin pytest_benchmark; then
+  step bench 120 30 "$PY" -m pytest bench/bench_norm.py bench/bench_rope.py bench/bench_logprob.py bench/bench_sampling.py \
     bench/bench_attention.py bench/bench_lora.py -q -s -p no:cacheprovider \
-    --benchmark-json="$OUT/kernel_bench.json" --benchmark-columns=median,rounds
+    --benchmark-json="$FILES/kernel_bench.json" --benchmark-columns=median,rounds
 else
-  echo "== bench: NOT RUN: pytest-benchmark is not installed on this machine"
-  echo '{"step": "bench", "rc": null, "note": "pytest-benchmark not installed"}' >> "$OUT/steps.jsonl"
+  echo "== bench: NOT RUN: pytest-benchmark is not installed"; record bench null 0 0 "pytest-benchmark not installed"
 fi
 
-# 288 rows = 9 arms (base + 8 adapters) x 32 rows of 236 context + 20 continuation tokens
-step e2e 240 "$PY" bench/e2e_score.py --preset llama8b --device cuda --dtype bfloat16 \
-  --backend "${WF_BACKEND:-auto}" --adapters 8 --rank 16 --ctx 236 --cont 20 --rows 288 \
-  --reps 2 --workdir "$WORKDIR" --out "$OUT"
+if (( DRY )); then  # tiny shapes on the CPU; CUDA graphs need a card (tests/test_cuda_graphs.py)
+  E2E=(--preset tiny --device cpu --dtype float32 --adapters 2 --rank 4 --ctx 12 --cont 4 --score-rows 12
+       --batch-tokens 64 --prompt 8 --new 4 --gen-rows 3 6 --hf-max-rows 3)
+else
+  E2E=(--preset llama8b --device cuda --dtype bfloat16 --adapters 8 --rank 16 --ctx 236 --cont 20
+       --score-rows 288 --batch-tokens 8192 --prompt 128 --new 128 --gen-rows 64 256 --hf-max-rows 64 --cuda-graphs)
+fi
+step e2e 420 120 "$PY" bench/e2e_check.py "${E2E[@]}" --backend "${WF_BACKEND:-auto}" --no-hf-loop --reps 1 \
+  --workdir "$WORK/e2e" --out "$FILES/records"
 
-# generation: the same model folders; batch 64 and 256, 128 prompt + 128 new tokens; eager and
-# with per-bucket CUDA graphs (a capture failure is recorded in the JSON, eager still measured)
-step e2e_generate 300 "$PY" bench/e2e_generate.py --preset llama8b --device cuda --dtype bfloat16 \
-  --backend "${WF_BACKEND:-auto}" --adapters 8 --rank 16 --prompt 128 --new 128 --rows 64 256 \
-  --hf-max-rows "${WF_HF_GEN_ROWS:-64}" --reps 1 --cuda-graphs --workdir "$WORKDIR" --out "$OUT"
-
-step table 60 "$PY" - "$OUT" <<'PYEOF'
-import glob, json, os, sys
-import xml.etree.ElementTree as ET
-out = sys.argv[1]
-summary = {"env": json.load(open(f"{out}/env.json")) if os.path.exists(f"{out}/env.json") else None,
-           "steps": [json.loads(l) for l in open(f"{out}/steps.jsonl") if l.strip()]}
-if os.path.exists(f"{out}/kernel_tests.xml"):
-    suite = ET.parse(f"{out}/kernel_tests.xml").getroot()
-    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-    summary["kernel_tests"] = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
-    print("kernel tests: {tests} run, {failures} failed, {errors} errors, {skipped} skipped".format(**summary["kernel_tests"]))
-if os.path.exists(f"{out}/kernel_bench.json"):
-    rows = []
-    print(f"{'bench':<58}{'us':>10}{'TFLOP/s':>9}{'GB/s':>8}{'of peak':>9}")
-    for b in json.load(open(f"{out}/kernel_bench.json"))["benchmarks"]:
-        e = b.get("extra_info", {})
-        us = e.get("seconds_per_launch", float("nan")) * 1e6
-        frac = e.get("fraction_of_matmul_ceiling", e.get("fraction_of_copy_ceiling"))
-        rows.append({"name": b["name"], "us": us, **e})
-        print(f"{b['name']:<58}{us:>10.1f}{e.get('tflops', float('nan')):>9.1f}{e.get('gb_per_s', float('nan')):>8.0f}"
-              f"{'' if frac is None else f'{frac:.0%}':>9}")
-    summary["kernel_bench"] = rows
-e2e = sorted(glob.glob(f"{out}/e2e_score_*.json"))
-if e2e:
-    rec = json.load(open(e2e[-1]))
-    summary["e2e"] = rec
-    tps = rec["tokens_per_s"]
-    print(f"e2e scoring, {rec.get('card')}, {rec['preset']} {rec['dtype']}, {rec['adapters']} adapters r{rec['rank']}, "
-          f"{rec['tokens']} tokens, backend {rec.get('backend')}")
-    for k, v in tps.items():
-        print(f"  {k:<16}{v:>12.0f} tokens/s   warmfast x{tps['warmfast'] / v:.2f}")
-    print(f"  goal on an H100: >= 45000 tokens/s for warmfast -> {'met' if tps['warmfast'] >= 45000 else 'NOT met'}")
-for path in sorted(glob.glob(f"{out}/e2e_generate_*.json")):
-    rec = json.load(open(path))
-    summary.setdefault("e2e_generate", []).append(rec)
-    print(f"e2e generation: {os.path.basename(path)}")
-    print("  " + json.dumps({k: rec[k] for k in rec if "tokens_per_s" in k or k in ("rows", "ratio_vs_hf_peft_mixed")}))
-json.dump(summary, open(f"{out}/gpu_check.json", "w"), indent=2)
-print(f"summary -> {out}/gpu_check.json")
-PYEOF
-
+echo "== table"
+"$PY" bench/gpu_check_summary.py "$FILES" "$FILES/gpu_check.json" --table || failed=1
+refresh
+echo "summary -> $OUT/gpu_check.json, logs and records -> $OUT/gpu_check.tar.gz"
 exit $failed

@@ -7,6 +7,7 @@ GQA: query head h reads key/value head h // (Hq // Hk).
 """
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 
 import torch
@@ -166,8 +167,10 @@ def _prefill_kernel(
                  round_to(out, o_ptr.dtype.element_ty).to(o_ptr.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
 
 
+@functools.cache
 def _flash_attn_func():
-    """flash_attn_varlen_func when flash-attn is installed, else None (an optional extra)."""
+    """flash_attn_varlen_func when flash-attn is installed, else None (an optional extra).
+    Looked up once per process: a failed import is not retried on every prefill call."""
     try:
         from flash_attn import flash_attn_varlen_func
     except ImportError:

@@ -1,8 +1,10 @@
 """The small helpers every Triton kernel file shares: device / shape / dtype checks and rounding."""
 from __future__ import annotations
 
+import functools
 import os
 
+import numpy as np
 import torch
 
 try:
@@ -42,9 +44,34 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def _version(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+@functools.cache
+def interpreter_problem(triton_version: str, numpy_version: str) -> str | None:
+    """Why Triton's CPU interpreter cannot run these kernels with these versions (None: it can).
+    Triton < 3.7 converts 1-element numpy arrays to Python scalars, which numpy 2.4 made an error:
+    83 of 155 CPU kernel tests fail with "only 0-dimensional arrays can be converted to Python
+    scalars" and nothing says why."""
+    if _version(triton_version) < (3, 7) and _version(numpy_version) >= (2, 4):
+        return (f"Triton {triton_version}'s CPU interpreter (TRITON_INTERPRET=1) does not work with "
+                f"numpy {numpy_version}: it fails inside kernels with 'only 0-dimensional arrays can "
+                "be converted to Python scalars'. The CPU kernel path needs triton >= 3.7 "
+                "(pip install 'triton>=3.7') or numpy < 2.4; on a GPU any supported Triton works.")
+    return None
+
+
 def check_device(name: str, t: torch.Tensor) -> None:
-    """Kernels need CUDA tensors, or CPU tensors under TRITON_INTERPRET=1."""
-    if t.is_cuda or (t.device.type == "cpu" and interpreting()):
+    """Kernels need CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 (with an interpreter
+    that works under the installed numpy)."""
+    if t.is_cuda:
+        return
+    if t.device.type == "cpu" and interpreting():
+        problem = interpreter_problem(triton.__version__, np.__version__)
+        if problem is not None:
+            raise RuntimeError(f"{name}: {problem}")
         return
     raise ValueError(f"{name} is on {t.device}; Triton kernels need a CUDA tensor (or TRITON_INTERPRET=1 on CPU)")
 

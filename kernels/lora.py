@@ -355,7 +355,9 @@ def lora_decode(
     offsets = _offsets_tensor(slice_offsets, x.device)
     block_r = triton.next_power_of_2(r_max)
     block_k = max(16, 8192 // block_r)  # [BLOCK_R, BLOCK_K] A tile stays at 8K elements
-    block_n = max(16, 8192 // block_r)
+    # [BLOCK_N, BLOCK_R] B tile at 4K elements on 8 warps: an 8K tile (fp32, rank 8) spilled on
+    # sm_90, and rank 64 on 4 warps spilled 8 B on sm_80 (bench/bench_compile.py); now 32 registers
+    block_n = max(16, 4096 // block_r)
     xa = torch.empty((t, n_slices * r_max), dtype=torch.float32, device=x.device)
     _decode_shrink_kernel[(t, n_slices)](
         x, A, xa, slots, k_in, x.stride(0), A.stride(0), A.stride(1), xa.stride(0),
@@ -363,6 +365,6 @@ def lora_decode(
     )
     _decode_expand_kernel[(t, triton.cdiv(y.shape[1], block_n))](
         xa, B, y, offsets, slots, y.shape[1], xa.stride(0), B.stride(0), B.stride(1), y.stride(0),
-        N_SLICES=n_slices, R_MAX=r_max, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=4,
+        N_SLICES=n_slices, R_MAX=r_max, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=8,
     )
     return y

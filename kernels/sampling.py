@@ -23,6 +23,9 @@ import torch
 from .common import check_device, tl, triton
 
 MASS_SCALE = 4294967296.0  # 2^32: W_i = floor(w_i * 2^32)
+# 8 warps: with the default 4, triton 3.6 spills 8 B on sm_90 at BLOCK 1024 (a 128k vocabulary;
+# bench/bench_compile.py), each thread then holding 8 fp64 weights and Philox words per tile
+SAMPLE_WARPS = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +189,7 @@ def sample(probs: torch.Tensor, seeds: torch.Tensor, request_ids: torch.Tensor, 
                          "0 <= min_p <= 1, 0 <= step < 2^32)")
     block = min(1024, triton.next_power_of_2(v))
     _sample_kernel[(n,)](probs, probs.stride(0), v, seeds, request_ids, steps, temperature, top_k,
-                         top_p, min_p, out, BLOCK=block)
+                         top_p, min_p, out, BLOCK=block, num_warps=SAMPLE_WARPS)
     if bool((out < 0).any()):
         r = int((out < 0).nonzero()[0, 0])
         raise ValueError(f"sample: probs row {r} has no positive finite entry")

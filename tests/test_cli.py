@@ -1,8 +1,6 @@
-"""The engine's command line: tiny, score, generate (JSONL in, JSONL out), and the _C import guard."""
+"""The engine's command line: tiny, score, generate (JSONL in, JSONL out)."""
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -85,22 +83,6 @@ def test_cli_bad_jsonl_names_file_and_line(tiny, tmp_path, capsys):
     assert "--adapter expects NAME=DIR" in err_of(
         ["score", "--model", str(p.model_dir), "--adapter", "nodir", "--input",
          str(tmp_path / "bad.jsonl"), "--output", str(tmp_path / "o.jsonl")])
-
-
-def test_missing_extension_says_how_to_build(tmp_path):
-    # a meta-path finder that hides warmfast._C, as if the extension had never been built
-    code = (
-        "import sys\n"
-        "class Hide:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'warmfast._C':\n"
-        "            raise ImportError('No module named warmfast._C')\n"
-        "sys.meta_path.insert(0, Hide())\n"
-        "import warmfast\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.returncode != 0
-    assert "warmfast._C is missing" in r.stderr and "pip install --no-build-isolation -e ." in r.stderr
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):

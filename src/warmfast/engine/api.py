@@ -103,6 +103,7 @@ class Engine:
         self.backend = self.ops.name
         self.max_batch_tokens, self.max_seq_len = max_batch_tokens, max_seq_len
         self.generate_stats = None  # GenerateStats of the last generate() call (engine/generator.py)
+        self.decode_graphs = None  # CUDA graphs + KV pool kept across generate() calls (engine/cuda_graphs.py)
         log.info("warmfast engine: backend=%s device=%s dtype=%s adapters=%s", self.backend,
                  device, dtype, adapter_names)
 

@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from warmfast import _C
+from warmfast import native
 from warmfast.engine.batch import Batch
 from warmfast.errors import InputError
 from warmfast.kernels import attention, logprob, lora, norm, rope
@@ -48,7 +48,7 @@ class TorchOps:
     def decode_attention(self, q, k_cache, v_cache, batch: Batch, scale: float):
         if self.device.type == "cpu" and k_cache.dtype == torch.float32:
             # C++: no gathered copy of every row's keys, no mask; the torch reference is the oracle
-            out = _C.paged_decode_attention(q.float().numpy(), k_cache.numpy(), v_cache.numpy(),
+            out = native.C().paged_decode_attention(q.float().numpy(), k_cache.numpy(), v_cache.numpy(),
                                             batch.block_tables.numpy(), batch.seq_lens.numpy(), scale)
             return torch.from_numpy(out)
         return attention.paged_decode_attention_ref(q, k_cache, v_cache, batch.block_tables,
@@ -73,7 +73,7 @@ class TorchOps:
         lps, ams = [], []
         for s in range(0, hidden.shape[0], chunk):
             logits = (hidden[s:s + chunk] @ weight.T).float().contiguous()  # [n, V]
-            lp, am, _ = _C.logprob(logits.numpy(), targets[s:s + chunk].numpy())
+            lp, am, _ = native.C().logprob(logits.numpy(), targets[s:s + chunk].numpy())
             lps.append(torch.from_numpy(lp))
             ams.append(torch.from_numpy(am))
         return torch.cat(lps), torch.cat(ams)

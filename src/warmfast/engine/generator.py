@@ -23,15 +23,13 @@ import torch
 from tqdm.auto import tqdm
 
 from warmfast.engine.batch import Batch, build_decode, build_mixed, build_prefill
+from warmfast.engine.cuda_graphs import DecodeGraphs, check_graphs_supported
 from warmfast.engine.detok import IncrementalDetokenizer, OutputState, StopCriteria
 from warmfast.engine.kv_cache import PagedKVCache, blocks_for
 from warmfast.engine.sampling import SamplingParams, default_impl, sample_logits
 from warmfast.engine.scheduler import Scheduler, SchedulerConfig, Sequence
 from warmfast.errors import InputError, RequestError
 from warmfast.model import parallel
-
-GRAPH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-
 
 @dataclass(slots=True)
 class GeneratorConfig:
@@ -169,23 +167,34 @@ class Generator:
     def __init__(self, engine, cfg: GeneratorConfig, reqs: list[_Request]):
         self.engine, self.cfg, self.reqs = engine, cfg, reqs
         c = engine.model.cfg
-        num_blocks = _num_blocks(engine, reqs, cfg)
+        # The engine keeps the KV pool of its CUDA graphs (graphs hold the pool's addresses): a
+        # call with the same block size (and the same kv_blocks, or none asked) reuses the pool,
+        # and with cuda_graphs every bucket captured so far; an eager call reuses the idle pool
+        # too, instead of sizing a second one from the memory the first still holds. A pool in
+        # use by another call is never shared: this call then gets its own.
+        if cfg.cuda_graphs:
+            check_graphs_supported(engine)
+        held = engine.decode_graphs
+        self.pool = held if held is not None and not held.busy and held.fits(cfg.block_size, cfg.kv_blocks) else None
+        self.graphs: DecodeGraphs | None = self.pool if cfg.cuda_graphs else None
+        if self.pool is not None:
+            num_blocks, self.cache = self.pool.num_blocks, self.pool.cache
+        else:
+            num_blocks = _num_blocks(engine, reqs, cfg)
+            # one extra block past the managed pool: the scratch target of CUDA-graph padding rows
+            self.cache = PagedKVCache(c.num_layers, num_blocks + 1, cfg.block_size, c.num_kv_heads,
+                                      c.head_dim, engine.dtype, engine.device)
+            if cfg.cuda_graphs:
+                self.graphs = DecodeGraphs(engine, self.cache, num_blocks, cfg.block_size,
+                                           blocks_for(engine.max_seq_len, cfg.block_size))
+                if held is None or not held.busy:  # the new pool and graphs replace the idle old ones
+                    self.pool = engine.decode_graphs = self.graphs
         self.sched = Scheduler(SchedulerConfig(num_blocks, cfg.block_size, cfg.max_batch_size,
                                                cfg.max_batch_tokens))
         for r in reqs:
             self.sched.add(r.seq, f"GenerateRequest #{r.seq.seq_id}")
-        # one extra block past the managed pool: the scratch target of CUDA-graph padding rows
-        self.cache = PagedKVCache(c.num_layers, num_blocks + 1, cfg.block_size, c.num_kv_heads,
-                                  c.head_dim, engine.dtype, engine.device)
-        self.scratch_block = num_blocks
         self.sampler = cfg.sampler or default_impl(engine.device)
         self.steps: Counter[str] = Counter()  # forward steps by kind: prefill, decode, mixed
-        self.graphs = None
-        if cfg.cuda_graphs:
-            if engine.device.type != "cuda" or engine.backend != "triton":
-                raise InputError(f"generate: cuda_graphs=True needs device cuda and backend triton, "
-                                 f"got device {engine.device.type} and backend {engine.backend}")
-            self.graphs = DecodeGraphs(self, blocks_for(engine.max_seq_len, cfg.block_size))
 
     def run(self, bar) -> None:
         by_id = {r.seq.seq_id: r for r in self.reqs}
@@ -240,8 +249,8 @@ class Generator:
         return hidden[batch.cu_seqlens_q[1:].long() - 1]  # [B, H]
 
     def _decode(self, seqs: list[Sequence]) -> torch.Tensor:
-        if self.graphs is not None and len(seqs) <= self.graphs.max_bucket:
-            return self.graphs.run(seqs)
+        if self.graphs is not None and len(seqs) <= self.cfg.max_batch_size:
+            return self.graphs.run(seqs, [self.sched.table(s) for s in seqs], self.cfg.max_batch_size)
         return self.engine.model.forward(self.engine.ops, self._decode_batch(seqs), self.cache)  # [B, H]
 
     def _mixed(self, dec: list[Sequence], pre: list[Sequence]) -> torch.Tensor:
@@ -251,100 +260,7 @@ class Generator:
         return torch.cat([hidden[:d.num_tokens], hidden[d.num_tokens + p.cu_seqlens_q[1:].long() - 1]])
 
 
-class _RowSlotLoraOps:
-    """The backend's ops with LoRA taken per row (kernels.lora.lora_decode) from a static slot
-    tensor, so one captured graph serves every mix of adapters."""
-
-    def __init__(self, ops, row_slots: torch.Tensor):
-        self._ops, self.row_slots = ops, row_slots
-
-    def __getattr__(self, name):
-        return getattr(self._ops, name)
-
-    def lora(self, x, y, stack, batch: Batch):
-        from warmfast.kernels.lora import lora_decode
-
-        return lora_decode(x, y, stack.A, stack.B, stack.slice_offsets, self.row_slots)
-
-
-class DecodeGraphs:
-    """CUDA graphs of the decode forward, one per batch-size bucket, captured on first use.
-
-    Static inputs live in fixed buffers; a step copies its rows into the first n entries and pads
-    the rest with rows that attend to one position of a scratch block (base model, token 0).
-    """
-
-    def __init__(self, gen: Generator, max_blocks: int):
-        self.gen, self.max_blocks = gen, max_blocks
-        cap = gen.cfg.max_batch_size
-        self.buckets = sorted({b for b in GRAPH_BUCKETS if b < cap} | {cap})
-        self.max_bucket = cap
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict, torch.Tensor]] = {}
-        self.pool = None
-
-    def _buffers(self, n: int) -> dict:
-        dev = self.gen.engine.device
-        return dict(ids=torch.zeros(n, dtype=torch.int64, device=dev),
-                    pos=torch.zeros(n, dtype=torch.int64, device=dev),
-                    tables=torch.full((n, self.max_blocks), self.gen.scratch_block, dtype=torch.int32, device=dev),
-                    lens=torch.ones(n, dtype=torch.int32, device=dev),
-                    slots=torch.full((n,), -1, dtype=torch.int32, device=dev))
-
-    def _batch(self, buf: dict) -> Batch:
-        n, dev = buf["ids"].shape[0], buf["ids"].device
-        cu = torch.arange(n + 1, dtype=torch.int32, device=dev)
-        # seg_slots [0]: tells the forward that LoRA may apply; the per-row slots decide
-        return Batch(input_ids=buf["ids"], positions=buf["pos"], cu_seqlens_q=cu, cu_seqlens_k=cu,
-                     max_seqlen_q=1, max_seqlen_k=self.gen.engine.max_seq_len, seg_starts=[0, n],
-                     seg_slots=[0], seg_starts_t=torch.tensor([0, n], dtype=torch.int32, device=dev),
-                     seg_slots_t=torch.zeros(1, dtype=torch.int32, device=dev), row_slots=[0] * n,
-                     block_tables=buf["tables"], seq_lens=buf["lens"], decode=True)
-
-    def _capture(self, n: int):
-        eng = self.gen.engine
-        buf = self._buffers(n)
-        batch, ops = self._batch(buf), _RowSlotLoraOps(eng.ops, buf["slots"])
-        stream = torch.cuda.Stream(eng.device)
-        stream.wait_stream(torch.cuda.current_stream(eng.device))
-        with torch.cuda.stream(stream):  # warm-up: Triton compiles outside the capture
-            eng.model.forward(ops, batch, self.gen.cache)
-        torch.cuda.current_stream(eng.device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            out = eng.model.forward(ops, batch, self.gen.cache)
-        self.pool = graph.pool()
-        return graph, buf, out, batch, ops
-
-    def run(self, seqs: list[Sequence]) -> torch.Tensor:
-        n = len(seqs)
-        bucket = min(b for b in self.buckets if b >= n)
-        first = bucket not in self.graphs
-        if first:
-            graph, buf, out, batch, ops = self._capture(bucket)
-            self.graphs[bucket] = (graph, buf, out)
-        graph, buf, out = self.graphs[bucket]
-        dev = buf["ids"].device
-        tables = [self.gen.sched.table(s) for s in seqs]
-        buf["ids"].fill_(0)
-        buf["pos"].fill_(0)
-        buf["tables"].fill_(self.gen.scratch_block)
-        buf["lens"].fill_(1)
-        buf["slots"].fill_(-1)
-        buf["ids"][:n] = torch.tensor([s.output[-1] for s in seqs], device=dev)
-        buf["pos"][:n] = torch.tensor([s.num_tokens - 1 for s in seqs], device=dev)
-        buf["lens"][:n] = torch.tensor([s.num_tokens for s in seqs], dtype=torch.int32, device=dev)
-        buf["slots"][:n] = torch.tensor([s.slot for s in seqs], dtype=torch.int32, device=dev)
-        buf["tables"][:n, :max(len(t) for t in tables)] = _tables(tables, max(len(t) for t in tables), dev)
-        if first:  # once per bucket: the replay must equal the eager step on the same inputs
-            eager = self.gen.engine.model.forward(ops, batch, self.gen.cache)[:n].clone()
-        graph.replay()
-        if first and not torch.allclose(out[:n].float(), eager.float(), rtol=1e-2, atol=1e-2):
-            raise RuntimeError(f"CUDA graph for decode bucket {bucket} disagrees with the eager "
-                               f"step (max abs diff {(out[:n].float() - eager.float()).abs().max():.3g}); "
-                               "run with cuda_graphs=False and report this")
-        return out[:n]
-
-
+@torch.inference_mode()  # as Engine.generate and HF generate: no autograd bookkeeping
 def generate(engine, requests, max_batch_size: int = 64, progress: bool = False,
              **knobs) -> list:
     """Generate for every request (see GenerateRequest); results in request order.
@@ -360,9 +276,15 @@ def generate(engine, requests, max_batch_size: int = 64, progress: bool = False,
         return []
     gen = Generator(engine, cfg, reqs)
     t0 = time.perf_counter()
-    with tqdm(total=sum(r.seq.max_new_tokens for r in reqs), unit="tok", desc="generate",
-              disable=not progress) as bar:
-        gen.run(bar)
+    if gen.pool is not None:
+        gen.pool.busy = True
+    try:
+        with tqdm(total=sum(r.seq.max_new_tokens for r in reqs), unit="tok", desc="generate",
+                  disable=not progress) as bar:
+            gen.run(bar)
+    finally:
+        if gen.pool is not None:
+            gen.pool.busy = False
     engine.generate_stats = GenerateStats(
         requests=len(reqs), tokens=sum(len(r.out.token_ids) for r in reqs),
         seconds=time.perf_counter() - t0, steps=dict(gen.steps),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from warmfast import _C
+from warmfast import native
 
 IMPLS = ("cpp", "triton")
 
@@ -71,7 +71,7 @@ def sample_probs(probs: torch.Tensor, params: list[SamplingParams], request_ids:
     top_p = np.asarray([p.top_p for p in params], dtype=np.float64)
     min_p = np.asarray([p.min_p for p in params], dtype=np.float64)
     if impl == "cpp":
-        tokens = _C.sample(probs.detach().float().cpu().contiguous().numpy(),
+        tokens = native.C().sample(probs.detach().float().cpu().contiguous().numpy(),
                            np.asarray(seeds, dtype=np.uint64), np.asarray(request_ids, dtype=np.uint64),
                            np.asarray(steps, dtype=np.uint32), temperature=temp, top_k=top_k,
                            top_p=top_p, min_p=min_p)

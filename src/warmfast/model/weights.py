@@ -6,7 +6,7 @@ matrix, so a decoder layer runs 4 GEMMs instead of 7. No transformers model obje
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +120,37 @@ def load_weights(model_dir: str | Path, cfg: ModelConfig, dtype: torch.dtype,
     model/parallel.py `weight_slicer`) names the (dim, start, stop) part of a tensor this process
     reads; shapes are still checked against the full tensor in the file."""
     model_dir = Path(model_dir)
-    r = _Reader(checkpoint_files(model_dir), dtype, device, shard)
+    return _assemble(_Reader(checkpoint_files(model_dir), dtype, device, shard), cfg)
+
+
+class _TensorReader:
+    """Named tensors already in memory (a transformers model's state_dict), checked like a file's."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], dtype: torch.dtype, device: torch.device):
+        self.files, self.dtype, self.device = tensors, dtype, device
+
+    def get(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if name not in self.files:
+            raise WeightsError(f"tensor {name!r} is missing from the state dict ({len(self.files)} tensors)")
+        t = self.files[name]
+        if tuple(t.shape) != tuple(shape):
+            raise WeightsError(f"tensor {name!r} has shape {tuple(t.shape)}, the config expects {tuple(shape)}")
+        t = t.detach().to(device=self.device, dtype=self.dtype)  # no copy when both already match
+        if not torch.isfinite(t).all():
+            raise WeightsError(f"tensor {name!r} holds {(~torch.isfinite(t)).sum().item()} non-finite values")
+        return t
+
+
+def weights_from_tensors(tensors: Mapping[str, torch.Tensor], cfg: ModelConfig, dtype: torch.dtype,
+                         device: torch.device) -> ModelWeights:
+    """The fused layout from tensors in memory named as in a checkpoint (e.g. a transformers
+    model's state_dict()): a bench builds a random model once and hands it to both systems.
+    Unfused tensors of the right dtype and device are shared, not copied."""
+    return _assemble(_TensorReader(tensors, dtype, device), cfg)
+
+
+def _assemble(r, cfg: ModelConfig) -> ModelWeights:
+    """ModelWeights from a reader whose get(name, shape) returns checked tensors."""
     H, I, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
     q, kv = cfg.q_size, cfg.kv_size
     layers = []

@@ -127,8 +127,25 @@ def _execute(args, name: str, shard_text: str | None, shard: tuple[int, int] | N
 
 
 def cmd_run(args) -> int:
+    if getattr(args, "estimate", False):  # run/estimate.py: hours on a card, nothing is run
+        return _estimate(args)
     shard = parse_shard(args.shard)
     return _execute(args, "run", args.shard, shard, generate_only=args.generate_only)
+
+
+def _estimate(args) -> int:
+    from pathlib import Path
+
+    from warmfast.run.config import ConfigError
+    from warmfast.run.estimate import estimate_lines
+
+    try:
+        lines = estimate_lines(_load(args), args.card, Path(args.records))
+    except ConfigError as err:
+        print(f"warmfast run --estimate: {_where(args, err)}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
 
 
 def cmd_judge(args) -> int:
@@ -173,6 +190,10 @@ def register(sub) -> None:
                    help="ranks per tensor-parallel engine (overrides model.tensor_parallel); under torchrun "
                         "with --shard env the world is WORLD_SIZE/T data-parallel groups of T ranks")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the grid's expected hours on --card (from bench records) and run nothing")
+    p.add_argument("--card", default="H200", help="--estimate: the card, as bench records name it")
+    p.add_argument("--records", default="bench/results", help="--estimate: folder of bench records")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("judge", help="judge and export a run's stored generations (no new generation; "
