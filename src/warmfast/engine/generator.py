@@ -28,7 +28,7 @@ from warmfast.engine.detok import IncrementalDetokenizer, OutputState, StopCrite
 from warmfast.engine.kv_cache import PagedKVCache, blocks_for
 from warmfast.engine.sampling import SamplingParams, default_impl, sample_logits
 from warmfast.engine.scheduler import Scheduler, SchedulerConfig, Sequence
-from warmfast.errors import InputError, RequestError
+from warmfast.errors import RequestError
 from warmfast.model import parallel
 
 @dataclass(slots=True)
