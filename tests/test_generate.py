@@ -187,3 +187,16 @@ def test_generate_stats_describe_the_last_call(llama4):
     generate(llama4, [])
     assert llama4.generate_stats is None  # never a stale report
 
+
+
+def test_batch_occupancy_counts_each_sequence_once_per_step(llama4):
+    # without preemption a sequence sits in exactly one step per token it generates (its prefill
+    # step draws the first), so the rows summed over steps equal the tokens generated
+    reqs = sampled(llama4, 24)
+    res = generate(llama4, reqs, max_batch_size=12)
+    st = llama4.generate_stats
+    assert st.preemptions == 0
+    assert st.batch_rows == sum(len(r.token_ids) for r in res) == st.tokens
+    steps = sum(st.steps.values())
+    assert st.occupancy == pytest.approx(st.tokens / (steps * 12)) and 0 < st.occupancy <= 1
+    assert f"batch occupancy {st.occupancy:.0%} of 12" in st.summary()

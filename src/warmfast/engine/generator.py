@@ -76,11 +76,20 @@ class GenerateStats:
     preemptions: int
     kv_blocks: int
     cuda_graph_buckets: list[int]
+    batch_rows: int = 0  # sequences summed over all steps (each step's decode + prefill rows)
+    max_batch_size: int = 1
+
+    @property
+    def occupancy(self) -> float:
+        """Mean sequences per step over the configured max_batch_size: 1.0 = every step full."""
+        n = sum(self.steps.values())
+        return self.batch_rows / (n * self.max_batch_size) if n else 0.0
 
     def summary(self) -> str:
         steps = ", ".join(f"{n} {k}" for k, n in sorted(self.steps.items()))
         return (f"{self.tokens} tokens for {self.requests} requests in {self.seconds:.2f}s "
                 f"({self.tokens / max(self.seconds, 1e-9):.0f} tokens/s); steps: {steps}; "
+                f"batch occupancy {self.occupancy:.0%} of {self.max_batch_size}; "
                 f"{self.preemptions} preemptions; KV pool {self.kv_blocks} blocks")
 
 
@@ -195,6 +204,7 @@ class Generator:
             self.sched.add(r.seq, f"GenerateRequest #{r.seq.seq_id}")
         self.sampler = cfg.sampler or default_impl(engine.device)
         self.steps: Counter[str] = Counter()  # forward steps by kind: prefill, decode, mixed
+        self.batch_rows = 0  # sequences summed over steps (batch occupancy)
 
     def run(self, bar) -> None:
         by_id = {r.seq.seq_id: r for r in self.reqs}
@@ -210,6 +220,7 @@ class Generator:
             else:
                 last = self._decode(dec)
             seqs = dec + pre  # the rows of `last`, in order
+            self.batch_rows += len(seqs)
             reqs = [by_id[s.seq_id] for s in seqs]
             tokens = self._next_tokens(reqs, last)
             for r, tok in zip(reqs, tokens):
@@ -289,6 +300,7 @@ def generate(engine, requests, max_batch_size: int = 64, progress: bool = False,
         requests=len(reqs), tokens=sum(len(r.out.token_ids) for r in reqs),
         seconds=time.perf_counter() - t0, steps=dict(gen.steps),
         preemptions=gen.sched.num_preemptions, kv_blocks=gen.sched.cfg.num_blocks,
-        cuda_graph_buckets=sorted(gen.graphs.graphs) if gen.graphs is not None else [])
+        cuda_graph_buckets=sorted(gen.graphs.graphs) if gen.graphs is not None else [],
+        batch_rows=gen.batch_rows, max_batch_size=cfg.max_batch_size)
     return [GenerateResult(text=r.out.text, token_ids=list(r.out.token_ids),
                            finish_reason=r.out.finish_reason) for r in reqs]
