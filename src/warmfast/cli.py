@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "warmfast.analysis.cli",
     "warmfast.run.cli",
     "warmfast.train.cli",
+    "warmfast.integrations.lm_eval_cli",  # `warmfast lm-eval` (needs the lm-eval extra when run)
 ]
 
 
