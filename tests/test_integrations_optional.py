@@ -2,12 +2,13 @@
 command line and importing the integrations' light modules never imports either tool, and
 `warmfast lm-eval` without lm-eval says how to install it. `arm=all` expands into one lm-eval run
 per arm. None of these tests needs either extra."""
+import argparse
 import subprocess
 import sys
 
 import pytest
 
-from warmfast.integrations.lm_eval_cli import arm_runs
+from warmfast.integrations.lm_eval_cli import arm_namespace, arm_runs
 
 IMPORTS = """
 import sys
@@ -48,3 +49,13 @@ def test_arm_all_expands_into_one_run_per_arm():
         arm_runs("warmfast", {**args, "peft": "/p"}, None)
     with pytest.raises(SystemExit, match=r"adapter 'warm' is named twice"):
         arm_runs("warmfast", {**args, "adapters": "warm:/a|warm:/b"}, None)
+
+
+def test_each_arm_gets_its_own_response_cache():
+    parsed = argparse.Namespace(model="warmfast", model_args={"arm": "all"}, use_cache="cache/run",
+                                hf_hub_log_args={})
+    one = arm_namespace(parsed, "warm", {"arm": "warm"})
+    assert one.use_cache == "cache/run_warm" and one.model_args == {"arm": "warm"}
+    assert parsed.use_cache == "cache/run" and parsed.model_args == {"arm": "all"}
+    assert one.hf_hub_log_args is not parsed.hf_hub_log_args
+    assert arm_namespace(argparse.Namespace(use_cache=None), "base", {}).use_cache is None

@@ -74,7 +74,7 @@ class WarmfastAPI(ModelAPI):
         req = wf.GenerateRequest(
             prompt=ids, adapter=self.arm, max_new_tokens=max_new,
             temperature=float(config.temperature or 0.0), top_p=float(config.top_p or 1.0),
-            top_k=int(config.top_k or 0), seed=int(config.seed or 0), stop=list(config.stop_seqs or []))
+            top_k=int(config.top_k or 0), seed=int(config.seed or 0), stop=[s for s in config.stop_seqs or [] if s])
         return req, ids
 
     def _logprobs(self, done: Done) -> Logprobs | None:

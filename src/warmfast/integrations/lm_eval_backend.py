@@ -40,7 +40,7 @@ from warmfast.integrations.engines import BASE, check_device, parse_adapters, re
 
 log = logging.getLogger("warmfast")
 SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "min_p", "seed")
-_MEMO: dict[int, dict[tuple, dict[str, object]]] = {}  # id(engine) -> request key -> arm -> answer
+_MEMO: dict[object, dict[tuple, dict[str, object]]] = {}  # engine -> request key -> arm -> answer
 
 
 def clear_arm_memo() -> None:
@@ -176,7 +176,7 @@ class WarmfastLM(TemplateLM):
         not yet answered are run for every arm at once, and kept for the sibling arm runs."""
         if len(self.arms) == 1:
             return run(keys, self.arms)[self.arm]
-        memo = _MEMO.setdefault(id(self.engine), {})
+        memo = _MEMO.setdefault(self.engine, {})
         missing = list(dict.fromkeys(k for k in keys if k not in memo))
         if missing:
             fresh = run(missing, self.arms)

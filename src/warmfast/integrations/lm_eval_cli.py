@@ -10,6 +10,7 @@ scoring pass: lm-eval runs once per arm (base first, then the adapters in the or
 every arm in the same batches, the others read those answers. Each arm writes the ordinary
 lm-eval results of its own, under --output_path in the folder lm-eval names after the model
 (`peft=` for an adapter, `pretrained=` for the base: the folders that `hf` + `peft=` runs get).
+`--use_cache PATH` becomes PATH_<arm> per run: lm-eval keys cached responses by the request alone.
 """
 from __future__ import annotations
 
@@ -43,6 +44,15 @@ def arm_runs(model: str | None, model_args, output_path: str | None) -> list[tup
             args["peft"] = adapters[arm]  # lm-eval names the results folder after peft=
         runs.append((arm, args))
     return runs
+
+
+def arm_namespace(parsed: argparse.Namespace, arm: str, model_args: dict) -> argparse.Namespace:
+    """lm-eval's parsed arguments for one arm's run."""
+    one = copy.deepcopy(parsed)  # lm-eval's run fills dicts of its namespace in place
+    one.model_args = model_args
+    if getattr(parsed, "use_cache", None):  # lm-eval keys cached responses by the request alone
+        one.use_cache = f"{parsed.use_cache}_{arm}"
+    return one
 
 
 @contextlib.contextmanager
@@ -94,9 +104,7 @@ def run_lm_eval(argv: list[str]) -> int:
         with task_index_once():
             for i, (arm, model_args) in enumerate(runs, 1):
                 print(f"warmfast lm-eval: arm {arm!r} ({i}/{len(runs)})", file=sys.stderr)
-                one = copy.deepcopy(parsed)  # lm-eval's run fills dicts of its namespace in place
-                one.model_args = model_args
-                cli.execute(one)
+                cli.execute(arm_namespace(parsed, arm, model_args))
     finally:
         lm_eval_backend.clear_arm_memo()
     return 0
