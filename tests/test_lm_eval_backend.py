@@ -176,8 +176,8 @@ def greedy_text(wf, ctx: str, adapter) -> str:
 @pytest.mark.parametrize("arm", ["base", "adapter_1"])
 def test_request_edge_cases_match_hf(setup, arm):
     """Empty context (prefix token), trailing context whitespace, a context past max_length, a
-    greedy continuation (is_greedy True), a text of several rolling windows, a prompt that is
-    left-truncated for generation, stop strings."""
+    greedy continuation (is_greedy True), text that starts with the BOS text, a text of several
+    rolling windows, a prompt that is left-truncated for generation, stop strings."""
     from lm_eval.models.huggingface import HFLM
 
     from warmfast.integrations.lm_eval_backend import WarmfastLM
@@ -190,7 +190,7 @@ def test_request_edge_cases_match_hf(setup, arm):
     greedy = greedy_text(wf, ctx, None if arm == "base" else arm)
     long_ctx = " ".join(["the heart of the river"] * 20)
     ll = [("", "Hello there friend."), ("The answer is ", "yes"), (ctx, greedy), (long_ctx, " mountain"),
-          (ctx, " paris"), (ctx, " paris london")]
+          (ctx, " paris"), (ctx, " paris london"), ("<s>Hello", " friend")]  # BOS text: no second BOS
     a = hf.loglikelihood(instances("loglikelihood", ll))
     b = wf.loglikelihood(instances("loglikelihood", ll))
     assert [g for _, g in b] == [g for _, g in a]
@@ -204,7 +204,7 @@ def test_request_edge_cases_match_hf(setup, arm):
     assert roll_b == pytest.approx(roll_a, rel=1e-4, abs=1e-4)
 
     gen = [(long_ctx + "\nA:", {"until": ["."], "max_gen_toks": 10, "do_sample": False}),
-           (ctx, {"until": ["o", "e"], "max_gen_toks": 6}), ("Q: why\nA:", {"max_gen_toks": 5})]
+           (ctx, {"until": ["o", "e"], "max_gen_toks": 6}), ("<s>Q: why\nA:", {"max_gen_toks": 5})]
     assert wf.generate_until(instances("generate_until", gen)) == hf.generate_until(instances("generate_until", gen))
 
 
