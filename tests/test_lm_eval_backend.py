@@ -274,3 +274,17 @@ def test_entry_point_declared_for_lm_eval_models(setup, tmp_path, monkeypatch):
     assert len(eps) == 1
     from warmfast.integrations.lm_eval_backend import WarmfastLM
     assert eps[0].load() is WarmfastLM
+
+
+def test_sampled_repeats_draw_distinct_streams(setup):
+    """lm-eval's `repeats` send one prompt several times: with sampling each copy draws its own
+    stream (not one sample repeated), and a rerun reproduces them."""
+    from warmfast.integrations.lm_eval_backend import WarmfastLM
+
+    p, _, adapters = setup
+    lm = WarmfastLM(pretrained=str(p.model_dir), adapters=adapters, arm="adapter_0", device="cpu")
+    kw = {"do_sample": True, "temperature": 1.0, "max_gen_toks": 8, "until": ["\n\n"], "seed": 3}
+    reqs = instances("generate_until", [("Tell me a story", kw)] * 3)
+    first = lm.generate_until(reqs)
+    assert len(set(first)) == 3
+    assert lm.generate_until(reqs) == first

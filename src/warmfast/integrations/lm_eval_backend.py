@@ -187,7 +187,7 @@ class WarmfastLM(TemplateLM):
     def _score_rows(self, keys: list[tuple], arms: list[str]) -> dict[str, list[tuple[float, bool]]]:
         reqs = [wf.ScoreRequest(list(ctx), list(cont), None if a == BASE else a)
                 for a in arms for _, ctx, cont in keys]
-        res = self.engine.score(reqs)
+        res = self.engine.score(reqs, progress=True)
         n = len(keys)
         return {a: [(r.logprob, r.is_greedy) for r in res[i * n:(i + 1) * n]] for i, a in enumerate(arms)}
 
@@ -253,16 +253,16 @@ class WarmfastLM(TemplateLM):
     def _generate_rows(self, keys: list[tuple], arms: list[str]) -> dict[str, list[str]]:
         seen: dict[tuple, int] = {}
         reqs = []
-        for _, ids, max_gen, until, (temp, top_p, top_k, min_p, seed) in keys:
+        for key in keys:
+            _, ids, max_gen, until, (temp, top_p, top_k, min_p, seed) = key
             # repeats of one prompt (lm-eval's `repeats`) draw distinct samples: the k-th copy
             # gets the k-th stream; every arm draws the same streams (common random numbers)
-            k = seen[(ids, max_gen, until, temp, top_p, top_k, min_p, seed)] = \
-                seen.get((ids, max_gen, until, temp, top_p, top_k, min_p, seed), -1) + 1
+            seen[key] = k = seen.get(key, -1) + 1
             reqs.append(dict(prompt=list(ids), max_new_tokens=max_gen, stop=[s for s in until if s],
                              temperature=temp, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed,
                              request_id=(default_request_id(list(ids)) + k) % 2**64))
         batch = [wf.GenerateRequest(**r, adapter=None if a == BASE else a) for a in arms for r in reqs]
-        res = self.engine.generate(batch, max_batch_size=self.gen_batch_size)
+        res = self.engine.generate(batch, max_batch_size=self.gen_batch_size, progress=True)
         n = len(keys)
         return {a: [postprocess_generated_text(self.tok_decode(r.token_ids), list(key[3]), None)
                     for r, key in zip(res[i * n:(i + 1) * n], keys)] for i, a in enumerate(arms)}
