@@ -197,7 +197,9 @@ def main(argv=None) -> dict:
     os.environ.update({k: env[k] for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")})
     backend = "torch" if a.device == "cpu" and a.backend == "auto" else a.backend
     record = {**record_header("lm_eval_speed", a.device, backend), "preset": a.preset,
-              "params": PRESETS[a.preset], "dtype": a.dtype, "adapters": a.adapters, "rank": a.rank,
+              "params": PRESETS[a.preset], "dtype": a.dtype, "adapters": a.adapters,
+              "adapter_ranks": {n: json.loads((Path(d) / "adapter_config.json").read_text())["r"]
+                                for n, d in adapters.items()},
               "batch_size": a.batch_size, "tasks": {"mc_docs": a.mc, "texts": a.texts, "gen_docs": a.gen}}
     if a.mode in ("inproc", "both"):
         record["inproc"] = measure_inproc(model_dir, adapters, tasks, a)
