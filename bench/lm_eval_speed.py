@@ -11,6 +11,9 @@ Three offline tasks from local JSONL: multiple choice (loglikelihood), perplexit
 Writes one JSON record to bench/results/ with both wall-clock ratios and the largest per-request
 log-likelihood difference between the two systems (a parity check on the benchmark's own data).
 
+The model has the --preset's shape and the adapters warmfast.model.tiny's ranks (8, 4, 16 on
+different projections; --rank is not used here).
+
   nice python bench/lm_eval_speed.py                      # CPU: cpu31m, base + 3 adapters
   python bench/lm_eval_speed.py --device cuda --dtype bfloat16 --preset llama8b --mode inproc
 """
