@@ -96,7 +96,7 @@ def test_bad_provider_arguments(setup):
     from inspect_ai.model import ChatMessageUser, GenerateConfig
     from inspect_ai.tool import ToolInfo
 
-    from warmfast.integrations.inspect_provider import WarmfastAPI
+    from warmfast.integrations.inspect_api import WarmfastAPI
 
     p, _, args = setup
     with pytest.raises(ValueError, match=r"'nope' is not an adapter; adapters are \['adapter_0'"):

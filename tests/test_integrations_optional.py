@@ -27,6 +27,17 @@ def test_importing_warmfast_imports_neither_tool():
     assert out.returncode == 0 and out.stdout.strip() == "clean", out.stderr[-2000:]
 
 
+def test_inspect_entry_point_module_is_light():
+    """inspect imports every package's entry point on any registry miss: warmfast's must not pull
+    in torch or the engine."""
+    pytest.importorskip("inspect_ai")
+    code = ("import sys\nimport warmfast.integrations.inspect_provider\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith('warmfast.engine'))\n"
+            "assert not heavy, heavy[:5]\nprint('light')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "light", out.stderr[-2000:]
+
+
 def test_lm_eval_command_without_lm_eval_says_how_to_install():
     code = ("import sys; sys.modules['lm_eval'] = None\n"
             "from warmfast.cli import main\nmain(['lm-eval', '--model', 'warmfast'])")
