@@ -57,9 +57,10 @@ def prepare_rows(engine, requests) -> list[_Row]:
                 raise RequestError(f"{where}: the context is empty; pass at least one token (string "
                                    "contexts get the tokenizer's BOS when it has one)")
             total = len(ctx) + len(cont)
-            if total > engine.max_seq_len:
+            if total - 1 > engine.max_seq_len:  # the last continuation token is scored, never fed
                 raise RequestError(f"{where}: context ({len(ctx)} tokens) + continuation ({len(cont)} tokens) "
-                                   f"= {total} tokens exceeds the maximum sequence length {engine.max_seq_len}")
+                                   f"= {total} tokens exceeds the maximum sequence length {engine.max_seq_len} "
+                                   f"+ 1 (the model is fed {total - 1} tokens: all but the last)")
             rows.append(_Row(i, slot, ctx + cont[:-1], len(ctx) - 1, cont))
         except RequestError as err:  # the caller learns which request: a CLI names its input line
             err.index = i
