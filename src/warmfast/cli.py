@@ -69,6 +69,10 @@ def _configure_logging(level: int) -> None:
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    # other libraries' records that reach the root (transformers propagates them when CI is set)
+    # show only at -v / --debug or from ERROR up: they keep their own handlers otherwise
+    handler.addFilter(lambda r: r.name.split(".")[0] == "warmfast" or level <= logging.DEBUG
+                      or r.levelno >= logging.ERROR)
     handler._warmfast = True  # ours: replaced, not stacked, when main() runs again in one process
     root.handlers = [h for h in root.handlers if not getattr(h, "_warmfast", False)] + [handler]
     root.setLevel(level)
