@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from concurrent.futures import Future
 
 import pytest
@@ -111,17 +112,16 @@ def test_bad_provider_arguments(setup):
 
 
 def test_entry_point_registers_the_provider(setup, tmp_path):
-    """With the `inspect_ai` entry point the report asks pyproject.toml to declare, inspect finds
-    `warmfast/<arm>` without the caller importing anything of warmfast."""
+    """Through the `inspect_ai` entry point pyproject.toml declares (installed metadata), inspect
+    finds `warmfast/<arm>` without the caller importing anything of warmfast."""
+    import tomllib
+
+    meta = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert meta["project"]["entry-points"]["inspect_ai"] == {"warmfast": "warmfast.integrations.inspect_provider"}
     p, _, args = setup
-    dist = tmp_path / "warmfast_ep-0.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: warmfast-ep\nVersion: 0.0\n")
-    (dist / "entry_points.txt").write_text("[inspect_ai]\nwarmfast = warmfast.integrations.inspect_provider\n")
     code = ("import sys\nfrom inspect_ai.model import get_model\n"
             f"m = get_model('warmfast/adapter_1', pretrained={args['pretrained']!r}, adapters={args['adapters']!r})\n"
             "print(type(m.api).__name__, m.api.arm)")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-2:] == ["WarmfastAPI", "adapter_1"]

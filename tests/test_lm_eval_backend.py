@@ -8,6 +8,7 @@ of those log-likelihoods. Needs the lm-eval extra (lm-eval 0.4.13).
 import glob
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -259,19 +260,17 @@ def test_bad_arguments(setup):
             WarmfastLM(**{**base, "device": "cuda:0"})
 
 
-def test_entry_point_declared_for_lm_eval_models(setup, tmp_path, monkeypatch):
-    """The `lm_eval.models` entry point the report asks pyproject.toml to declare resolves to the
-    backend class (lm-eval versions that read the group load it so)."""
+def test_entry_point_declared_for_lm_eval_models():
+    """pyproject.toml declares the `lm_eval.models` entry point, the installed metadata carries
+    it, and it resolves to the backend class (lm-eval versions that read the group load it so)."""
     import importlib.metadata as md
+    import tomllib
 
-    dist = tmp_path / "warmfast_ep-0.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: warmfast-ep\nVersion: 0.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[lm_eval.models]\nwarmfast = warmfast.integrations.lm_eval_backend:WarmfastLM\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    meta = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    declared = meta["project"]["entry-points"]["lm_eval.models"]
+    assert declared == {"warmfast": "warmfast.integrations.lm_eval_backend:WarmfastLM"}
     eps = [ep for ep in md.entry_points(group="lm_eval.models") if ep.name == "warmfast"]
-    assert len(eps) == 1
+    assert len(eps) == 1, f"installed metadata has {eps}: reinstall warmfast (pip install -e .)"
     from warmfast.integrations.lm_eval_backend import WarmfastLM
     assert eps[0].load() is WarmfastLM
 
