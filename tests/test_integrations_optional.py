@@ -40,9 +40,9 @@ def test_inspect_entry_point_module_is_light():
 
 def test_lm_eval_command_without_lm_eval_says_how_to_install():
     code = ("import sys; sys.modules['lm_eval'] = None\n"
-            "from warmfast.cli import main\nmain(['lm-eval', '--model', 'warmfast'])")
+            "from warmfast.cli import main\nsys.exit(main(['lm-eval', '--model', 'warmfast']))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode != 0
+    assert out.returncode == 2  # the CLI contract: one line, exit 2
     assert "pip install 'warmfast[lm-eval]'" in out.stderr
 
 
