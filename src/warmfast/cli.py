@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "warmfast.analysis.cli",
     "warmfast.run.cli",
     "warmfast.train.cli",
+    "warmfast.model.gguf",  # convert-gguf
 ]
 
 
