@@ -78,9 +78,13 @@ def cmd_score(args) -> int:
     import warmfast as wf
 
     adapters = _adapters(args.adapter)
-    rows = _read_jsonl(args.input, ("context", "continuation"))
+    rows = _read_jsonl(args.input, ("continuation",))
+    for n, r in enumerate(rows, 1):  # a chat row: messages (chat template + generation prompt)
+        if ("context" in r) == ("messages" in r):
+            raise SystemExit(f"{args.input}: record {n}: needs exactly one of 'context' or 'messages'; got {sorted(r)}")
     eng = _engine(args, adapters)
-    reqs = [wf.ScoreRequest(r["context"], r["continuation"], r.get("adapter")) for r in rows]
+    reqs = [wf.ScoreRequest(r.get("context"), r["continuation"], r.get("adapter"), messages=r.get("messages"))
+            for r in rows]
     t0 = time.perf_counter()
     results = eng.score(reqs, max_batch_tokens=args.batch_tokens, progress=_lead(eng))
     dt = time.perf_counter() - t0
@@ -136,6 +140,10 @@ def cmd_tiny(args) -> int:
 def cmd_demo(args) -> int:
     from warmfast.demo import run_demo
 
+    if args.real:  # SmolLM2-135M end to end (real_demo.py)
+        from warmfast.real_demo import run_real_demo
+        return run_real_demo(Path(args.outdir), args.config, args.gguf, args.sociot_scorer)
+
     return run_demo(Path(args.outdir), tuple(p for p in args.parts.split(",") if p))
 
 
@@ -178,4 +186,9 @@ def register(sub) -> None:
     p.add_argument("--outdir", default="warmfast-demo")
     p.add_argument("--parts", default="engine,train,grid,report",
                    help="comma-separated subset of engine,train,grid,report")
+    p.add_argument("--real", action="store_true", help="the whole study on SmolLM2-135M (~30 min on 2 cores; "
+                   "--config configs/smollm2-study.yaml, --gguf FILE, --sociot-scorer GPT2_DIR)")
+    p.add_argument("--config", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--gguf", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--sociot-scorer", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_demo)
