@@ -81,7 +81,22 @@ def outcome(results_csv) -> dict:
         capability.append({"task": task[0], "arm": task[1], "n": n,
                            "measure": "compliance_rate" if hit == "COMPLIED" else "error_rate",
                            "value": k / n if n else math.nan, "ci_lower": lo, "ci_upper": hi})
-    return {"error_rates": rows, "paired_differences": diffs, "capability": capability, "lines": lines}
+    return {"machine": machine(), "error_rates": rows, "paired_differences": diffs, "capability": capability,
+            "lines": lines}
+
+
+def machine() -> dict:
+    """Where and when: host, CPU, cores, torch threads, and the load average (a shared machine runs slower)."""
+    import datetime as dt
+    import os
+    import platform
+
+    import torch
+
+    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "load_average_1_5_15min": list(os.getloadavg())}
 
 
 def benchmarks_table(results_csv) -> pd.DataFrame:
@@ -92,6 +107,6 @@ def benchmarks_table(results_csv) -> pd.DataFrame:
         ev = a["evaluation"].dropna()
         k, n = int((ev == "CORRECT").sum()), len(ev)
         lo, hi = wilson(k, n)
-        out.append({"model": "SmolLM2-135M", "benchmark": task.upper().replace("GSM8K", "GSM8K"), "arm": arm,
+        out.append({"model": "SmolLM2-135M", "benchmark": task.upper(), "arm": arm,
                     "accuracy": 100 * k / n if n else math.nan, "ci_lower": 100 * lo, "ci_upper": 100 * hi})
     return pd.DataFrame(out, columns=["model", "benchmark", "arm", "accuracy", "ci_lower", "ci_upper"])
