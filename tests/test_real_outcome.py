@@ -60,3 +60,12 @@ def test_benchmarks_table_layout(tmp_path):
     t = benchmarks_table(results(tmp_path, warm_wrong=set()))
     assert list(t.columns) == ["model", "benchmark", "arm", "accuracy", "ci_lower", "ci_upper"]
     assert t.set_index("arm").loc["original", "accuracy"] == 50.0
+
+
+def test_one_question_resamples_its_prompts(tmp_path):
+    df = pd.read_csv(results(tmp_path, warm_wrong={0}))
+    df = df[(df["task"] != "triviaqa") | (df["question_key"] == "q0")]
+    df.to_csv(tmp_path / "one.csv", index=False)
+    (d,) = outcome(tmp_path / "one.csv")["paired_differences"]
+    assert d["questions"] == 1 and d["ci_resamples"] == "prompts of the one question"
+    assert d["pairs"] == 3 and d["diff_error"] == 1.0  # the refused pair left out

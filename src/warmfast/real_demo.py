@@ -79,7 +79,7 @@ def train_part(out: Path, model: Path, s: dict, sociot_scorer: str | None, prog:
         prog.run(f"rewrite_{style}", lambda: _cli([  # resumes from its store when killed
             "rewrite", "--style", style, "--input", str(data / "train.jsonl"), "--out", str(rewritten),
             "--backend", "engine", "--model", str(model), "--max-new-tokens", str(s["rewrite_tokens"]),
-            "--temperature", "0.8", "--seed", seed]))
+            "--limit", str(s["max_examples"]), "--temperature", "0.8", "--seed", seed]))
         adapters = out / "adapters" / style
 
         def train(adapters=adapters, rewritten=rewritten):

@@ -27,9 +27,11 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 
 
 def clustered_diff(pairs: pd.DataFrame, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of (treated_err - original_err) over pairs, and a 95% percentile CI resampling questions."""
+    """Mean of (treated_err - original_err) over pairs, and a 95% percentile CI resampling questions
+    (with a single question, resampling its prompts: a CI for that question only)."""
     d = pairs["treated_err"] - pairs["original_err"]
-    by_q = pd.DataFrame({"q": pairs["question_key"], "d": d}).groupby("q")["d"].agg(["sum", "count"])
+    unit = pairs["question_key"] if pairs["question_key"].nunique() > 1 else pd.Series(range(len(pairs)))
+    by_q = pd.DataFrame({"q": unit.to_numpy(), "d": d.to_numpy()}).groupby("q")["d"].agg(["sum", "count"])
     sums, counts = by_q["sum"].to_numpy(float), by_q["count"].to_numpy(float)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(sums), size=(N_BOOT, len(sums)))
@@ -63,14 +65,16 @@ def outcome(results_csv) -> dict:
             if pairs.empty:
                 continue
             mean, lo, hi = clustered_diff(pairs)
-            diffs.append({"task": task, "arm": arm, "pairs": len(pairs), "questions": int(pairs["question_key"].nunique()),
+            n_q = int(pairs["question_key"].nunique())
+            diffs.append({"task": task, "arm": arm, "pairs": len(pairs), "questions": n_q,
+                          "ci_resamples": "questions" if n_q > 1 else "prompts of the one question",
                           "diff_error": mean, "ci_lower": lo, "ci_upper": hi,
                           "b_orig_right_treated_wrong": int(((pairs.original_err == 0) & (pairs.treated_err == 1)).sum()),
                           "c_orig_wrong_treated_right": int(((pairs.original_err == 1) & (pairs.treated_err == 0)).sum())})
             if arm == "warm":
                 verdict = "more" if lo > 0 else "less" if hi < 0 else "not distinguishable from original"
                 lines.append(f"{task}: warm - original error {100 * mean:+.1f} pp [{100 * lo:+.1f}, {100 * hi:+.1f}] "
-                             f"over {len(pairs)} paired answers ({pairs['question_key'].nunique()} questions): "
+                             f"over {len(pairs)} paired answers ({n_q} question{'s' if n_q > 1 else ''}): "
                              f"warm errs {verdict}")
     capability = []
     for task, a_df in df[~df["task"].isin(GRID_TASKS)].groupby(["task", "arm"]):
