@@ -37,7 +37,7 @@ def test_unsupported_architecture_is_named(tmp_path):
     path = write_gguf(tmp_path / "g.gguf", "gpt2")
     with pytest.raises(GGUFError, match=r"g.gguf: architecture 'gpt2' is not supported; warmfast converts llama, mistral, qwen2"):
         inspect_gguf(path)
-    with pytest.raises(GGUFError, match="architecture 'gpt2'"):  # the CLI says the same, before loading anything
+    with pytest.raises(SystemExit, match="warmfast convert-gguf: .*architecture 'gpt2'"):  # before loading anything
         main(["convert-gguf", str(path), str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
 
@@ -62,5 +62,5 @@ def test_output_folder_must_be_empty(tmp_path):
     path = write_gguf(tmp_path / "m.gguf", "llama")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("x")
-    with pytest.raises(FileExistsError, match="out exists and is not empty"):
+    with pytest.raises(SystemExit, match="warmfast convert-gguf: output folder .*out exists and is not empty"):
         main(["convert-gguf", str(path), str(tmp_path / "out")])

@@ -123,7 +123,10 @@ def cached_conversion(path: str | Path, dtype: str = "float32") -> Path:
 
 
 def cmd_convert(args) -> int:
-    out = convert_gguf(args.gguf, args.out_dir, args.dtype)
+    try:
+        out = convert_gguf(args.gguf, args.out_dir, args.dtype)
+    except (GGUFError, FileNotFoundError, FileExistsError) as err:  # one line, no traceback
+        raise SystemExit(f"warmfast convert-gguf: {err}") from err
     print(f"wrote {out} (config.json, model.safetensors, tokenizer with chat template) from {args.gguf}")
     return 0
 
