@@ -88,8 +88,7 @@ def train_part(out: Path, model: Path, s: dict, sociot_scorer: str | None, prog:
                   "--out-dir", str(adapters), "--epochs", str(s["epochs"]), "--checkpoints", s["checkpoints"],
                   "--effective-batch", str(s["effective_batch"]), "--micro-batch", str(s["micro_batch"]),
                   "--lr", str(s["lr"]), "--max-len", str(s["max_len"]), "--max-examples", str(s["max_examples"]),
-                  "--device", "cpu",
-                  "--dtype", "float32", "--seed", seed, *resume])
+                  "--device", "cpu", "--dtype", "float32", "--seed", seed, *resume])
         prog.run(f"train_{style}", train)
     scorer = ["--scorer", sociot_scorer] if sociot_scorer else []
     prog.run("sociot", lambda: _cli([
