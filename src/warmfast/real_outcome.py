@@ -23,7 +23,7 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
         return (math.nan, math.nan)
     p = k / n
     mid, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return ((mid - half) / (1 + z * z / n), (mid + half) / (1 + z * z / n))
+    return (max(0.0, (mid - half) / (1 + z * z / n)), min(1.0, (mid + half) / (1 + z * z / n)))
 
 
 def clustered_diff(pairs: pd.DataFrame, seed: int = 0) -> tuple[float, float, float]:
