@@ -153,7 +153,7 @@ def _first(d, part):
 ENGINE_CASES = [
     # ---- score rows
     Case("score-unknown-field", score([{**OK, "adaptor": "warm"}]), ("in.jsonl line 1", "'adaptor'", "did you mean 'adapter'")),
-    Case("score-missing-context", score([{"continuation": " b"}]), ("line 1", "missing field 'context'")),
+    Case("score-missing-context", score([{"continuation": " b"}]), ("line 1", "give exactly one of 'context' (text or token ids) or 'messages'")),
     Case("score-missing-continuation", score([OK, {"context": "x"}]), ("line 2", "missing field 'continuation'")),
     Case("score-context-number", score([{**OK, "context": 5}]), ("field context", "string or a list of token ids", "int 5")),
     Case("score-context-dict", score([{**OK, "context": {"text": "a"}}]), ("field context", "dict")),

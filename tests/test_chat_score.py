@@ -66,7 +66,7 @@ def test_score_request_needs_context_or_messages():
         wf.ScoreRequest(messages=MESSAGES)
 
 
-def test_cli_score_messages_rows(setup, tmp_path):
+def test_cli_score_messages_rows(setup, tmp_path, capsys):
     paths, eng = setup
     rows = [{"messages": MESSAGES, "continuation": REPLY, "adapter": "a1"},
             {"context": "The capital of France is", "continuation": " Paris."}]
@@ -78,6 +78,8 @@ def test_cli_score_messages_rows(setup, tmp_path):
                       wf.ScoreRequest("The capital of France is", " Paris.")])
     assert [o["logprob"] for o in out] == pytest.approx([w.logprob for w in want], rel=1e-6)
     (tmp_path / "both.jsonl").write_text(json.dumps({**rows[0], "context": "x"}) + "\n")
-    with pytest.raises(SystemExit, match="both.jsonl: record 1: needs exactly one of 'context' or 'messages'"):
-        main(["score", "--model", str(paths.model_dir), "--input", str(tmp_path / "both.jsonl"),
-              "--output", str(tmp_path / "o.jsonl")])
+    capsys.readouterr()  # the first run's log and progress
+    assert main(["score", "--model", str(paths.model_dir), "--input", str(tmp_path / "both.jsonl"),
+                 "--output", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "both.jsonl line 1: give exactly one of 'context'" in err, err

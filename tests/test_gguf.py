@@ -1,6 +1,8 @@
 """convert-gguf's checks on small hand-written GGUF files (no network): architecture, quantisation
 type, unreadable file; each a one-line error naming the file and the values. The conversion of a
 real file is tested on SmolLM2 (tests/test_real_smollm2.py)."""
+import re
+
 import numpy as np
 import pytest
 
@@ -33,12 +35,13 @@ def test_inspect_reads_architecture_and_types(tmp_path):
     assert q["quant_types"] == ["Q4_1"]
 
 
-def test_unsupported_architecture_is_named(tmp_path):
+def test_unsupported_architecture_is_named(tmp_path, capsys):
     path = write_gguf(tmp_path / "g.gguf", "gpt2")
     with pytest.raises(GGUFError, match=r"g.gguf: architecture 'gpt2' is not supported; warmfast converts llama, mistral, qwen2"):
         inspect_gguf(path)
-    with pytest.raises(SystemExit, match="warmfast convert-gguf: .*architecture 'gpt2'"):  # before loading anything
-        main(["convert-gguf", str(path), str(tmp_path / "out")])
+    assert main(["convert-gguf", str(path), str(tmp_path / "out")]) == 2  # before loading anything
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.match(r"warmfast convert-gguf: .*architecture 'gpt2'", err), err
     assert not (tmp_path / "out").exists()
 
 
@@ -58,9 +61,11 @@ def test_bad_files(tmp_path):
         inspect_gguf(tmp_path / "junk.gguf")
 
 
-def test_output_folder_must_be_empty(tmp_path):
+def test_output_folder_must_be_empty(tmp_path, capsys):
     path = write_gguf(tmp_path / "m.gguf", "llama")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("x")
-    with pytest.raises(SystemExit, match="warmfast convert-gguf: output folder .*out exists and is not empty"):
-        main(["convert-gguf", str(path), str(tmp_path / "out")])
+    assert main(["convert-gguf", str(path), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(r"warmfast convert-gguf: output folder .*out exists and is not empty.*", err), err
+    assert (tmp_path / "out" / "keep.txt").read_text() == "x"

@@ -17,12 +17,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from warmfast.errors import InputError
+
 # GGUF general.architecture values warmfast runs (model/config.py: Llama, Mistral, Qwen2)
 ARCHITECTURES = ("llama", "mistral", "qwen2")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-class GGUFError(ValueError):
+class GGUFError(InputError):
     """A GGUF file warmfast cannot convert (architecture, quantisation type, unreadable file)."""
 
 
@@ -123,10 +125,7 @@ def cached_conversion(path: str | Path, dtype: str = "float32") -> Path:
 
 
 def cmd_convert(args) -> int:
-    try:
-        out = convert_gguf(args.gguf, args.out_dir, args.dtype)
-    except (GGUFError, FileNotFoundError, FileExistsError) as err:  # one line, no traceback
-        raise SystemExit(f"warmfast convert-gguf: {err}") from err
+    out = convert_gguf(args.gguf, args.out_dir, args.dtype)  # GGUFError / OSError: one line (cli.main)
     print(f"wrote {out} (config.json, model.safetensors, tokenizer with chat template) from {args.gguf}")
     return 0
 
