@@ -7,6 +7,10 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # kernels run on CPU through the interpreter
 
 import pytest  # noqa: E402
+# transformers binds its logging handler to sys.stderr when first imported: import it here, under
+# the session's capture, not inside a test whose capsys stream is closed afterwards (its warnings
+# would then come out as "--- Logging error ---" in later tests' stderr)
+import transformers  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)
