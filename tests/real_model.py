@@ -90,6 +90,19 @@ def real_paths() -> RealPaths:
     return RealPaths(model_dir, {n: adapters / n for n in ADAPTERS})
 
 
+def real_paths_or_skip() -> RealPaths:
+    """real_paths() for a test: skip with the one-line reason, or fail under CI (CI set), which
+    must run the real-model tests."""
+    import pytest
+
+    try:
+        return real_paths()
+    except Unavailable as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the real model: {err}", pytrace=False)
+        pytest.skip(str(err))
+
+
 if __name__ == "__main__":
     try:
         p = real_paths()

@@ -12,7 +12,7 @@ pytest.importorskip("lm_eval")
 
 import warmfast.integrations.lm_eval_backend  # noqa: E402,F401  (registers the "warmfast" model)
 from lm_eval_tasks import write_tasks  # noqa: E402
-from real_model import Unavailable, real_paths  # noqa: E402
+from real_model import real_paths_or_skip  # noqa: E402
 from test_lm_eval_backend import assert_same, evaluate, from_run  # noqa: E402
 
 pytestmark = pytest.mark.real
@@ -22,12 +22,7 @@ ARM = "qv_r4_rslora"
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
-    try:
-        paths = real_paths()
-    except Unavailable as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs the real model: {err}", pytrace=False)
-        pytest.skip(str(err))
+    paths = real_paths_or_skip()
     tasks = write_tasks(tmp_path_factory.mktemp("lm_eval_real_tasks"), n_mc=4, n_text=2, n_gen=3)
     return paths, tasks
 

@@ -3,7 +3,6 @@
 Marked `real`; the model is fetched once into a cache (tests/real_model.py). Without network they
 skip with a one-line reason, except in CI (CI set), where that is a failure.
 """
-import os
 import random
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 
 import warmfast as wf
 from hf_reference import HFReference
-from real_model import Unavailable, real_paths
+from real_model import real_paths_or_skip
 
 pytestmark = pytest.mark.real
 TEXTS = [
@@ -26,12 +25,7 @@ CHATS = [[{"role": "user", "content": "What is the capital of France?"}],
 
 @pytest.fixture(scope="module")
 def real():
-    try:
-        paths = real_paths()
-    except Unavailable as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs the real model: {err}", pytrace=False)
-        pytest.skip(str(err))
+    paths = real_paths_or_skip()
     eng = wf.Engine.from_pretrained(paths.model_dir, adapters=paths.adapters, device="cpu", dtype="float32")
     return paths, eng, HFReference(paths)
 
