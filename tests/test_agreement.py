@@ -1,7 +1,6 @@
 """Agreement tool on the study's GPT-4o labels, checked against independent kappa computations."""
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """Figures: the plotted values are the published numbers (read here with the csv module), the
 significance marks are the published FDR decisions, and undrawable inputs come back as reasons."""
 import csv
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np

@@ -4,7 +4,6 @@ authors' real sample outputs and against the authors' published summary tables."
 import csv
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -17,7 +17,6 @@ values ship with warmfast and are checked against PROTOCOL.md's text so a report
 """
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

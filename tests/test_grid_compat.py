@@ -1,5 +1,4 @@
 """Compat mode rebuilds the `prompt` column of every released study row, byte for byte."""
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -1,7 +1,6 @@
 """The log-prob judge on the tiny model, end to end, checked against HF transformers + PEFT."""
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """The OpenAI-compatible judge: prompt rendering, verdict parsing, temperature 0, resumable cache."""
 import json
-from pathlib import Path
 
 import pytest
 

@@ -1,7 +1,6 @@
 """MedQA first-person rewrite, on the real test file (1,273 items) and the study's own items."""
 import difflib
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest

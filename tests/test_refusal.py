@@ -1,5 +1,4 @@
 """Refusal rules on the study's real outputs, and the Disinfo refusal policy."""
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -3,7 +3,6 @@ published values (read back here with the csv module), the what-could-not-be-com
 missing arms / a single model / empty cells, and the run-store reader on a real SQLite store."""
 import csv
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -1,6 +1,5 @@
 """Export layout and the non-LLM judging stages, on real sample_data outputs where they exist."""
 import glob
-from pathlib import Path
 
 import pandas as pd
 

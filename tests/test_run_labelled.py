@@ -1,6 +1,5 @@
 """`warmfast judge --labelled`: any judge graded against the GPT-4o labels of sample_data."""
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
