@@ -1,4 +1,5 @@
-from warmfast.cli import main
 import sys
 
-sys.exit(main())
+from warmfast.cli import console_main
+
+sys.exit(console_main())

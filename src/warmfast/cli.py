@@ -15,6 +15,7 @@ import importlib
 import logging
 import signal
 import sys
+import threading
 import traceback
 
 from warmfast.errors import Stopped, WarmfastError, one_line
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Stopped as err:
+        if threading.current_thread() is threading.main_thread() and argv is None:  # the program, not a caller
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # stopped cleanly: a second Ctrl-C changes nothing
         return _fail(args.command, str(err), False, err.exit_code)
     except WarmfastError as err:
         return _fail(args.command, one_line(err), args.debug, err.exit_code)
@@ -126,5 +129,14 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def console_main() -> int:
+    """The `warmfast` program: main(), and once it stopped on a signal, further Ctrl-C are ignored
+    while the process exits (one landing in interpreter shutdown would print a traceback)."""
+    code = main()
+    if code in (130, 143):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())
