@@ -8,7 +8,12 @@ This folder sits at the repository root (the layout is part of the design), and 
 working folder first on sys.path for `python -m ...`, `python -c` and the REPL. Imported under the
 top-level name `kernels` that way, it would shadow the PyPI package `kernels` (Hugging Face's
 kernel hub, which transformers imports). So under any name but `warmfast.kernels` this module
-replaces itself with the installed package of that name, or fails as a plain missing import would.
+replaces itself with the installed package of that name. Where none is installed it becomes what
+Python makes of a folder without code: an empty namespace-like module (no `__file__`, no
+`__version__`, no submodules). Raising ImportError instead is not an option: transformers >= 5
+finds this folder on sys.path, imports it to read a version, and treats exactly that empty module
+as "not installed" but lets an ImportError escape from `import transformers.activations` (seen on
+an H200 with transformers 5.17, where the kernel hub is not installed).
 """
 from __future__ import annotations
 
@@ -35,6 +40,5 @@ if __name__ != "warmfast.kernels":
         return module
 
     if _installed_package(__name__) is None:
-        raise ModuleNotFoundError(
-            f"No module named {__name__!r} (the repository's kernels/ folder is importable only as "
-            "warmfast.kernels)", name=__name__)
+        __file__ = None  # noqa: A001  (a namespace package has none: transformers reads it as absent)
+        __path__ = []  # nothing below it imports under this name

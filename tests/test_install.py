@@ -55,13 +55,38 @@ def test_python_m_pytest_from_the_repo_root_gets_the_installed_kernels(fake_site
     assert "1 passed" in r.stdout
 
 
-def test_without_an_installed_kernels_the_name_is_simply_missing():
+def test_without_an_installed_kernels_the_name_holds_nothing():
     # -S: no site-packages, so no installed `kernels`; the repo root is still first on sys.path
-    code = ("try:\n    import kernels\nexcept ModuleNotFoundError as e:\n    print('missing:', e.name)\n"
-            "else:\n    print('found', kernels.__file__)\n")
+    code = ("import kernels\n"
+            "print(kernels.__file__, getattr(kernels, '__version__', None), kernels.__path__)\n"
+            "try:\n    import kernels.lora\nexcept ModuleNotFoundError as e:\n    print('missing:', e.name)\n")
     r = _py("-S", "-c", code, cwd=REPO)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "missing: kernels"
+    assert r.stdout.split("\n")[:2] == ["None None []", "missing: kernels.lora"]
+
+
+def test_transformers_imports_from_the_repo_root_without_an_installed_kernels(tmp_path):
+    # transformers >= 5 finds kernels/ on sys.path and imports it for a version when no `kernels`
+    # distribution is installed (an H200 image with transformers 5.17): it must read as absent
+    shown = tmp_path / "site"  # every site-packages entry but the kernel hub's
+    shown.mkdir()
+    for site_dir in [Path(p) for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]:
+        for entry in site_dir.iterdir():
+            hub = entry.name == "kernels" or re.match(r"kernels-[^-]+\.dist-info$", entry.name)
+            if not hub and not (shown / entry.name).exists():
+                (shown / entry.name).symlink_to(entry)
+    code = textwrap.dedent(f"""
+        import importlib.util, site, sys
+        site.addsitedir({str(shown)!r})
+        assert sys.path[0] == '', sys.path[:2]  # the repo root, holding kernels/, comes first
+        import transformers.activations, transformers.modeling_utils
+        from transformers.models.llama.modeling_llama import LlamaRMSNorm
+        from transformers.utils import is_kernels_available
+        print('ok', is_kernels_available())
+    """)
+    r = _py("-S", "-c", code, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "ok False"
 
 
 def test_transformers_imports_from_the_repo_root():

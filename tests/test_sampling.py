@@ -9,6 +9,7 @@ from warmfast import _C
 from warmfast.engine.sampling import SamplingParams, sample_logits, sample_probs
 from warmfast.kernels.sampling import sample as triton_sample
 from warmfast.kernels.sampling import sample_ref
+from kernel_common import DEV  # where the Triton sampler runs: CUDA, or the CPU interpreter
 
 MODES = {  # name -> (temperature, top_k, top_p, min_p)
     "greedy": (0.0, 0, 1.0, 0.0),
@@ -39,10 +40,10 @@ def run_all(probs, seeds, reqs, steps, mode):
     temp, tk, tp, mp = (np.full(n, t), np.full(n, k, np.int64), np.full(n, p), np.full(n, m))
     cpp = _C.sample(probs.numpy(), np.asarray(seeds, np.uint64), np.asarray(reqs, np.uint64),
                     np.asarray(steps, np.uint32), temperature=temp, top_k=tk, top_p=tp, min_p=mp).tolist()
-    tri = triton_sample(probs, torch.tensor(np.asarray(seeds, np.uint64).view(np.int64)),
-                        torch.tensor(np.asarray(reqs, np.uint64).view(np.int64)),
-                        torch.tensor(steps, dtype=torch.int64), torch.from_numpy(temp),
-                        torch.from_numpy(tk), torch.from_numpy(tp), torch.from_numpy(mp)).tolist()
+    dev = [torch.tensor(np.asarray(seeds, np.uint64).view(np.int64)),
+           torch.tensor(np.asarray(reqs, np.uint64).view(np.int64)), torch.tensor(steps, dtype=torch.int64),
+           torch.from_numpy(temp), torch.from_numpy(tk), torch.from_numpy(tp), torch.from_numpy(mp)]
+    tri = triton_sample(probs.to(DEV), *[a.to(DEV) for a in dev]).tolist()
     ref = sample_ref(probs, seeds, reqs, steps, temp, tk, tp, mp)
     return cpp, tri, ref
 
@@ -82,7 +83,8 @@ def test_mixed_settings_in_one_batch_equal_across_implementations():
     probs = random_probs(7, 300, seed=3)
     params = [SamplingParams(*MODES[m], seed=i) for i, m in enumerate(MODES)]
     reqs, steps = [11 * i for i in range(7)], [i * i for i in range(7)]
-    assert sample_probs(probs, params, reqs, steps, "cpp") == sample_probs(probs, params, reqs, steps, "triton")
+    assert (sample_probs(probs, params, reqs, steps, "cpp")
+            == sample_probs(probs.to(DEV), params, reqs, steps, "triton"))
 
 
 def test_greedy_and_filter_tie_rules():
@@ -106,7 +108,7 @@ def test_greedy_and_filter_tie_rules():
 
 @pytest.mark.parametrize("impl", ["cpp", "triton"])
 def test_row_token_ignores_the_rest_of_the_batch(impl):
-    probs = random_probs(9, 211, seed=5)
+    probs = random_probs(9, 211, seed=5).to(DEV if impl == "triton" else "cpu")
     params = [SamplingParams(*MODES[m], seed=42) for m in ["plain", "top_p", "all"]] * 3
     reqs, steps = list(range(100, 109)), [3] * 9
     together = sample_probs(probs, params, reqs, steps, impl)
@@ -126,7 +128,7 @@ def test_logits_dispatch_batch_invariant_and_greedy_is_logit_argmax():
     assert toks[0] == int(logits[0].argmax()) and toks[3] == int(logits[3].argmax())
     for i in range(6):
         assert sample_logits(logits[i:i + 1], params[i:i + 1], reqs[i:i + 1], [0], "cpp") == [toks[i]]
-    assert toks == sample_logits(logits, params, reqs, steps, "triton")
+    assert toks == sample_logits(logits.to(DEV), params, reqs, steps, "triton")
 
 
 def chi_square_ok(counts: np.ndarray, expected_p: np.ndarray, alpha: float = 1e-4) -> tuple[float, float]:
@@ -171,12 +173,13 @@ def test_steps_and_seeds_give_fresh_draws():
 
 
 def test_triton_launcher_validates():
-    probs = torch.ones(2, 8)
-    z64, f64 = torch.zeros(2, dtype=torch.int64), torch.ones(2, dtype=torch.float64)
+    probs = torch.ones(2, 8, device=DEV)
+    z64, f64 = torch.zeros(2, dtype=torch.int64, device=DEV), torch.ones(2, dtype=torch.float64, device=DEV)
     with pytest.raises(ValueError, match="top_p must be torch.float64"):
-        triton_sample(probs, z64, z64, z64, f64, z64, torch.ones(2), f64 * 0)
+        triton_sample(probs, z64, z64, z64, f64, z64, torch.ones(2, device=DEV), f64 * 0)
     with pytest.raises(ValueError, match="row 1 has invalid settings"):
-        triton_sample(probs, z64, z64, z64, f64, z64, torch.tensor([1.0, 0.0], dtype=torch.float64), f64 * 0)
+        triton_sample(probs, z64, z64, z64, f64, z64, torch.tensor([1.0, 0.0], dtype=torch.float64, device=DEV),
+                      f64 * 0)
     probs[1] = 0.0
     with pytest.raises(ValueError, match="probs row 1 has no positive finite entry"):
         triton_sample(probs, z64, z64, z64, f64, z64, f64, f64 * 0)
