@@ -115,7 +115,6 @@ def record_workload(name: str) -> list[Launch]:
     """Every launch of one engine workload: scoring, generation prefill, decode, mixed and
     graph-style decode steps, the log-prob head and the sampler."""
     from warmfast.engine.batch import build_decode, build_mixed, build_prefill
-    from warmfast.engine.cuda_graphs import _RowSlotLoraOps
     from warmfast.engine.kv_cache import PagedKVCache
     from warmfast.engine.triton_ops import TritonOps
     from warmfast.kernels import logprob, sampling
@@ -130,7 +129,7 @@ def record_workload(name: str) -> list[Launch]:
         rows = [[5] * 23, [6] * 17, [7] * 9]
         hidden = model.forward(ops, build_prefill(rows, [-1, 0, 3], dev))
         logprob.logprob(hidden[:12].contiguous(), model.weights.lm_head, torch.zeros(12, dtype=torch.int64))
-        # generation: paged cache, prefill, decode, mixed, per-row LoRA decode (CUDA-graph path)
+        # generation: paged cache, prefill, decode (per-row LoRA, as in CUDA graphs), mixed
         bs = 16
         cache = PagedKVCache(1, 12, bs, cfg.num_kv_heads, cfg.head_dim, dtype, dev)
         tables = torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]], dtype=torch.int32)
@@ -139,8 +138,6 @@ def record_workload(name: str) -> list[Launch]:
         model.forward(ops, dec, cache)
         pre = build_prefill([[4] * 11], [5], dev, torch.tensor([[9, 10]], dtype=torch.int32))
         model.forward(ops, build_mixed(build_decode([1, 2], [24, 18], [0, 3], tables[:2], dev), pre), cache)
-        slots = torch.tensor([-1, 0, 3], dtype=torch.int32)
-        model.forward(_RowSlotLoraOps(ops, slots), dec, cache)
         # the sampler over the full vocabulary, every filter on
         n, f64, i64 = 3, torch.float64, torch.int64
         with contextlib.suppress(ValueError):  # it reads its (never written) output back

@@ -12,6 +12,8 @@
 #             batch holding all 9 arms) vs HF+PEFT mixed and base-only; mixed generation of
 #             128 + 128 tokens at batch 64 (vs HF+PEFT) and 256, eager, sampled and CUDA graphs
 #             -> records/*.json
+#   profile   bench/gpu_profile.py: one mixed scoring call and a 64-row generate (eager, graphs)
+#             under torch.profiler: kernel time by family, device busy fraction -> records/*.json
 #   table     one table: each measure beside its goal and HF+PEFT's number
 #
 # What comes back: $OUT holds only gpu_check.json (the summary) and gpu_check.tar.gz (every log
@@ -22,8 +24,9 @@
 # test suite never runs here.
 #
 # On a 15-minute device budget: two calls of under 8 minutes each (run tool timeout_s ~500):
-#   WF_SKIP="e2e" bash bench/gpu_check.sh              # env, install, kernels, bench  (~4-5 min)
-#   WF_SKIP="kernels bench" bash bench/gpu_check.sh    # env, install, e2e             (~5-6 min)
+#   WF_SKIP="e2e" bash bench/gpu_check.sh                  # env, install, kernels, bench, profile (~4 min)
+#   WF_SKIP="kernels bench profile" bash bench/gpu_check.sh   # env, install, e2e  (~4 min)
+# (H200, 2026-12-04: env 22 s, install 14 s, kernels 52 s, bench 37 s, e2e 173 s with HF+PEFT)
 # The second call may land on a fresh machine: it reinstalls (about a minute) and rebuilds the
 # random model in memory (about 30 s); nothing from the first call is needed.
 #
@@ -150,8 +153,21 @@ else
   E2E=(--preset llama8b --device cuda --dtype bfloat16 --adapters 8 --rank 16 --ctx 236 --cont 20
        --score-rows 288 --batch-tokens 8192 --prompt 128 --new 128 --gen-rows 64 256 --hf-max-rows 64 --cuda-graphs)
 fi
+# WF_E2E_EXTRA: arguments appended (later ones win), e.g. "--parts generate --hf-max-rows 1" for a
+# rerun that only needs warmfast's generation numbers
+# shellcheck disable=SC2086
 step e2e 420 120 "$PY" bench/e2e_check.py "${E2E[@]}" --backend "${WF_BACKEND:-auto}" --no-hf-loop --reps 1 \
-  --workdir "$WORK/e2e" --out "$FILES/records"
+  --workdir "$WORK/e2e" --out "$FILES/records" ${WF_E2E_EXTRA:-}
+
+if (( DRY )); then
+  PROF=(--preset tiny --device cpu --dtype float32 --adapters 2 --rank 4 --ctx 12 --cont 4 --batch-tokens 64
+        --gen-rows 3 --prompt 8 --new 4)
+else
+  PROF=(--preset llama8b --device cuda --dtype bfloat16 --adapters 8 --rank 16 --ctx 236 --cont 20
+        --batch-tokens 8192 --gen-rows 64 --prompt 128 --new 16 --cuda-graphs)
+fi
+step profile 150 60 "$PY" bench/gpu_profile.py "${PROF[@]}" --backend "${WF_BACKEND:-auto}" --workdir "$WORK/e2e" \
+  --out "$FILES/records"
 
 echo "== table"
 "$PY" bench/gpu_check_summary.py "$FILES" "$FILES/gpu_check.json" --table || failed=1

@@ -68,6 +68,7 @@ def summarize(work: str) -> dict:
         if isinstance(bench, dict) else None,
         "e2e_score": _latest(os.path.join(records, "e2e_score_*.json")),
         "e2e_generate": sorted(_latest(os.path.join(records, "e2e_generate_*.json")), key=lambda r: r.get("rows", 0)),
+        "profile": _latest(os.path.join(records, "gpu_profile_*.json")),
     }
 
 
@@ -121,6 +122,12 @@ def table_rows(s: dict) -> list[tuple[str, str, str, str, str, str]]:
                          "met" if a == b else "NOT met"))
         if r.get("errors"):
             rows.append((f"generation b{n}: errors", "; ".join(r["errors"])[:60], "none", "", "", "NOT met"))
+    for prof in s.get("profile", []):  # where each phase's time goes (bench/gpu_profile.py)
+        for name, ph in prof.get("phases", {}).items():
+            fams = ", ".join(f"{k} {v:.0f}" for k, v in list(ph.get("families_ms", {}).items())[:4])
+            per = f", {ph['ms_per_step']} ms/step" if "ms_per_step" in ph else ""
+            rows.append((f"profile {name}: kernels busy {ph.get('device_busy_fraction')}{per}",
+                         f"{ph.get('tokens_per_s', 0):,}", "", "", "", f"ms: {fams}"))
     for st in s.get("steps", []):
         if st.get("rc") not in (0, None) or st.get("note", "").startswith("skipped: out of time"):
             rows.append((f"step {st['step']}", f"rc={st.get('rc')}", "rc=0", "", "", st.get("note", "failed")))

@@ -270,29 +270,37 @@ def lora(
 
 # ---------------------------------------------------------------- decode (one token per row)
 
+DECODE_K_CHUNK = 1024  # `in` features per shrink program: 4 chunks for 4096, 14 for 14336
+
 
 @triton.jit
 def _decode_shrink_kernel(
     x_ptr, a_ptr, xa_ptr, row_slots_ptr,
-    K, stride_xt, stride_as, stride_ar, stride_xat,
+    K, K_CHUNK, stride_xt, stride_as, stride_ar, stride_xas, stride_xat,
     R_MAX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # program (row, slice j): xa[row, j*R:(j+1)*R] = A[slot, j*R:(j+1)*R] @ x[row]  (vector path)
+    # program (row, slice j, K chunk c): xa[c, row, j*R:(j+1)*R] = A[slot, j*R:(j+1)*R, chunk] @
+    # x[row, chunk] (vector path). Chunks split K so that a decode step of a few dozen rows still
+    # fills the card (one program per row and slice ran 64 programs down K=14336 in sequence);
+    # the caller sums the chunks in a fixed order, so a row's result depends on K alone.
     row = tl.program_id(0)
     slot = tl.load(row_slots_ptr + row)
     if slot >= 0:
         j = tl.program_id(1)
+        c = tl.program_id(2)
         r = tl.arange(0, BLOCK_R)
         r_ok = r < R_MAX
         ks = tl.arange(0, BLOCK_K)
         a_rows = a_ptr + slot.to(tl.int64) * stride_as + (j * R_MAX + r).to(tl.int64)[:, None] * stride_ar
         acc = tl.zeros((BLOCK_R,), tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            k_ok = (k0 + ks) < K
+        k_end = tl.minimum(K, (c + 1) * K_CHUNK)
+        for k0 in range(c * K_CHUNK, k_end, BLOCK_K):
+            k_ok = (k0 + ks) < k_end
             xv = tl.load(x_ptr + row.to(tl.int64) * stride_xt + k0 + ks, mask=k_ok, other=0.0).to(tl.float32)
             at = tl.load(a_rows + (k0 + ks)[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
             acc += tl.sum(at * xv[None, :], axis=1)
-        tl.store(xa_ptr + row.to(tl.int64) * stride_xat + j * R_MAX + r, acc, mask=r_ok)
+        tl.store(xa_ptr + c.to(tl.int64) * stride_xas + row.to(tl.int64) * stride_xat + j * R_MAX + r, acc,
+                 mask=r_ok)
 
 
 @triton.jit
@@ -333,11 +341,14 @@ def lora_decode(
     B: torch.Tensor,
     slice_offsets: list[int],
     row_slots: list[int] | torch.Tensor,
+    k_chunk: int = DECODE_K_CHUNK,
 ) -> torch.Tensor:
     """Triton LoRA for decode steps: one token per row, each row with its own slot (-1 = base).
 
     Same layout as `lora`; equals lora_ref with one segment per row. Rows need not be grouped by
     adapter. row_slots: list[int] (validated) or int32 device tensor [T] (no sync). Adds into y.
+    The shrink splits `in` into chunks of k_chunk (rounded up to the kernel's K tile) summed in a
+    fixed order: a row's result never depends on the batch it is in.
     """
     n_slices, r_max = _check_layout(x, y, A, B, slice_offsets, "lora_decode")
     t, k_in = x.shape
@@ -358,11 +369,17 @@ def lora_decode(
     # [BLOCK_N, BLOCK_R] B tile at 4K elements on 8 warps: an 8K tile (fp32, rank 8) spilled on
     # sm_90, and rank 64 on 4 warps spilled 8 B on sm_80 (bench/bench_compile.py); now 32 registers
     block_n = max(16, 4096 // block_r)
-    xa = torch.empty((t, n_slices * r_max), dtype=torch.float32, device=x.device)
-    _decode_shrink_kernel[(t, n_slices)](
-        x, A, xa, slots, k_in, x.stride(0), A.stride(0), A.stride(1), xa.stride(0),
-        R_MAX=r_max, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=4,
+    if k_chunk < 1:
+        raise ValueError(f"lora_decode: k_chunk must be >= 1, got {k_chunk}")
+    chunk = triton.cdiv(k_chunk, block_k) * block_k
+    n_chunks = triton.cdiv(k_in, chunk)
+    parts = torch.empty((n_chunks, t, n_slices * r_max), dtype=torch.float32, device=x.device)
+    _decode_shrink_kernel[(t, n_slices, n_chunks)](
+        x, A, parts, slots, k_in, chunk, x.stride(0), A.stride(0), A.stride(1), parts.stride(0),
+        parts.stride(1), R_MAX=r_max, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=4,
     )
+    # base rows' entries stay unwritten (garbage): the expand never reads a base row's xa
+    xa = parts[0] if n_chunks == 1 else parts.sum(0)
     _decode_expand_kernel[(t, triton.cdiv(y.shape[1], block_n))](
         xa, B, y, offsets, slots, y.shape[1], xa.stride(0), B.stride(0), B.stride(1), y.stride(0),
         N_SLICES=n_slices, R_MAX=r_max, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=8,

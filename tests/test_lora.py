@@ -125,6 +125,26 @@ def test_decode_lora_matches_ref(rows, dtype):
     _check(got, x, y0, A, B, list(range(rows + 1)), slots, dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decode_lora_split_over_in_features_matches_ref_and_is_batch_invariant(dtype):
+    # in = 1100 with k_chunk 1 (rounded up to the 512-wide K tile): three chunks, the last short
+    k_in, rows, r = 1100, 6, 16
+    g = torch.Generator(device="cpu").manual_seed(7)
+    A = (torch.randn(N_SLOTS, 3 * r, k_in, generator=g, device="cpu") / k_in ** 0.5).to(DEV, dtype)
+    B = (torch.randn(N_SLOTS, SLICES[-1], r, generator=g, device="cpu") * 0.2).to(DEV, dtype)
+    x = torch.randn(rows, k_in, generator=g, device="cpu").to(DEV, dtype)
+    y0 = torch.randn(rows, SLICES[-1], generator=g, device="cpu").to(DEV, dtype)
+    slots = [3, -1, 0, 3, 4, 1]
+    got = lora_decode(x, y0.clone(), A, B, SLICES, slots, k_chunk=1)
+    want = lora_ref(x, y0.clone(), A, B, SLICES, list(range(rows + 1)), slots)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert _err(got, want) < tol * max(1.0, want.abs().max().item())
+    assert torch.equal(got[1], y0[1])  # a base row is left as it was
+    for i in range(rows):  # a row alone gives the bits it gets in the batch
+        alone = lora_decode(x[i:i + 1], y0[i:i + 1].clone(), A, B, SLICES, slots[i:i + 1], k_chunk=1)
+        assert torch.equal(alone[0], got[i])
+
+
 def test_device_tensor_metadata_equals_lists():
     starts, slots = _segments("base_mixed", 40, random.Random(3))
     A, B = _weights(16, torch.float32)

@@ -31,6 +31,9 @@ class Batch:
     # a mixed step (build_mixed): (decode part, prefill part), the decode rows' tokens first; the
     # model writes the cache and attends part by part, everything else runs on the whole batch
     parts: tuple[Batch, Batch] | None = None
+    # decode batches: row_slots as an int32 device tensor [B], for the per-row LoRA kernel (rows
+    # of a decode step need not be grouped, and a CUDA graph's buffer serves any mix of adapters)
+    row_slots_t: torch.Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -95,7 +98,7 @@ def build_decode(tokens: list[int], positions: list[int], row_slots: list[int],
                  seg_starts_t=torch.tensor(seg_starts, dtype=torch.int32, device=device),
                  seg_slots_t=torch.tensor(seg_slots, dtype=torch.int32, device=device),
                  row_slots=list(row_slots), block_tables=block_tables, seq_lens=seq_lens,
-                 decode=True)
+                 decode=True, row_slots_t=torch.tensor(row_slots, dtype=torch.int32, device=device))
 
 
 def build_mixed(dec: Batch, pre: Batch) -> Batch:

@@ -30,22 +30,6 @@ def buckets_for(cap: int) -> list[int]:
     return sorted({b for b in GRAPH_BUCKETS if b < cap} | {cap})
 
 
-class _RowSlotLoraOps:
-    """The backend's ops with LoRA taken per row (kernels.lora.lora_decode) from a static slot
-    tensor, so one captured graph serves every mix of adapters."""
-
-    def __init__(self, ops, row_slots: torch.Tensor):
-        self._ops, self.row_slots = ops, row_slots
-
-    def __getattr__(self, name):
-        return getattr(self._ops, name)
-
-    def lora(self, x, y, stack, batch: Batch):
-        from warmfast.kernels.lora import lora_decode
-
-        return lora_decode(x, y, stack.A, stack.B, stack.slice_offsets, self.row_slots)
-
-
 class DecodeGraphs:
     """The engine's decode graphs over one paged KV pool (`num_blocks` managed blocks of
     `block_size` tokens, plus a scratch block at index num_blocks for padding rows)."""
@@ -79,7 +63,7 @@ class DecodeGraphs:
                      max_seqlen_q=1, max_seqlen_k=self.engine.max_seq_len, seg_starts=[0, n],
                      seg_slots=[0], seg_starts_t=torch.tensor([0, n], dtype=torch.int32, device=dev),
                      seg_slots_t=torch.zeros(1, dtype=torch.int32, device=dev), row_slots=[0] * n,
-                     block_tables=buf["tables"], seq_lens=buf["lens"], decode=True)
+                     block_tables=buf["tables"], seq_lens=buf["lens"], decode=True, row_slots_t=buf["slots"])
 
     def _capture(self, buf: dict, batch: Batch, ops):
         """(graph, output buffer) of one decode forward over the static buffers."""
@@ -117,7 +101,7 @@ class DecodeGraphs:
         bucket = min(b for b in buckets_for(cap) if b >= n)
         if bucket not in self.graphs:
             buf = self._buffers(bucket)
-            batch, ops = self._batch(buf), _RowSlotLoraOps(self.engine.ops, buf["slots"])
+            batch, ops = self._batch(buf), self.engine.ops  # LoRA per row from buf["slots"]
             graph, out = self._capture(buf, batch, ops)
             self.captures += 1
             # once per bucket: the replay must equal the eager step on the same inputs

@@ -34,6 +34,8 @@ class TritonOps:
                                                 batch.seq_lens, scale)
 
     def lora(self, x, y, stack, batch: Batch):
+        if batch.is_decode:  # one token per row: the per-row kernel, eager and in CUDA graphs alike
+            return lora.lora_decode(x, y, stack.A, stack.B, stack.slice_offsets, batch.row_slots_t)
         max_rows = max(e - s for s, e in zip(batch.seg_starts, batch.seg_starts[1:]))
         return lora.lora(x, y, stack.A, stack.B, stack.slice_offsets, batch.seg_starts_t,
                          batch.seg_slots_t, max_seg_rows=max_rows)
