@@ -47,7 +47,7 @@ class Launch:
 @contextlib.contextmanager
 def recording(out: list[Launch], workload: str):
     """Record every launch into `out` instead of running it; CPU tensors are accepted."""
-    from warmfast.kernels import attention, logprob, lora, norm, rope, sampling
+    from warmfast.kernels import activation, attention, logprob, lora, norm, rope, sampling
 
     def record(kernel, fn, args, kwargs):
         sig = inspect.signature(fn.fn)
@@ -65,7 +65,7 @@ def recording(out: list[Launch], workload: str):
         record(self, self.fn, args, kwargs)
 
     saved = (jit.JITFunction.run, autotuner.Autotuner.run)
-    modules = (attention, logprob, lora, norm, rope, sampling)
+    modules = (activation, attention, logprob, lora, norm, rope, sampling)
     checks = [(m, m.check_device) for m in modules if hasattr(m, "check_device")]
     jit.JITFunction.run, autotuner.Autotuner.run = jit_run, tuned_run
     for m, _ in checks:

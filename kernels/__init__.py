@@ -2,7 +2,8 @@
 
 Kernel files: lora.py (segmented shrink/expand), attention.py (varlen causal prefill, paged
 decode), logprob.py (lm_head + logsumexp + target + argmax), norm.py (residual-add RMSNorm),
-rope.py (in-place rotary), sampling.py; common.py holds the helpers they share.
+rope.py (in-place rotary), activation.py (fused SiLU x mul), sampling.py; common.py holds the
+helpers they share.
 
 This folder sits at the repository root (the layout is part of the design), and Python puts the
 working folder first on sys.path for `python -m ...`, `python -c` and the REPL. Imported under the

@@ -306,10 +306,11 @@ def _decode_shrink_kernel(
 @triton.jit
 def _decode_expand_kernel(
     xa_ptr, b_ptr, y_ptr, offsets_ptr, row_slots_ptr,
-    OUT, stride_xat, stride_bs, stride_bo, stride_yt,
+    OUT, N_CHUNKS, stride_xas, stride_xat, stride_bs, stride_bo, stride_yt,
     N_SLICES: tl.constexpr, R_MAX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    # program (row, column tile): y[row, cols] += B[slot, cols] @ xa[row, slice of each column]
+    # program (row, column tile): y[row, cols] += B[slot, cols] @ xa[row, slice of each column],
+    # xa summed over the shrink's K chunks in chunk order (no separate reduction launch)
     row = tl.program_id(0)
     slot = tl.load(row_slots_ptr + row)
     if slot >= 0:
@@ -325,7 +326,10 @@ def _decode_expand_kernel(
             o1 = tl.load(offsets_ptr + j + 1)
             if (o0 < n0 + BLOCK_N) & (o1 > n0):
                 in_j = col_ok & (cols >= o0) & (cols < o1)
-                xa = tl.load(xa_ptr + row.to(tl.int64) * stride_xat + j * R_MAX + r, mask=r_ok, other=0.0)
+                xa_row = xa_ptr + row.to(tl.int64) * stride_xat + j * R_MAX + r
+                xa = tl.load(xa_row, mask=r_ok, other=0.0)
+                for c in range(1, N_CHUNKS):
+                    xa += tl.load(xa_row + c * stride_xas, mask=r_ok, other=0.0)
                 bt = tl.load(b_rows, mask=in_j[:, None] & r_ok[None, :], other=0.0).to(tl.float32)
                 acc += tl.sum(bt * xa[None, :], axis=1)
         dt = y_ptr.dtype.element_ty
@@ -378,10 +382,10 @@ def lora_decode(
         x, A, parts, slots, k_in, chunk, x.stride(0), A.stride(0), A.stride(1), parts.stride(0),
         parts.stride(1), R_MAX=r_max, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=4,
     )
-    # base rows' entries stay unwritten (garbage): the expand never reads a base row's xa
-    xa = parts[0] if n_chunks == 1 else parts.sum(0)
+    # base rows' entries stay unwritten: the expand never reads a base row's xa
     _decode_expand_kernel[(t, triton.cdiv(y.shape[1], block_n))](
-        xa, B, y, offsets, slots, y.shape[1], xa.stride(0), B.stride(0), B.stride(1), y.stride(0),
+        parts, B, y, offsets, slots, y.shape[1], n_chunks, parts.stride(0), parts.stride(1), B.stride(0),
+        B.stride(1), y.stride(0),
         N_SLICES=n_slices, R_MAX=r_max, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=8,
     )
     return y

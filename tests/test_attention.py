@@ -140,6 +140,8 @@ def _lowp_paged(q, kc, vc, tables, lens, scale):
     ([1, 17, 33], 4, 2, 64, 16),
     ([7, 40, 3, 16, 9, 1, 64], 8, 2, 128, 16),
     ([5, 12], 3, 1, 32, 8),
+    ([150, 3, 65, 64], 8, 2, 64, 8),  # 64-position tiles across 8 blocks of 8, the last one partial
+    ([130, 1], 4, 1, 32, 128),  # a block wider than the tile: one block per tile
 ])
 def test_paged_decode_matches_ref(lens, hq, hk, d, block_size, dtype):
     gen = torch.Generator(device="cpu").manual_seed(len(lens) * 7 + d)

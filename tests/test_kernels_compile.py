@@ -48,7 +48,7 @@ def test_every_engine_launch_compiles_for_sm90(tmp_path):
     kernels = {r["kernel"] for r in rows}
     assert {"_rmsnorm_kernel", "_rope_kernel", "_prefill_kernel", "_paged_decode_kernel", "_shrink_kernel",
             "_expand_kernel", "_decode_shrink_kernel", "_decode_expand_kernel", "_logprob_kernel",
-            "_sample_kernel"} <= kernels
+            "_sample_kernel", "_silu_mul_kernel"} <= kernels
     # every autotune config of the bf16 log-prob head, one of its own for fp32
     bf16 = {r["config"] for r in rows if r["kernel"] == "_logprob_kernel" and r["workload"] == "llama8b-bf16-r16"}
     fp32 = {r["config"] for r in rows if r["kernel"] == "_logprob_kernel" and r["workload"] == "tiny-fp32-r8"}

@@ -16,7 +16,7 @@ import torch
 from warmfast import native
 from warmfast.engine.batch import Batch
 from warmfast.errors import InputError
-from warmfast.kernels import attention, logprob, lora, norm, rope
+from warmfast.kernels import activation, attention, logprob, lora, norm, rope
 from warmfast.kernels.common import TRITON_MISSING
 
 BACKENDS = ("auto", "torch", "triton")
@@ -33,6 +33,9 @@ class TorchOps:
 
     def rmsnorm(self, x, weight, eps, residual=None):
         return norm.rmsnorm_ref(x, weight, eps, residual)
+
+    def silu_mul(self, gate_up):
+        return activation.silu_mul_ref(gate_up)
 
     def rope(self, q, k, positions, inv_freq):
         # every layer of a forward passes the same positions tensor: cos/sin once per forward

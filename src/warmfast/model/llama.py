@@ -70,8 +70,7 @@ class Model:
 
     def mlp_block(self, ops, layer: int, w: LayerWeights, x: torch.Tensor, batch: Batch) -> torch.Tensor:
         gate_up = self.linear(ops, x, w.gate_up, layer, "gate_up", batch)  # [T, 2I]
-        gate, up = gate_up.chunk(2, dim=-1)
-        return self.linear(ops, F.silu(gate) * up, w.down, layer, "down", batch)
+        return self.linear(ops, ops.silu_mul(gate_up), w.down, layer, "down", batch)  # silu(gate) * up
 
     def forward(self, ops, batch: Batch, kv_cache=None) -> torch.Tensor:
         """Final-normed hidden states [T, H] of every packed token."""
