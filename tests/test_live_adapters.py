@@ -173,3 +173,78 @@ def test_tampered_adapter_is_refused_without_touching_the_slots(paths, tmp_path)
         eng.load_adapter("bad", bad)
     assert eng.adapter_names == []
     assert all(torch.equal(a, s.A) for a, s in zip(before, (s for layer in eng.model.lora for s in layer.values())))
+
+
+def test_live_loads_on_the_triton_backend(paths, reference):
+    # the Triton kernels read the stacks in place (interpreted on CPU): a reused, padded slot works there too
+    eng = wf.Engine.from_pretrained(paths.model_dir, adapters={"adapter_0": paths.adapters["adapter_0"]},
+                                    max_adapters=2, max_lora_rank=16, backend="triton")
+    eng.unload_adapter("adapter_0")
+    eng.load_adapter("adapter_3", paths.adapters["adapter_3"])
+    reqs = [wf.ScoreRequest(c, x, a) for c, x in TEXTS[:2] for a in (None, "adapter_3")]
+    for a, b in zip(eng.score(reqs), reference.score(reqs)):
+        assert rel(a.logprob, b.logprob) < 1e-4 and a.is_greedy == b.is_greedy
+
+
+# ---- tensor parallel: every rank makes the same load/unload calls --------------------------------
+def _tp_worker(rank: int, world: int, port: int, model_dir: str, adapters: dict, out_path: str) -> None:
+    from test_tp import gloo_world
+
+    with gloo_world(rank, world, port):
+        eng = wf.Engine.from_pretrained(model_dir, adapters={"adapter_0": adapters["adapter_0"]},
+                                        max_adapters=2, max_lora_rank=16, tensor_parallel=world)
+        eng.load_adapter("adapter_2", adapters["adapter_2"])
+        eng.unload_adapter("adapter_0")
+        eng.load_adapter("adapter_1", adapters["adapter_1"])  # slot 0 again
+        arms = eng.adapter_names
+        res = {"arms": arms, "logprob": logprobs(eng, arms),
+               "tokens": [g.token_ids for g in eng.generate(gen_reqs(arms))],
+               "qkv_B_rows": eng.model.lora[0]["qkv"].B.shape[1]}
+        with open(f"{out_path}.{rank}", "w") as f:
+            json.dump(res, f)
+
+
+def test_tensor_parallel_live_loads_equal_one_process(paths, reference, tmp_path):
+    import torch.multiprocessing as mp
+    from test_tp import free_port
+
+    out = str(tmp_path / "tp")
+    mp.spawn(_tp_worker, args=(2, free_port(), str(paths.model_dir),
+                               {k: str(v) for k, v in paths.adapters.items()}, out), nprocs=2, join=True)
+    ranks = [json.load(open(f"{out}.{r}")) for r in range(2)]
+    arms = ["adapter_1", "adapter_2"]
+    ref_lp, ref_tokens = logprobs(reference, arms), [g.token_ids for g in reference.generate(gen_reqs(arms))]
+    full_rows = reference.model.lora[0]["qkv"].B.shape[1]
+    for res in ranks:
+        assert res["arms"] == arms and res["qkv_B_rows"] * 2 == full_rows  # each rank holds its slice
+        assert all(rel(a, b) < 1e-5 for a, b in zip(res["logprob"], ref_lp)), (res["logprob"], ref_lp)
+        assert res["tokens"] == ref_tokens
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="captures real CUDA graphs (runs on a GPU)")
+def test_live_loads_under_captured_cuda_graphs(paths):
+    # the graphs hold the stacks' addresses: slots written in place after capture must be replayed
+    kw = dict(device="cuda", dtype="float32", backend="triton", max_lora_rank=16)
+    eng = wf.Engine.from_pretrained(paths.model_dir, adapters={"adapter_0": paths.adapters["adapter_0"]},
+                                    max_adapters=2, **kw)
+    ref = wf.Engine.from_pretrained(paths.model_dir, adapters=paths.adapters, **kw)
+    knobs = dict(max_batch_size=16, cuda_graphs=True)
+
+    def reqs(arms):
+        return [wf.GenerateRequest(prompt=f"Story number {i} begins", adapter=[None, *arms][i % (len(arms) + 1)],
+                                   max_new_tokens=3 + i % 5) for i in range(11)]
+
+    first = eng.generate(reqs(["adapter_0"]), **knobs)
+    graphs = eng.decode_graphs
+    assert [r.token_ids for r in first] == [r.token_ids for r in ref.generate(reqs(["adapter_0"]), max_batch_size=16)]
+    for op in (lambda: eng.load_adapter("adapter_2", paths.adapters["adapter_2"]),
+               lambda: eng.unload_adapter("adapter_0"),
+               lambda: eng.load_adapter("adapter_1", paths.adapters["adapter_1"])):
+        op()
+        arms = eng.adapter_names
+        got = [r.token_ids for r in eng.generate(reqs(arms), **knobs)]
+        assert got == [r.token_ids for r in ref.generate(reqs(arms), max_batch_size=16)], arms
+    assert eng.decode_graphs is graphs  # the same captured graphs served every slot table
+    scores = eng.score(score_reqs(eng.adapter_names))
+    for a, b in zip(scores, ref.score(score_reqs(eng.adapter_names))):
+        assert rel(a.logprob, b.logprob) < 1e-4
