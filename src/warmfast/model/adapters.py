@@ -3,8 +3,9 @@
 Layout (the contract of `kernels/lora.py`): for a projection group with slices (q|k|v, gate|up,
 o, down), `A: [n_slots, n_slices * r_max, in]` and `B: [n_slots, out_total, r_max]` with B already
 multiplied by the adapter's scaling (alpha/r, or alpha/sqrt(r) with use_rslora). Ranks below
-r_max and slices an adapter does not target are zero-padded, which adds exactly zero. Slot i is
-the i-th adapter; slot -1 means "base model" and costs nothing.
+r_max and slices an adapter does not target are zero-padded, which adds exactly zero. Which
+adapter holds which slot is the engine's slot table (model/adapter_slots.py: a fixed capacity,
+slots loaded and freed live); slot -1 means "base model" and costs nothing.
 """
 from __future__ import annotations
 
