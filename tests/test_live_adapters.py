@@ -107,6 +107,21 @@ def test_load_unload_reload_cycles_reuse_slots(paths, reference):
         assert arms == [held[s] for s in sorted(held)]
         assert logprobs(eng, arms) == logprobs(reference, arms), (op, name)
     assert eng.adapter_names == ["adapter_2", "adapter_3"]
+    # sampled mixed generation over the reused slots: the same tokens as the engine given them at start
+    sampled = [wf.GenerateRequest(prompt=p, adapter=a, max_new_tokens=6, temperature=0.9, top_k=40, seed=i)
+               for i, (p, a) in enumerate((p, a) for p in PROMPTS for a in [None, "adapter_3", "adapter_2"])]
+    assert [g.token_ids for g in eng.generate(sampled)] == [g.token_ids for g in reference.generate(sampled)]
+
+
+def test_live_loads_in_bfloat16_equal_loaded_at_start(paths):
+    kw = dict(dtype="bfloat16", max_lora_rank=16)
+    eng = wf.Engine.from_pretrained(paths.model_dir, max_adapters=2, **kw)
+    eng.load_adapter("adapter_1", paths.adapters["adapter_1"])
+    eng.load_adapter("adapter_2", paths.adapters["adapter_2"])
+    at_start = wf.Engine.from_pretrained(paths.model_dir, adapters={a: paths.adapters[a] for a in ("adapter_1", "adapter_2")}, **kw)
+    assert eng.model.lora[0]["qkv"].A.dtype == torch.bfloat16
+    arms = ["adapter_1", "adapter_2"]
+    assert logprobs(eng, arms) == logprobs(at_start, arms)
 
 
 def test_capacity_errors_name_the_adapter_and_the_capacity(paths):
