@@ -12,6 +12,9 @@ and between two scheduler steps a slot-table update is all that changes.
 A request resolves its adapter to a slot once, when it is admitted, and keeps it to the end. The
 step core counts those holders (`acquire` at admission, `release` when a request finishes or is
 aborted); an adapter with holders cannot be unloaded, so a slot never changes under a request.
+Loads and unloads are not thread-safe: make them between steps, from the thread that drives the
+engine. Reading the files is the slow part (`load` = `adapters.load_adapter` + `add`): a server can
+read an adapter elsewhere and only `add` it between steps.
 
 Tensor parallel: `shard` (model/parallel.py `lora_slicer`) cuts each slot's full tensors to this
 rank's part, exactly as at load time; every rank must make the same load/unload calls in the
