@@ -7,6 +7,7 @@ Tiny models, fp32, CPU; the tiny adapters have non-zero B and ranks 8, 4, 16, 12
 projections (model/tiny.py ADAPTER_PRESETS).
 """
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,11 +125,14 @@ def test_live_loads_in_bfloat16_equal_loaded_at_start(paths):
     assert logprobs(eng, arms) == logprobs(at_start, arms)
 
 
-def test_capacity_errors_name_the_adapter_and_the_capacity(paths):
+def test_capacity_errors_name_the_adapter_and_the_capacity(paths, reference):
     eng = wf.Engine.from_pretrained(paths.model_dir, adapters={"adapter_1": paths.adapters["adapter_1"]},
                                     max_adapters=2, max_lora_rank=8, lora_target_modules=["q_proj", "down_proj"])
     cap = eng.adapter_slots.capacity  # q_proj brings its fused group: k_proj and v_proj
     assert cap.modules == ("q_proj", "k_proj", "v_proj", "down_proj") and cap.groups == ("qkv", "down")
+    assert set(eng.model.lora[0]) == {"qkv", "down"}
+    # adapter_1 (q and v) within the smaller stacks: what the engine with every projection gives
+    assert logprobs(eng, ["adapter_1"]) == pytest.approx(logprobs(reference, ["adapter_1"]), rel=1e-5)
     with pytest.raises(AdapterCapacityError, match=r"'adapter_2' .*rank 16.*'o_proj'.*max_lora_rank=8.*"
                                                    r"rank 16 exceeds max_lora_rank=8"):
         eng.load_adapter("adapter_2", paths.adapters["adapter_2"])
@@ -226,7 +230,7 @@ def test_tensor_parallel_live_loads_equal_one_process(paths, reference, tmp_path
     out = str(tmp_path / "tp")
     mp.spawn(_tp_worker, args=(2, free_port(), str(paths.model_dir),
                                {k: str(v) for k, v in paths.adapters.items()}, out), nprocs=2, join=True)
-    ranks = [json.load(open(f"{out}.{r}")) for r in range(2)]
+    ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(2)]
     arms = ["adapter_1", "adapter_2"]
     ref_lp, ref_tokens = logprobs(reference, arms), [g.token_ids for g in reference.generate(gen_reqs(arms))]
     full_rows = reference.model.lora[0]["qkv"].B.shape[1]
