@@ -267,3 +267,20 @@ def test_live_loads_under_captured_cuda_graphs(paths):
     scores = eng.score(score_reqs(eng.adapter_names))
     for a, b in zip(scores, ref.score(score_reqs(eng.adapter_names))):
         assert rel(a.logprob, b.logprob) < 1e-4
+
+
+@pytest.mark.real
+def test_live_loads_on_smollm2_equal_loaded_at_start():
+    from real_model import real_paths_or_skip
+
+    real = real_paths_or_skip()
+    eng = wf.Engine.from_pretrained(real.model_dir, max_adapters=2, max_lora_rank=16)
+    eng.load_adapter("qv_r4_rslora", real.adapters["qv_r4_rslora"])
+    eng.load_adapter("mlp_r16", real.adapters["mlp_r16"])
+    eng.unload_adapter("qv_r4_rslora")
+    assert eng.load_adapter("all_r8", real.adapters["all_r8"]) == 0  # rank 8 padded to 16, reused slot
+    arms = ["all_r8", "mlp_r16"]
+    at_start = wf.Engine.from_pretrained(real.model_dir, adapters={a: real.adapters[a] for a in arms},
+                                         max_lora_rank=16)
+    live = logprobs(eng, arms)
+    assert live == logprobs(at_start, arms) and len({round(x, 4) for x in live}) == len(live)
