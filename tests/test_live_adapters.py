@@ -114,6 +114,37 @@ def test_load_unload_reload_cycles_reuse_slots(paths, reference):
     assert [g.token_ids for g in eng.generate(sampled)] == [g.token_ids for g in reference.generate(sampled)]
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_load_unload_sequences(paths, reference, seed):
+    # seeded random walks over 3 slots and 4 adapters: loads into free slots, unloads, loads past the
+    # capacity (refused, nothing changes); after every step each loaded adapter scores exactly as
+    # in the engine given every adapter at start
+    import random
+
+    rng = random.Random(seed)
+    eng = wf.Engine.from_pretrained(paths.model_dir, max_adapters=3, max_lora_rank=16)
+    names, seen = list(paths.adapters), set()
+    for _ in range(25):
+        loaded = eng.adapter_names
+        free = [n for n in names if n not in loaded]
+        if loaded and rng.random() < 0.4:
+            eng.unload_adapter(rng.choice(loaded))
+            seen.add("unload")
+        elif len(loaded) == 3:
+            with pytest.raises(AdapterCapacityError, match="all 3 adapter slots are taken"):
+                eng.load_adapter(free[0], paths.adapters[free[0]])
+            assert eng.adapter_names == loaded
+            seen.add("refused")
+        else:
+            name, lowest_free = rng.choice(free), eng.adapter_slots.names.index(None)
+            assert eng.load_adapter(name, paths.adapters[name]) == lowest_free
+            seen.add("load")
+        arms = eng.adapter_names
+        assert eng.adapter_slots.holders == [0, 0, 0]
+        assert logprobs(eng, arms) == logprobs(reference, arms), arms
+    assert seen == {"load", "unload", "refused"}
+
+
 def test_live_loads_in_bfloat16_equal_loaded_at_start(paths):
     kw = dict(dtype="bfloat16", max_lora_rank=16)
     eng = wf.Engine.from_pretrained(paths.model_dir, max_adapters=2, **kw)
