@@ -13,7 +13,8 @@ from warmfast.engine.device import check_device, resolve_dtype
 from warmfast.engine.tokens import TokenizerCache
 from warmfast.errors import InputError, UnknownAdapterError
 from warmfast.kernels.rope import rope_inv_freq
-from warmfast.model.adapters import AdapterError, load_adapter, stack_adapters
+from warmfast.model.adapter_slots import AdapterCapacity, AdapterSlots
+from warmfast.model.adapters import AdapterError, load_adapter
 from warmfast.model.config import ModelConfig
 from warmfast.model.gguf import cached_conversion
 from warmfast.model.gpt2 import GPT2Model, is_gpt2_folder, load_gpt2
@@ -101,29 +102,38 @@ class GenerateResult:
     finish_reason: str  # "stop" or "length"
 
 
+def check_adapter_name(name) -> None:
+    if name in BASE_NAMES or not isinstance(name, str) or not name:
+        raise AdapterError(f"adapter name {name!r} is reserved or empty: 'base'/None mean "
+                           "the model without an adapter")
+
+
 class Engine:
     """A base model and any number of LoRA adapters, scored and sampled in shared batches."""
 
-    def __init__(self, model: Model | GPT2Model, tokenizer: TokenizerCache, adapter_names: list[str],
+    def __init__(self, model: Model | GPT2Model, tokenizer: TokenizerCache, adapter_slots: AdapterSlots | None,
                  device: torch.device, dtype: torch.dtype, backend: str, max_batch_tokens: int,
                  max_seq_len: int, tp: TPGroup | None = None):
         self.model, self.tok = model, tokenizer
         self.tp = tp  # tensor-parallel group (every rank runs the same calls), None = one process
-        self.adapter_names = adapter_names
+        self.adapter_slots = adapter_slots  # name -> slot over model.lora (None: GPT-2, no adapters)
         self.device, self.dtype = device, dtype
         self.ops = select_backend(backend, device)
         self.backend = self.ops.name
         self.max_batch_tokens, self.max_seq_len = max_batch_tokens, max_seq_len
         self.generate_stats = None  # GenerateStats of the last generate() call (engine/generator.py)
         self.decode_graphs = None  # CUDA graphs + KV pool kept across generate() calls (engine/cuda_graphs.py)
-        log.info("warmfast engine: backend=%s device=%s dtype=%s adapters=%s", self.backend,
-                 device, dtype, adapter_names)
+        log.info("warmfast engine: backend=%s device=%s dtype=%s adapters=%s%s", self.backend,
+                 device, dtype, self.adapter_names,
+                 "" if adapter_slots is None else f" ({adapter_slots.capacity.describe()})")
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, adapters: dict[str, str | Path] | None = None,
                         device: str = "cpu", dtype: str = "float32", backend: str = "auto",
                         max_batch_tokens: int = 8192, max_seq_len: int | None = None,
-                        tensor_parallel: int = 1, tp_group: TPGroup | None = None) -> "Engine":
+                        tensor_parallel: int = 1, tp_group: TPGroup | None = None,
+                        max_adapters: int | None = None, max_lora_rank: int | None = None,
+                        lora_target_modules: list[str] | None = None) -> "Engine":
         """tensor_parallel=N > 1: this process is one of the N ranks of a tensor-parallel group of an
         initialised torch.distributed world (torchrun); each loads only its slice of every weight
         and adapter, and every rank of the group must make the same score/generate calls (see
@@ -131,7 +141,13 @@ class Engine:
         groups of N consecutive ranks (data x tensor parallel: every rank of the world must then
         call from_pretrained at the same point, since the groups are created collectively), or pass
         tp_group= (e.g. `parallel.parallel_layout(N).tp`; tensor_parallel must equal its size).
-        device "cuda" without an index: cuda:LOCAL_RANK under torchrun, else global rank % GPUs."""
+        device "cuda" without an index: cuda:LOCAL_RANK under torchrun, else global rank % GPUs.
+
+        Adapter capacity, fixed here for the engine's life (`load_adapter` fills it later):
+        max_adapters slots of rank up to max_lora_rank on lora_target_modules (PEFT module names;
+        whole fused groups: q_proj covers k_proj and v_proj). Defaults: exactly what `adapters`
+        need, so an engine started without adapters has no slots and costs nothing; pass
+        max_adapters (rank default 16, every projection) to load adapters later."""
         dev = check_device(device)
         if str(model_dir).endswith(".gguf"):  # de-quantised once into a cache folder (model/gguf.py)
             model_dir = cached_conversion(model_dir, "float32" if dtype == "auto" else dtype)
@@ -140,7 +156,10 @@ class Engine:
             gpt2 = load_gpt2(model_dir, dict(adapters or {}), DTYPES[dtype], dev,
                              tensor_parallel if tp_group is None else tp_group.size)
             n_pos = gpt2.cfg.max_position_embeddings
-            return cls(gpt2, TokenizerCache(model_dir), [], dev, DTYPES[dtype], backend,
+            if max_adapters:
+                raise AdapterError(f"{model_dir}: warmfast runs GPT-2 without adapters (scoring only); "
+                                   f"got max_adapters={max_adapters}")
+            return cls(gpt2, TokenizerCache(model_dir), None, dev, DTYPES[dtype], backend,
                        max_batch_tokens, min(max_seq_len or n_pos, n_pos))
         cfg = ModelConfig.from_folder(model_dir)
         tp = None
@@ -151,28 +170,59 @@ class Engine:
                                    f"cuda:{torch.distributed.get_rank() % torch.cuda.device_count()}")
         adapters = dict(adapters or {})
         for name in adapters:
-            if name in BASE_NAMES or not isinstance(name, str) or not name:
-                raise AdapterError(f"adapter name {name!r} is reserved or empty: 'base'/None mean "
-                                   "the model without an adapter")
+            check_adapter_name(name)
         loaded = [load_adapter(name, path, cfg) for name, path in adapters.items()]
+        capacity = AdapterCapacity.for_adapters(loaded, max_adapters, max_lora_rank, lora_target_modules)
+        for i, adapter in enumerate(loaded):  # before the weights load: a capacity error comes at once
+            capacity.check(adapter, list(adapters)[:i])
         weights = load_weights(model_dir, cfg, DTYPES[dtype], dev,
                                shard=None if tp is None else weight_slicer(cfg, tp))
         inv_freq = rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling).to(dev)
-        stacks = stack_adapters(loaded, cfg, DTYPES[dtype], dev,
-                                shard=None if tp is None else lora_slicer(cfg, tp))
-        model = Model(cfg if tp is None else local_config(cfg, tp), weights, stacks, inv_freq, tp=tp)
+        slots = AdapterSlots(cfg, capacity, DTYPES[dtype], dev, shard=None if tp is None else lora_slicer(cfg, tp))
+        for adapter in loaded:  # slot i = the i-th adapter given
+            slots.add(adapter)
+        model = Model(cfg if tp is None else local_config(cfg, tp), weights, slots.stacks, inv_freq, tp=tp)
         max_len = min(max_seq_len or cfg.max_position_embeddings, cfg.max_position_embeddings)
-        return cls(model, TokenizerCache(model_dir), list(adapters), dev, DTYPES[dtype], backend,
+        return cls(model, TokenizerCache(model_dir), slots, dev, DTYPES[dtype], backend,
                    max_batch_tokens, max_len, tp=tp)
+
+    @property
+    def adapter_names(self) -> list[str]:
+        """The loaded adapters, in slot order."""
+        return [] if self.adapter_slots is None else self.adapter_slots.loaded
+
+    def load_adapter(self, name: str, path: str | Path) -> int:
+        """Load a PEFT LoRA adapter into a free slot without touching the base model; returns its
+        slot. Call it between score/generate calls (or scheduler steps): it writes the slot's
+        preallocated LoRA tensors in place. Past the capacity fixed at from_pretrained
+        (max_adapters, max_lora_rank, lora_target_modules) it raises AdapterCapacityError naming
+        the adapter, its rank and targets, and the capacity. Tensor parallel: every rank must make
+        the same load/unload calls in the same order."""
+        if self.adapter_slots is None:
+            raise AdapterError(f"{self.model.cfg.source}: warmfast runs GPT-2 without adapters "
+                               f"(scoring only); cannot load adapter {name!r}")
+        check_adapter_name(name)
+        slot = self.adapter_slots.load(name, path)
+        log.info("warmfast engine: loaded adapter %r from %s into slot %d", name, path, slot)
+        return slot
+
+    def unload_adapter(self, name: str) -> None:
+        """Unload adapter `name` and free its slot for the next load_adapter. Refused
+        (AdapterInUseError) while unfinished requests of the step core use it."""
+        if self.adapter_slots is None:
+            raise AdapterError(f"unload_adapter: no adapter named {name!r} is loaded (GPT-2 runs without adapters)")
+        slot = self.adapter_slots.remove(name)
+        log.info("warmfast engine: unloaded adapter %r (slot %d is free)", name, slot)
 
     def slot(self, adapter: str | None, where: str) -> int:
         """Adapter name -> stacked slot (-1 for the base model)."""
         if adapter in BASE_NAMES:
             return -1
-        if adapter not in self.adapter_names:
+        slot = None if self.adapter_slots is None else self.adapter_slots.slot_of(adapter)
+        if slot is None:
             raise UnknownAdapterError(f"{where}: unknown adapter {adapter!r}; loaded adapters are "
                                       f"{self.adapter_names} (None or 'base' = no adapter)")
-        return self.adapter_names.index(adapter)
+        return slot
 
     @torch.inference_mode()
     def score(self, requests: list[ScoreRequest], max_batch_tokens: int | None = None,

@@ -3,8 +3,9 @@
 Layout (the contract of `kernels/lora.py`): for a projection group with slices (q|k|v, gate|up,
 o, down), `A: [n_slots, n_slices * r_max, in]` and `B: [n_slots, out_total, r_max]` with B already
 multiplied by the adapter's scaling (alpha/r, or alpha/sqrt(r) with use_rslora). Ranks below
-r_max and slices an adapter does not target are zero-padded, which adds exactly zero. Slot i is
-the i-th adapter; slot -1 means "base model" and costs nothing.
+r_max and slices an adapter does not target are zero-padded, which adds exactly zero. Which
+adapter holds which slot is the engine's slot table (model/adapter_slots.py: a fixed capacity,
+slots loaded and freed live); slot -1 means "base model" and costs nothing.
 """
 from __future__ import annotations
 
@@ -41,12 +42,21 @@ class LoraAdapter:
     def max_rank(self) -> int:
         return max(a.shape[0] for a, _ in self.weights.values())
 
+    @property
+    def modules(self) -> list[str]:
+        """The projections it puts a LoRA on (in some layer), in the base model's order."""
+        held = {m for _, m in self.weights}
+        return [m for mods in GROUPS.values() for m in mods if m in held]
+
 
 @dataclass(slots=True)
 class LoraGroupStack:
     A: torch.Tensor  # [n_slots, n_slices * r_max, in]
     B: torch.Tensor  # [n_slots, out_total, r_max], scaled
     slice_offsets: list[int]  # len n_slices + 1, over out_total
+    # bumped by every in-place write of a slot (model/adapter_slots.py), so what a backend derives
+    # from A or B and keeps between calls (TorchOps' block-diagonal B) is rebuilt after a live load
+    version: int = 0
 
 
 def load_adapter(name: str, path: str | Path, cfg: ModelConfig) -> LoraAdapter:
@@ -115,21 +125,33 @@ def load_adapter(name: str, path: str | Path, cfg: ModelConfig) -> LoraAdapter:
 
 
 def stack_adapters(adapters: list[LoraAdapter], cfg: ModelConfig, dtype: torch.dtype,
-                   device: torch.device, shard=None) -> list[dict[str, LoraGroupStack]]:
-    """Per layer: fused group name -> stacked slots, only for groups some adapter targets.
+                   device: torch.device, shard=None, n_slots: int | None = None, r_max: int | None = None,
+                   groups: tuple[str, ...] | None = None) -> list[dict[str, LoraGroupStack]]:
+    """Per layer: fused group name -> stacked slots; adapter i in slot i.
 
-    `shard` (tensor parallel, see model/parallel.py `lora_slicer`) maps a full stack
-    (group, A, B, slice_offsets) to this rank's part before it is moved to the device."""
-    if not adapters:
+    By default the stack is exactly as large as `adapters` need: len(adapters) slots, their largest
+    rank, and in each layer only the groups some adapter targets there. A fixed capacity
+    (model/adapter_slots.py) passes `n_slots`, `r_max` and `groups` (allocated in every layer);
+    slots past len(adapters) are zero. `shard` (tensor parallel, see model/parallel.py
+    `lora_slicer`) maps a full stack (group, A, B, slice_offsets) to this rank's part before it
+    is moved to the device."""
+    n = len(adapters) if n_slots is None else n_slots
+    if r_max is None:
+        r_max = max((a.max_rank for a in adapters), default=0)
+    if n == 0 or r_max == 0:
         return [{} for _ in range(cfg.num_layers)]
-    r_max = max(a.max_rank for a in adapters)
+    if len(adapters) > n or any(a.max_rank > r_max for a in adapters):
+        raise ValueError(f"stack_adapters: {len(adapters)} adapters of ranks {[a.max_rank for a in adapters]} "
+                         f"do not fit {n} slots of rank {r_max}")
     shapes = cfg.module_shapes()
-    n = len(adapters)
     stacks: list[dict[str, LoraGroupStack]] = []
     for layer in range(cfg.num_layers):
         per_group = {}
         for group, modules in GROUPS.items():
-            if not any((layer, m) in a.weights for a in adapters for m in modules):
+            if groups is None:
+                if not any((layer, m) in a.weights for a in adapters for m in modules):
+                    continue
+            elif group not in groups:
                 continue
             d_in = shapes[modules[0]][0]
             offsets = [0]
