@@ -168,6 +168,13 @@ def run_generate(built, args, reps: int, deadline: float | None = None) -> list[
         if "warmfast_cuda_graphs" in outputs:  # greedy: graph replay must give the eager tokens
             same = sum(a == b for a, b in zip(outputs["warmfast"], outputs["warmfast_cuda_graphs"]))
             record["cuda_graphs_rows_equal_eager"] = f"{same}/{len(prompts)}"
+            # where rows part: a late first difference on a random model (near-tied logits) reads
+            # as rounding; an early one in most rows as a real difference between the two paths
+            firsts = sorted(next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                            for a, b in zip(outputs["warmfast"], outputs["warmfast_cuda_graphs"]) if a != b)
+            if firsts:
+                record["cuda_graphs_first_difference"] = {"min": firsts[0], "median": firsts[len(firsts) // 2],
+                                                          "max": firsts[-1]}
             if captures_before is not None:
                 record["cuda_graph_captures_in_timed_runs"] = eng.decode_graphs.captures - captures_before
         if "hf_peft_mixed" in tps:

@@ -50,7 +50,8 @@ def build(work: Path, preset: str, n_adapters: int, rank: int, device: str, dtyp
     import warmfast as wf
     from warmfast.engine.tokens import TokenizerCache
     from warmfast.kernels.rope import rope_inv_freq
-    from warmfast.model.adapters import load_adapter, stack_adapters
+    from warmfast.model.adapter_slots import AdapterCapacity, AdapterSlots
+    from warmfast.model.adapters import load_adapter
     from warmfast.model.config import ModelConfig
     from warmfast.model.llama import Model
     from warmfast.model.tiny import build_tokenizer
@@ -93,10 +94,13 @@ def build(work: Path, preset: str, n_adapters: int, rank: int, device: str, dtyp
     mcfg = ModelConfig.from_folder(model_dir)
     weights = weights_from_tensors(base_tensors, mcfg, torch_dtype, dev)
     del base_tensors
-    stacks = stack_adapters([load_adapter(n, p, mcfg) for n, p in adapters.items()], mcfg, torch_dtype, dev)
+    loaded = [load_adapter(n, p, mcfg) for n, p in adapters.items()]
+    slots = AdapterSlots(mcfg, AdapterCapacity.for_adapters(loaded), torch_dtype, dev)
+    for adapter in loaded:  # slot i = names[i]
+        slots.add(adapter)
     inv_freq = rope_inv_freq(mcfg.head_dim, mcfg.rope_theta, mcfg.rope_scaling).to(dev)
-    model = Model(mcfg, weights, stacks, inv_freq)
-    engine = wf.Engine(model, TokenizerCache(model_dir), names, dev, torch_dtype, backend,
+    model = Model(mcfg, weights, slots.stacks, inv_freq)
+    engine = wf.Engine(model, TokenizerCache(model_dir), slots, dev, torch_dtype, backend,
                        max_batch_tokens, mcfg.max_position_embeddings)
     params = sum(p.numel() for n, p in hf.named_parameters() if "lora_" not in n)
     return Built(model_dir, adapters, hf, engine, mcfg.vocab_size, params, time.perf_counter() - t0)

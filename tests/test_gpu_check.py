@@ -27,7 +27,7 @@ def test_dry_run_exercises_every_step(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.tar.gz"]
     s = json.loads((out / "gpu_check.json").read_text())
     steps = {st["step"]: st for st in s["steps"]}
-    assert list(steps) == ["env", "install", "kernels", "bench", "e2e"]
+    assert list(steps) == ["env", "install", "kernels", "bench", "e2e", "profile"]
     assert all(st["rc"] == 0 for st in steps.values()), steps
     assert s["env"]["dry_run"] and s["env"]["card"] is None
     assert s["kernel_tests"]["tests"] > 0 and s["kernel_tests"]["failures"] == 0
@@ -38,12 +38,16 @@ def test_dry_run_exercises_every_step(tmp_path):
     assert set(gens) == {3, 6}
     assert "hf_peft_mixed" in gens[3]["tokens_per_s"] and "hf_peft_mixed" not in gens[6]["tokens_per_s"]
     assert gens[6]["hf"].startswith("skipped")
+    (prof,) = s["profile"]  # bench/gpu_profile.py: every phase timed (no kernel events on a CPU)
+    assert set(prof["phases"]) == {"score", "generate_eager"}
+    assert all(ph["wall_s"] > 0 and ph["tokens_per_s"] > 0 for ph in prof["phases"].values())
     with tarfile.open(out / "gpu_check.tar.gz") as tar:
         names = {Path(n).name for n in tar.getnames()}
-    assert {"env.log", "install.log", "kernels.log", "bench.log", "e2e.log", "kernel_tests.xml",
+    assert {"env.log", "install.log", "kernels.log", "bench.log", "e2e.log", "profile.log", "kernel_tests.xml",
             "steps.jsonl", "gpu_check.json"} <= names
     table = r.stdout[r.stdout.index("== table"):]
-    for word in ("measure", "goal", "HF+PEFT mixed", "kernel tests on the card", "mixed scoring", "generation b3"):
+    for word in ("measure", "goal", "HF+PEFT mixed", "kernel tests on the card", "mixed scoring", "generation b3",
+                 "profile generate_eager"):
         assert word in table
 
 
@@ -53,7 +57,7 @@ def test_deadline_skips_and_records_steps_that_cannot_fit(tmp_path):
     s = json.loads((out / "gpu_check.json").read_text())
     notes = {st["step"]: st["note"] for st in s["steps"]}
     assert notes["bench"] == "skipped by WF_SKIP"
-    for name in ("env", "install", "kernels", "e2e"):
+    for name in ("env", "install", "kernels", "e2e", "profile"):
         assert notes[name].startswith("skipped: out of time"), notes
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.tar.gz"]
 
