@@ -74,6 +74,8 @@ def lora_ref(
 
 # ---------------------------------------------------------------- segmented (prefill / scoring)
 
+SEGMENT_K_CHUNK = 1024  # `in` features per shrink program (its K tile is 32 or 64 wide)
+
 
 @triton.jit
 def _segment_rows(seg_starts_ptr, seg_slots_ptr, seg, tile, BLOCK_M: tl.constexpr):
@@ -88,26 +90,30 @@ def _segment_rows(seg_starts_ptr, seg_slots_ptr, seg, tile, BLOCK_M: tl.constexp
 @triton.jit
 def _shrink_kernel(
     x_ptr, a_ptr, xa_ptr, seg_starts_ptr, seg_slots_ptr,
-    K, stride_xt, stride_as, stride_ar, stride_xat,
+    K, K_CHUNK, RANK_TILES, stride_xt, stride_as, stride_ar, stride_xas, stride_xat,
     NR: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # program (segment, row tile, rank tile): xa[rows, cols] = x[rows] @ A[slot, cols].T over the
-    # NR = n_slices * r_max rows of A, all slices at once (x is read once when NR <= BLOCK_R)
+    # program (segment, row tile, rank tile x K chunk c): xa[c, rows, cols] = x[rows, chunk] @
+    # A[slot, cols, chunk].T over the NR = n_slices * r_max rows of A, all slices at once (x is
+    # read once when NR <= BLOCK_R). K chunks (summed by the caller in a fixed order) keep a few
+    # segments from running down K=14336 in a handful of programs.
     slot, rows, row_ok, busy = _segment_rows(seg_starts_ptr, seg_slots_ptr, tl.program_id(0), tl.program_id(1), BLOCK_M)
     if (slot >= 0) & busy:
-        r = tl.program_id(2) * BLOCK_R + tl.arange(0, BLOCK_R)
+        c = tl.program_id(2) // RANK_TILES
+        r = (tl.program_id(2) % RANK_TILES) * BLOCK_R + tl.arange(0, BLOCK_R)
         r_ok = r < NR
         ks = tl.arange(0, BLOCK_K)
         x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xt
         a_rows = a_ptr + slot.to(tl.int64) * stride_as + r.to(tl.int64)[:, None] * stride_ar
         acc = tl.zeros((BLOCK_M, BLOCK_R), tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            k_ok = (k0 + ks) < K
+        k_end = tl.minimum(K, (c + 1) * K_CHUNK)
+        for k0 in range(c * K_CHUNK, k_end, BLOCK_K):
+            k_ok = (k0 + ks) < k_end
             xt = tl.load(x_rows + (k0 + ks)[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(DOT)
             at = tl.load(a_rows + (k0 + ks)[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0).to(DOT)
             acc = tl.dot(xt, tl.trans(at), acc, input_precision=PRECISION)  # [BLOCK_M, BLOCK_R] fp32
-        out = xa_ptr + rows.to(tl.int64)[:, None] * stride_xat + r[None, :]
+        out = xa_ptr + c.to(tl.int64) * stride_xas + rows.to(tl.int64)[:, None] * stride_xat + r[None, :]
         tl.store(out, acc, mask=row_ok[:, None] & r_ok[None, :])
 
 
@@ -214,13 +220,16 @@ def lora(
     seg_starts: list[int] | torch.Tensor,
     seg_slots: list[int] | torch.Tensor,
     max_seg_rows: int | None = None,
+    k_chunk: int = SEGMENT_K_CHUNK,
 ) -> torch.Tensor:
-    """Triton segmented LoRA (shrink then expand, two launches); same semantics as lora_ref.
+    """Triton segmented LoRA (shrink then expand); same semantics as lora_ref.
 
     seg_starts / seg_slots may be Python lists (validated, copied to the device) or int32 device
     tensors (shape-checked only, no sync: the caller guarantees their contents). Base segments
     (slot -1) launch programs that exit at once: they read and write nothing. max_seg_rows bounds
-    the rows of any segment (default: exact from lists, T for tensors). Adds into y; returns y.
+    the rows of any segment (default: exact from lists, T for tensors). The shrink splits `in`
+    into chunks of k_chunk (rounded up to its K tile), summed in a fixed order. Adds into y;
+    returns y.
     """
     n_slices, r_max = _check_layout(x, y, A, B, slice_offsets, "lora")
     t, k_in = x.shape
@@ -252,13 +261,19 @@ def lora(
     block_k = 64 if interpreting() or block_rs <= 64 else 32
     block_n = 64 if block_r > 64 else 128
     row_tiles = triton.cdiv(max_seg_rows, block_m)
-    xa = torch.empty((t, nr), dtype=torch.float32, device=x.device)  # base rows untouched
-    _shrink_kernel[(n_seg, row_tiles, triton.cdiv(nr, block_rs))](
-        x, A, xa, starts, slots,
-        k_in, x.stride(0), A.stride(0), A.stride(1), xa.stride(0),
+    rank_tiles = triton.cdiv(nr, block_rs)
+    if k_chunk < 1:
+        raise ValueError(f"lora: k_chunk must be >= 1, got {k_chunk}")
+    chunk = triton.cdiv(k_chunk, block_k) * block_k
+    n_chunks = triton.cdiv(k_in, chunk)
+    parts = torch.empty((n_chunks, t, nr), dtype=torch.float32, device=x.device)  # base rows untouched
+    _shrink_kernel[(n_seg, row_tiles, rank_tiles * n_chunks)](
+        x, A, parts, starts, slots,
+        k_in, chunk, rank_tiles, x.stride(0), A.stride(0), A.stride(1), parts.stride(0), parts.stride(1),
         NR=nr, DOT=dot_dtype(x), PRECISION=_precision(x),
         BLOCK_M=block_m, BLOCK_R=block_rs, BLOCK_K=block_k, num_warps=4,
     )
+    xa = parts[0] if n_chunks == 1 else parts.sum(0)  # chunk sums in a fixed order
     _expand_kernel[(n_seg, row_tiles, triton.cdiv(y.shape[1], block_n))](
         xa, B, y, offsets, starts, slots,
         y.shape[1], xa.stride(0), B.stride(0), B.stride(1), y.stride(0),

@@ -126,6 +126,24 @@ def test_decode_lora_matches_ref(rows, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_segmented_lora_split_over_in_features_matches_ref(dtype):
+    # in = 200 with k_chunk 1 (rounded up to the K tile): several chunks, the last one short
+    k_in, r = 200, 16
+    g = torch.Generator(device="cpu").manual_seed(11)
+    A = (torch.randn(N_SLOTS, 3 * r, k_in, generator=g, device="cpu") / k_in ** 0.5).to(DEV, dtype)
+    B = (torch.randn(N_SLOTS, SLICES[-1], r, generator=g, device="cpu") * 0.2).to(DEV, dtype)
+    starts, slots = [0, 5, 6, 19, 40], [2, -1, 0, 4]
+    x = torch.randn(40, k_in, generator=g, device="cpu").to(DEV, dtype)
+    y0 = torch.randn(40, SLICES[-1], generator=g, device="cpu").to(DEV, dtype)
+    got = lora(x, y0.clone(), A, B, SLICES, starts, slots, k_chunk=1)
+    want = lora_ref(x, y0.clone(), A, B, SLICES, starts, slots)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert _err(got, want) < tol * max(1.0, want.abs().max().item())
+    assert torch.equal(got[5], y0[5])  # the base segment is left as it was
+    assert torch.equal(got, lora(x, y0.clone(), A, B, SLICES, starts, slots, k_chunk=1))  # deterministic
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_decode_lora_split_over_in_features_matches_ref_and_is_batch_invariant(dtype):
     # in = 1100 with k_chunk 1 (rounded up to the 512-wide K tile): three chunks, the last short
     k_in, rows, r = 1100, 6, 16
