@@ -131,7 +131,7 @@ fi
 # tests run on the card (test_engine_triton.py runs the engine on CPU tensors: interpreter only)
 KERNEL_TESTS=${WF_KERNEL_TESTS:-"tests/test_norm.py tests/test_rope.py tests/test_logprob.py tests/test_attention.py \
   tests/test_lora.py tests/test_sampling.py tests/test_kernel_runtime.py tests/test_cuda_graphs.py tests/test_activation.py \
-  tests/test_live_adapters.py::test_live_loads_under_captured_cuda_graphs"}
+  tests/test_live_adapters.py::test_live_loads_under_captured_cuda_graphs tests/test_gpu_equals_cpu.py"}
 (( DRY )) && KERNEL_TESTS=${WF_KERNEL_TESTS:-"tests/test_norm.py tests/test_kernel_runtime.py"}
 PAR=()
 plugin xdist && PAR+=(-n "${WF_KERNEL_WORKERS:-8}")
