@@ -34,13 +34,15 @@ def test_measured_records_give_the_hours(tmp_path, capsys):
     record("e2e_score_cuda_llama8b_1", bench="e2e_score", tokens_per_s={"warmfast": 40000.0, "hf_peft_mixed": 11000.0})
     record("e2e_generate_cuda_llama8b_n64_1", bench="e2e_generate", rows=64, max_batch=64,
            tokens_per_s={"warmfast": 5000.0, "warmfast_cuda_graphs": 7000.0, "hf_peft_mixed": 135.0})
+    record("e2e_generate_cuda_llama8b_n64_0", bench="e2e_generate", rows=64, max_batch=64,  # older: not used
+           date="2026-12-03T00:00:00+00:00", tokens_per_s={"warmfast": 9000.0, "warmfast_cuda_graphs": 9500.0})
     record("e2e_generate_cuda_llama8b_n256_1", bench="e2e_generate", rows=256, max_batch=256,
            tokens_per_s={"warmfast": 20000.0})
     record("e2e_score_cuda_other", bench="e2e_score", card="NVIDIA A100", tokens_per_s={"warmfast": 1.0})
     assert main(["run", str(PAPER), "--estimate", "--card", "H200", "--records", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "REFERENCE" not in out and "measured on NVIDIA H200" in out
-    assert "generation 7,000 tokens/s at batch 64" in out  # max_batch_size 128: nearest is 64, graphs faster
+    assert "generation 7,000 tokens/s at batch 64" in out  # max_batch_size 128: nearest is 64, newest run, graphs
     w = grid_work(load_config(PAPER))
     typical = ((w.prompt_tokens + w.judge_tokens) / 40000 + w.max_new_tokens * TYPICAL_ANSWER_FRACTION / 7000) / 3600
     most = ((w.prompt_tokens + w.judge_tokens) / 40000 + w.max_new_tokens / 7000) / 3600

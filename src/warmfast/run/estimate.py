@@ -128,7 +128,8 @@ def card_speed(card: str, batch: int, records: Path, reference: str = REFERENCE_
     score, gen = _records(records, card)
     if score and gen:
         s = max(score, key=lambda r: r["date"])
-        near = min(gen, key=lambda r: (abs(r.get("max_batch", r["rows"]) - batch), r["date"]))
+        gap = min(abs(r.get("max_batch", r["rows"]) - batch) for r in gen)  # nearest batch size, newest run
+        near = max((r for r in gen if abs(r.get("max_batch", r["rows"]) - batch) == gap), key=lambda r: r["date"])
         g = max(v for k, v in near["tokens_per_s"].items() if k in ("warmfast", "warmfast_cuda_graphs"))
         return Speed(s["tokens_per_s"]["warmfast"], g, near.get("max_batch", near["rows"]),
                      f"measured on {s['card']}: {Path(s['_path']).name}, {Path(near['_path']).name}", True)
