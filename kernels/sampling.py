@@ -2,7 +2,7 @@
 
 The token of a row is a pure function of (its probabilities, temperature, top_k, top_p, min_p,
 seed, request id, step); the full contract is written at the top of csrc/sampling.cpp and holds
-for all three implementations: `_C.sample` (C++, the CPU path), `sample` (this Triton kernel, the
+for all three implementations: `_C.sample` (C++, the CPU path), `sample` (these Triton kernels, the
 GPU path) and `sample_ref` (plain torch, sort-based: an independent reading of the contract).
 In short, per row, in float64:
     b_i = float32 bits of p_i (0 for NaN / <= 0 / inf);   greedy (T == 0): lowest argmax of b
@@ -13,8 +13,16 @@ In short, per row, in float64:
             E_i = -log((Philox(seed, request, step, i) + 0.5) / 2^32)
 Philox word i of (seed, request, step): counter (i // 4, step, request_lo, request_hi), key
 (seed_lo, seed_hi), lane i % 4 (Random123's philox4x32_10).
-Nothing here depends on other rows, on the batch size or on a reduction order: a sum is an
-int64 sum (exact), every other reduction is a max/min/count.
+
+How: each row is split into chunks of CHUNK entries, one program per (row, chunk), so batch 64 of
+a 128k vocabulary runs 2,048 programs. The thresholds are found by radix selection on the 31-bit
+patterns (digits of 11, 10, 10 bits, as in the C++): per level one kernel histograms the chunk's
+entries under the prefix chosen so far (counts for top-k, masses W for top-p) into the row's
+2,048 bins with integer atomics, and a one-program-per-row kernel picks the digit. Passes over a
+row's vocabulary: greedy 1 (+ the race 1 when sampling); top-k 3 more; top-p 3 more (each computes
+w_i once per entry); that is 2 (temperature), 5 (top-k), 5 (top-p), 8 (top-k + top-p) instead of
+2 + 32 + 33. Every combination across programs is an integer sum, a max, or a lowest-index
+argmax, so nothing depends on the launch shape, the batch or the order programs run in.
 """
 from __future__ import annotations
 
@@ -23,13 +31,18 @@ import torch
 from .common import check_device, tl, triton
 
 MASS_SCALE = 4294967296.0  # 2^32: W_i = floor(w_i * 2^32)
-# 8 warps: with the default 4, triton 3.6 spills 8 B on sm_90 at BLOCK 1024 (a 128k vocabulary;
-# bench/bench_compile.py), each thread then holding 8 fp64 weights and Philox words per tile
-SAMPLE_WARPS = 8
+BINS = 2048  # radix digit bins: bits 30..20 (level 0), 19..10 (1), 9..0 (2)
+LEVELS = ((20, 31, 2047), (10, 20, 1023), (0, 10, 1023))  # (shift, shift of the prefix, digit mask)
+BLOCK = 1024  # entries per tile
+TILES = 4  # tiles per program: CHUNK = 4,096 entries, 32 programs per 128k row
+# per-row state, int64 [N, STATE]: the max key, radix prefixes and what lies above them, Z
+_KEY, _TK, _KABOVE, _TP, _MABOVE, _Z = range(6)
+STATE = 8
+SAMPLE_WARPS = 8  # bench/bench_compile.py: no spills on sm_90 under triton 3.6 / 3.7 with 8
 
 
 # ---------------------------------------------------------------------------------------------
-# Triton kernel
+# Triton kernels
 # ---------------------------------------------------------------------------------------------
 @triton.jit
 def _bits(p):
@@ -48,87 +61,133 @@ def _weight(b, pmax, temp):
 
 
 @triton.jit
-def _sample_kernel(probs_ptr, stride, V, seeds_ptr, reqs_ptr, steps_ptr, temp_ptr, topk_ptr,
-                   topp_ptr, minp_ptr, out_ptr, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    base = probs_ptr + row.to(tl.int64) * stride
-    offs = tl.arange(0, BLOCK)
+def _tile(probs_ptr, stride, V, row, chunk, t, BLOCK: tl.constexpr, TILES: tl.constexpr):
+    """Indices [BLOCK] and bit patterns of tile t of (row, chunk); 0 beyond the vocabulary."""
+    idx = (chunk * TILES + t) * BLOCK + tl.arange(0, BLOCK)
+    p = tl.load(probs_ptr + row.to(tl.int64) * stride + idx, mask=idx < V, other=0.0)
+    return idx, _bits(p)
 
-    # pass 1: the maximum bit pattern and the lowest index holding it (greedy)
-    bmax = tl.full([], 0, tl.int32)
-    amax = tl.full([], -1, tl.int64)
-    for start in range(0, V, BLOCK):
-        idx = start + offs
-        b = _bits(tl.load(base + idx, mask=idx < V, other=0.0))
-        blk = tl.max(b, 0)
-        first = tl.min(tl.where(b == blk, idx, V), 0).to(tl.int64)
-        amax = tl.where(blk > bmax, first, amax)
-        bmax = tl.maximum(bmax, blk)
 
+@triton.jit
+def _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V):
+    """A row's settings, its max bit pattern and its thresholds t_k, t_p as far as found."""
+    st = state_ptr + row * 8
     temp = tl.load(temp_ptr + row)
-    token = tl.where(bmax > 0, amax, -1)
-    if (temp > 0.0) & (bmax > 0):
-        top_k = tl.load(topk_ptr + row)
-        top_p = tl.load(topp_ptr + row)
-        min_p = tl.load(minp_ptr + row)
+    top_k = tl.load(topk_ptr + row)
+    top_p = tl.load(topp_ptr + row)
+    bmax = (tl.load(st) >> 32).to(tl.int32)
+    topk_on = (top_k > 0) & (top_k < V)
+    t_k = tl.where(topk_on, tl.maximum(tl.load(st + 1).to(tl.int32), 1), 1)
+    t_p = tl.where(top_p < 1.0, tl.maximum(tl.load(st + 3).to(tl.int32), t_k), t_k)
+    return st, temp, top_k, top_p, bmax, topk_on, t_k, t_p
+
+
+@triton.jit
+def _max_kernel(probs_ptr, stride, V, state_ptr, BLOCK: tl.constexpr, TILES: tl.constexpr):
+    """state[row, KEY] = max over the row of (b_i << 32) | (2^32 - 1 - i): b_max and its lowest index."""
+    row = tl.program_id(0)
+    chunk = tl.program_id(1)
+    best = tl.full([], 0, tl.int64)
+    for t in range(TILES):
+        idx, b = _tile(probs_ptr, stride, V, row, chunk, t, BLOCK, TILES)
+        key = (b.to(tl.int64) << 32) | (4294967295 - idx.to(tl.int64))
+        best = tl.maximum(best, tl.max(tl.where(idx < V, key, 0), 0))
+    tl.atomic_max(state_ptr + row * 8, best)
+
+
+@triton.jit
+def _count_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr,
+                  SHIFT: tl.constexpr, PREV: tl.constexpr, DMASK: tl.constexpr,
+                  BLOCK: tl.constexpr, TILES: tl.constexpr):
+    """Top-k level: counts of the digit (b >> SHIFT) & DMASK over entries under the prefix."""
+    row = tl.program_id(0)
+    chunk = tl.program_id(1)
+    st, temp, top_k, top_p, bmax, topk_on, t_k, t_p = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
+    if (temp > 0.0) & topk_on & (bmax > 0):
+        prefix = tl.load(st + 1).to(tl.int32)
+        h = tl.zeros([2048], tl.int32)
+        for t in range(TILES):
+            idx, b = _tile(probs_ptr, stride, V, row, chunk, t, BLOCK, TILES)
+            ok = (idx < V) & ((b >> PREV) == (prefix >> PREV))
+            h += tl.histogram((b >> SHIFT) & DMASK, 2048, mask=ok)
+        bins = tl.arange(0, 2048)
+        tl.atomic_add(hist_ptr + row * 2048 + bins, h.to(tl.int64), mask=h > 0)
+
+
+@triton.jit
+def _mass_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr,
+                 SHIFT: tl.constexpr, PREV: tl.constexpr, DMASK: tl.constexpr, FIRST: tl.constexpr,
+                 BLOCK: tl.constexpr, TILES: tl.constexpr):
+    """Top-p level: masses W of the digit over entries under the prefix; level 0 also sums Z."""
+    row = tl.program_id(0)
+    chunk = tl.program_id(1)
+    st, temp, top_k, top_p, bmax, topk_on, t_k, t_p = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
+    if (temp > 0.0) & (top_p < 1.0) & (bmax > 0):
         pmax = bmax.to(tl.float32, bitcast=True).to(tl.float64)
+        prefix = tl.load(st + 3).to(tl.int32)
+        z = tl.full([], 0, tl.int64)
+        for t in range(TILES):
+            idx, b = _tile(probs_ptr, stride, V, row, chunk, t, BLOCK, TILES)
+            W = (_weight(b, pmax, temp) * 4294967296.0).to(tl.int64)
+            ok = ((b >> PREV) == (prefix >> PREV)) & (W > 0)
+            tl.atomic_add(hist_ptr + row * 2048 + ((b >> SHIFT) & DMASK), W, mask=ok)
+            if FIRST:
+                z += tl.sum(tl.where(b >= t_k, W, 0), 0)
+        if FIRST:
+            tl.atomic_add(st + 5, z)
 
-        # top-k: t_k = the largest t with count(b >= t) >= k (bisection on bit patterns)
-        t_k = tl.full([], 1, tl.int32)
-        if (top_k > 0) & (top_k < V):
-            lo = tl.full([], 1, tl.int32)
-            hi = bmax
-            for _ in range(32):
-                mid = lo + (hi - lo + 1) // 2
-                count = tl.full([], 0, tl.int64)
-                for start in range(0, V, BLOCK):
-                    idx = start + offs
-                    b = _bits(tl.load(base + idx, mask=idx < V, other=0.0))
-                    count += tl.sum((b >= mid).to(tl.int64), 0)
-                active = lo < hi
-                ok = count >= top_k
-                lo = tl.where(active & ok, mid, lo)
-                hi = tl.where(active & ~ok, mid - 1, hi)
-            t_k = lo
 
-        # top-p: t_p = the smallest t in [t_k, b_max] whose mass strictly above is < top_p * Z
-        t_p = t_k
-        if top_p < 1.0:
-            Z = tl.full([], 0, tl.int64)
-            for start in range(0, V, BLOCK):
-                idx = start + offs
-                b = _bits(tl.load(base + idx, mask=idx < V, other=0.0))
-                W = (_weight(b, pmax, temp) * 4294967296.0).to(tl.int64)
-                Z += tl.sum(tl.where(b >= t_k, W, 0), 0)
-            thr = top_p * Z.to(tl.float64)
-            lo = t_k
-            hi = bmax
-            for _ in range(32):
-                mid = lo + (hi - lo) // 2
-                S = tl.full([], 0, tl.int64)
-                for start in range(0, V, BLOCK):
-                    idx = start + offs
-                    b = _bits(tl.load(base + idx, mask=idx < V, other=0.0))
-                    W = (_weight(b, pmax, temp) * 4294967296.0).to(tl.int64)
-                    S += tl.sum(tl.where(b > mid, W, 0), 0)
-                active = lo < hi
-                ok = S.to(tl.float64) < thr
-                hi = tl.where(active & ok, mid, hi)
-                lo = tl.where(active & ~ok, mid + 1, lo)
-            t_p = lo
+@triton.jit
+def _select_kernel(V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr, SHIFT: tl.constexpr,
+                   MASS: tl.constexpr):
+    """One program per row: the digit holding the threshold, from the row's histogram (then cleared).
+    top-k (MASS False): the highest digit d with above + count(digits >= d) >= k.
+    top-p (MASS True): the lowest digit d with above + mass(digits > d) < top_p * Z."""
+    row = tl.program_id(0)
+    st, temp, top_k, top_p, bmax, topk_on, t_k, t_p = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
+    on = (temp > 0.0) & (bmax > 0) & ((top_p < 1.0) if MASS else topk_on)
+    if on:
+        bins = tl.arange(0, 2048)
+        h = tl.load(hist_ptr + row * 2048 + bins)
+        incl = tl.cumsum(h, 0)
+        total = tl.sum(h, 0)
+        if MASS:
+            above = tl.load(st + 4)
+            s = above + total - incl  # mass strictly above the top of each digit's range
+            thr = top_p * tl.load(st + 5).to(tl.float64)
+            d = tl.sum((s.to(tl.float64) >= thr).to(tl.int32), 0)
+            tl.store(st + 4, tl.sum(tl.where(bins == d, s, 0), 0))
+            tl.store(st + 3, tl.load(st + 3) | (d.to(tl.int64) << SHIFT))
+        else:
+            above = tl.load(st + 2)
+            ge = above + total - incl + h  # count(b >= the bottom of each digit's range)
+            d = tl.sum((ge >= top_k).to(tl.int32), 0) - 1
+            tl.store(st + 2, above + total - tl.sum(tl.where(bins == d, incl, 0), 0))
+            tl.store(st + 1, tl.load(st + 1) | (d.to(tl.int64) << SHIFT))
+        tl.store(hist_ptr + row * 2048 + bins, tl.zeros([2048], tl.int64))
 
-        # the race: argmax of x_i / E_i over kept entries, lowest index on an exact tie
+
+@triton.jit
+def _sample_kernel(probs_ptr, stride, V, seeds_ptr, reqs_ptr, steps_ptr, temp_ptr, topk_ptr,
+                   topp_ptr, minp_ptr, state_ptr, out_ptr, out_idx_ptr, C,
+                   BLOCK: tl.constexpr, TILES: tl.constexpr):
+    """The race over one chunk: out[row, chunk] = its best key x_i / E_i and lowest index holding it."""
+    row = tl.program_id(0)
+    chunk = tl.program_id(1)
+    st, temp, top_k, top_p, bmax, topk_on, t_k, t_p = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
+    best = tl.full([], -1.0, tl.float64)
+    best_i = tl.full([], -1, tl.int64)
+    if (temp > 0.0) & (bmax > 0):
+        pmax = bmax.to(tl.float32, bitcast=True).to(tl.float64)
+        min_p = tl.load(minp_ptr + row)
         seed = tl.load(seeds_ptr + row)
         req = tl.load(reqs_ptr + row).to(tl.uint64, bitcast=True)
         req_lo = (req & 0xFFFFFFFF).to(tl.uint32)
         req_hi = (req >> 32).to(tl.uint32)
         step = tl.load(steps_ptr + row).to(tl.uint32)
         min_p_or_off = tl.where(min_p > 0.0, min_p, -1.0)  # w >= -1 always: min-p off
-        best = tl.full([], -1.0, tl.float64)
-        best_i = tl.full([], -1, tl.int64)
-        for start in range(0, V, BLOCK):
-            idx = start + offs
-            b = _bits(tl.load(base + idx, mask=idx < V, other=0.0))
+        for t in range(TILES):
+            idx, b = _tile(probs_ptr, stride, V, row, chunk, t, BLOCK, TILES)
             w = _weight(b, pmax, temp)
             x = tl.where(temp == 1.0, b.to(tl.float32, bitcast=True).to(tl.float64), w)
             keep = (b >= t_p) & (b > 0) & (x > 0.0) & (w >= min_p_or_off)
@@ -143,20 +202,37 @@ def _sample_kernel(probs_ptr, stride, V, seeds_ptr, reqs_ptr, steps_ptr, temp_pt
             first = tl.min(tl.where(key == kb, idx, V), 0).to(tl.int64)
             best_i = tl.where(kb > best, first, best_i)
             best = tl.maximum(best, kb)
-        token = best_i
-    tl.store(out_ptr + row, token)
+    tl.store(out_ptr + row * C + chunk, best)
+    tl.store(out_idx_ptr + row * C + chunk, best_i)
+
+
+@triton.jit
+def _finish_kernel(temp_ptr, state_ptr, keys_ptr, idx_ptr, out_ptr, C, CP2: tl.constexpr):
+    """One program per row: greedy -> the lowest argmax; else the best chunk (lowest index on a tie)."""
+    row = tl.program_id(0)
+    key = tl.load(state_ptr + row * 8)
+    bmax = key >> 32
+    token = 4294967295 - (key & 4294967295)
+    if tl.load(temp_ptr + row) > 0.0:
+        c = tl.arange(0, CP2)
+        ks = tl.load(keys_ptr + row * C + c, mask=c < C, other=-2.0)
+        ix = tl.load(idx_ptr + row * C + c, mask=c < C, other=0)
+        kb = tl.max(ks, 0)
+        token = tl.min(tl.where(ks == kb, ix, 2147483647), 0).to(tl.int64)
+    tl.store(out_ptr + row, tl.where(bmax > 0, token, -1))
 
 
 def sample(probs: torch.Tensor, seeds: torch.Tensor, request_ids: torch.Tensor, steps: torch.Tensor,
            temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
            min_p: torch.Tensor) -> torch.Tensor:
-    """Launch the sampler: one program per row. Returns tokens int64 [N] on probs.device.
+    """Launch the sampler. Returns tokens int64 [N] on probs.device.
 
     probs: float32 [N, V], last dim contiguous, any positive scale (only ratios matter);
     seeds, request_ids: int64 [N] (the bit patterns of unsigned 64-bit values);
     steps: int64 [N] in [0, 2^32); temperature: float64 [N] >= 0 (0 = greedy);
     top_k: int64 [N] >= 0 (0 = off); top_p: float64 [N] in (0, 1]; min_p: float64 [N] in [0, 1].
-    Raises when a row has no positive finite entry (the one host sync, shared with reading tokens).
+    Raises when a row has no positive finite entry. Two host syncs: the settings check (which
+    also says which phases any row needs) and reading the tokens' validity.
     """
     if probs.ndim != 2:
         raise ValueError(f"sample: probs must be [N, V], got shape {tuple(probs.shape)}")
@@ -181,15 +257,45 @@ def sample(probs: torch.Tensor, seeds: torch.Tensor, request_ids: torch.Tensor, 
     out = torch.empty(n, dtype=torch.int64, device=probs.device)
     if n == 0:
         return out
-    if bool(bad.any()):
+    sampled = temperature > 0
+    any_bad, any_sampled, any_topk, any_topp = torch.stack(
+        [bad.any(), sampled.any(), (sampled & (top_k > 0) & (top_k < v)).any(),
+         (sampled & (top_p < 1)).any()]).tolist()
+    if any_bad:
         r = int(bad.nonzero()[0, 0])
         raise ValueError(f"sample: row {r} has invalid settings: temperature={temperature[r].item()}, "
                          f"top_k={top_k[r].item()}, top_p={top_p[r].item()}, min_p={min_p[r].item()}, "
                          f"step={steps[r].item()} (need T >= 0, top_k >= 0, 0 < top_p <= 1, "
                          "0 <= min_p <= 1, 0 <= step < 2^32)")
-    block = min(1024, triton.next_power_of_2(v))
-    _sample_kernel[(n,)](probs, probs.stride(0), v, seeds, request_ids, steps, temperature, top_k,
-                         top_p, min_p, out, BLOCK=block, num_warps=SAMPLE_WARPS)
+    block = min(BLOCK, triton.next_power_of_2(v))
+    tiles = min(TILES, triton.cdiv(v, block))
+    chunks = triton.cdiv(v, block * tiles)
+    grid = (n, chunks)
+    dev, warps = probs.device, SAMPLE_WARPS
+    state = torch.zeros(n, STATE, dtype=torch.int64, device=dev)
+    rows = (probs, probs.stride(0), v)
+    _max_kernel[grid](*rows, state, BLOCK=block, TILES=tiles, num_warps=warps)
+    settings = (temperature, top_k, top_p, state)
+    if any_topk or any_topp:
+        hist = torch.zeros(n, BINS, dtype=torch.int64, device=dev)
+    for on, mass in ((any_topk, False), (any_topp, True)):
+        if not on:
+            continue
+        for level, (shift, prev, dmask) in enumerate(LEVELS):
+            if mass:
+                _mass_kernel[grid](*rows, *settings, hist, SHIFT=shift, PREV=prev, DMASK=dmask,
+                                   FIRST=level == 0, BLOCK=block, TILES=tiles, num_warps=warps)
+            else:
+                _count_kernel[grid](*rows, *settings, hist, SHIFT=shift, PREV=prev, DMASK=dmask,
+                                    BLOCK=block, TILES=tiles, num_warps=warps)
+            _select_kernel[(n,)](v, *settings, hist, SHIFT=shift, MASS=mass, num_warps=warps)
+    keys = torch.empty(n, chunks, dtype=torch.float64, device=dev)
+    idx = torch.empty(n, chunks, dtype=torch.int64, device=dev)
+    if any_sampled:
+        _sample_kernel[grid](*rows, seeds, request_ids, steps, temperature, top_k, top_p, min_p, state,
+                             keys, idx, chunks, BLOCK=block, TILES=tiles, num_warps=warps)
+    _finish_kernel[(n,)](temperature, state, keys, idx, out, chunks,
+                         CP2=triton.next_power_of_2(chunks), num_warps=1)
     if bool((out < 0).any()):
         r = int((out < 0).nonzero()[0, 0])
         raise ValueError(f"sample: probs row {r} has no positive finite entry")
