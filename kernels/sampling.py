@@ -14,15 +14,19 @@ In short, per row, in float64:
 Philox word i of (seed, request, step): counter (i // 4, step, request_lo, request_hi), key
 (seed_lo, seed_hi), lane i % 4 (Random123's philox4x32_10).
 
-How: each row is split into chunks of CHUNK entries, one program per (row, chunk), so batch 64 of
-a 128k vocabulary runs 2,048 programs. The thresholds are found by radix selection on the 31-bit
-patterns (digits of 11, 10, 10 bits, as in the C++): per level one kernel histograms the chunk's
-entries under the prefix chosen so far (counts for top-k, masses W for top-p) into the row's
-2,048 bins with integer atomics, and a one-program-per-row kernel picks the digit. Passes over a
-row's vocabulary: greedy 1 (+ the race 1 when sampling); top-k 3 more; top-p 3 more (each computes
-w_i once per entry); that is 2 (temperature), 5 (top-k), 5 (top-p), 8 (top-k + top-p) instead of
-2 + 32 + 33. Every combination across programs is an integer sum, a max, or a lowest-index
-argmax, so nothing depends on the launch shape, the batch or the order programs run in.
+How: each row is split into chunks of CHUNK = 4,096 entries, one program per (row, chunk), so
+batch 64 of a 128k vocabulary runs 2,048 programs (one per row before: 64 on 132 SMs). The
+thresholds are found by radix selection on the 31-bit patterns: per level one kernel histograms
+the chunk's entries under the prefix chosen so far (counts for top-k, masses W for top-p) into the
+row's bins with integer atomics, and a one-program-per-row kernel picks the digit. Reads of a
+row's probabilities per call (before: bisection, 32 passes per threshold, one program per row):
+    greedy 1 (was 1); temperature / min-p 2 (was 2); top-k 6 (was 34); top-p 5 (was 35);
+    top-k + top-p 9 (was 67).
+The float64 weight w (exp + log) is computed once per entry (was once per pass: 34 times with
+top-p): the first top-p level stores it (float64 [N, V], 8 bytes an entry; read by the two later
+levels and the race). The race skips tiles with no entry at or above t_p. Every combination
+across programs is an integer sum, a max, or a lowest-index argmax, so nothing depends on the
+launch shape, the batch or the order in which programs run.
 """
 from __future__ import annotations
 
@@ -31,8 +35,14 @@ import torch
 from .common import check_device, tl, triton
 
 MASS_SCALE = 4294967296.0  # 2^32: W_i = floor(w_i * 2^32)
-BINS = 2048  # radix digit bins: bits 30..20 (level 0), 19..10 (1), 9..0 (2)
-LEVELS = ((20, 31, 2047), (10, 20, 1023), (0, 10, 1023))  # (shift, shift of the prefix, digit mask)
+BINS = 2048  # histogram bins per row
+# radix levels, (shift, shift of the prefix, digit mask): top-p takes 11 + 10 + 10 bits (3 levels,
+# each recomputing nothing: w is stored by the first); top-k 7 + 8 + 8 + 8 bits, because
+# tl.histogram costs about 4 instructions per bin per warp-wide element (ballot per bin bit, then a
+# popcount per bin a lane owns), so 256 bins are ~7x cheaper than 2,048 (counts need no weights).
+# The digits chosen do not change the thresholds: both are exact, the C++ uses 11 + 10 + 10 for both
+LEVELS_P = ((20, 31, 2047), (10, 20, 1023), (0, 10, 1023))
+LEVELS_K = ((24, 31, 255), (16, 24, 255), (8, 16, 255), (0, 8, 255))
 BLOCK = 1024  # entries per tile
 TILES = 4  # tiles per program: CHUNK = 4,096 entries, 32 programs per 128k row
 # per-row state, int64 [N, STATE]: the max key, radix prefixes and what lies above them, Z
@@ -97,7 +107,7 @@ def _max_kernel(probs_ptr, stride, V, state_ptr, BLOCK: tl.constexpr, TILES: tl.
 
 @triton.jit
 def _count_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr,
-                  SHIFT: tl.constexpr, PREV: tl.constexpr, DMASK: tl.constexpr,
+                  SHIFT: tl.constexpr, PREV: tl.constexpr, DMASK: tl.constexpr, NB: tl.constexpr,
                   BLOCK: tl.constexpr, TILES: tl.constexpr):
     """Top-k level: counts of the digit (b >> SHIFT) & DMASK over entries under the prefix."""
     row = tl.program_id(0)
@@ -105,20 +115,22 @@ def _count_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr,
     st, temp, top_k, top_p, bmax, topk_on, t_k, t_p = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
     if (temp > 0.0) & topk_on & (bmax > 0):
         prefix = tl.load(st + 1).to(tl.int32)
-        h = tl.zeros([2048], tl.int32)
+        h = tl.zeros([NB], tl.int32)
         for t in range(TILES):
             idx, b = _tile(probs_ptr, stride, V, row, chunk, t, BLOCK, TILES)
             ok = (idx < V) & ((b >> PREV) == (prefix >> PREV))
-            h += tl.histogram((b >> SHIFT) & DMASK, 2048, mask=ok)
-        bins = tl.arange(0, 2048)
+            h += tl.histogram((b >> SHIFT) & DMASK, NB, mask=ok)
+        bins = tl.arange(0, NB)
         tl.atomic_add(hist_ptr + row * 2048 + bins, h.to(tl.int64), mask=h > 0)
 
 
 @triton.jit
-def _mass_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr,
+def _mass_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr, w_ptr,
                  SHIFT: tl.constexpr, PREV: tl.constexpr, DMASK: tl.constexpr, FIRST: tl.constexpr,
                  BLOCK: tl.constexpr, TILES: tl.constexpr):
-    """Top-p level: masses W of the digit over entries under the prefix; level 0 also sums Z."""
+    """Top-p level: masses W of the digit over entries under the prefix. Level 0 computes w
+    (float64 exp/log, once per entry), stores it in w [N, V] for the later levels and the race,
+    and sums Z."""
     row = tl.program_id(0)
     chunk = tl.program_id(1)
     st, temp, top_k, top_p, bmax, topk_on, t_k, t_p = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
@@ -128,7 +140,13 @@ def _mass_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr, 
         z = tl.full([], 0, tl.int64)
         for t in range(TILES):
             idx, b = _tile(probs_ptr, stride, V, row, chunk, t, BLOCK, TILES)
-            W = (_weight(b, pmax, temp) * 4294967296.0).to(tl.int64)
+            w_at = w_ptr + row.to(tl.int64) * V + idx
+            if FIRST:
+                w = _weight(b, pmax, temp)
+                tl.store(w_at, w, mask=idx < V)
+            else:
+                w = tl.load(w_at, mask=idx < V, other=0.0)
+            W = (w * 4294967296.0).to(tl.int64)
             ok = ((b >> PREV) == (prefix >> PREV)) & (W > 0)
             tl.atomic_add(hist_ptr + row * 2048 + ((b >> SHIFT) & DMASK), W, mask=ok)
             if FIRST:
@@ -139,7 +157,7 @@ def _mass_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr, 
 
 @triton.jit
 def _select_kernel(V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr, SHIFT: tl.constexpr,
-                   MASS: tl.constexpr):
+                   MASS: tl.constexpr, NB: tl.constexpr):
     """One program per row: the digit holding the threshold, from the row's histogram (then cleared).
     top-k (MASS False): the highest digit d with above + count(digits >= d) >= k.
     top-p (MASS True): the lowest digit d with above + mass(digits > d) < top_p * Z."""
@@ -147,7 +165,7 @@ def _select_kernel(V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr, SHIFT: 
     st, temp, top_k, top_p, bmax, topk_on, t_k, t_p = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
     on = (temp > 0.0) & (bmax > 0) & ((top_p < 1.0) if MASS else topk_on)
     if on:
-        bins = tl.arange(0, 2048)
+        bins = tl.arange(0, NB)
         h = tl.load(hist_ptr + row * 2048 + bins)
         incl = tl.cumsum(h, 0)
         total = tl.sum(h, 0)
@@ -164,14 +182,15 @@ def _select_kernel(V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr, SHIFT: 
             d = tl.sum((ge >= top_k).to(tl.int32), 0) - 1
             tl.store(st + 2, above + total - tl.sum(tl.where(bins == d, incl, 0), 0))
             tl.store(st + 1, tl.load(st + 1) | (d.to(tl.int64) << SHIFT))
-        tl.store(hist_ptr + row * 2048 + bins, tl.zeros([2048], tl.int64))
+        tl.store(hist_ptr + row * 2048 + bins, tl.zeros([NB], tl.int64))
 
 
 @triton.jit
 def _sample_kernel(probs_ptr, stride, V, seeds_ptr, reqs_ptr, steps_ptr, temp_ptr, topk_ptr,
-                   topp_ptr, minp_ptr, state_ptr, out_ptr, out_idx_ptr, C,
+                   topp_ptr, minp_ptr, state_ptr, w_ptr, out_ptr, out_idx_ptr, C,
                    BLOCK: tl.constexpr, TILES: tl.constexpr):
-    """The race over one chunk: out[row, chunk] = its best key x_i / E_i and lowest index holding it."""
+    """The race over one chunk: out[row, chunk] = its best key x_i / E_i and lowest index holding it.
+    A tile with no entry at or above t_p costs one load and a compare (top-k / top-p rows keep few)."""
     row = tl.program_id(0)
     chunk = tl.program_id(1)
     st, temp, top_k, top_p, bmax, topk_on, t_k, t_p = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
@@ -188,20 +207,24 @@ def _sample_kernel(probs_ptr, stride, V, seeds_ptr, reqs_ptr, steps_ptr, temp_pt
         min_p_or_off = tl.where(min_p > 0.0, min_p, -1.0)  # w >= -1 always: min-p off
         for t in range(TILES):
             idx, b = _tile(probs_ptr, stride, V, row, chunk, t, BLOCK, TILES)
-            w = _weight(b, pmax, temp)
-            x = tl.where(temp == 1.0, b.to(tl.float32, bitcast=True).to(tl.float64), w)
-            keep = (b >= t_p) & (b > 0) & (x > 0.0) & (w >= min_p_or_off)
-            iu = idx.to(tl.uint32)
-            zero = tl.zeros_like(iu)
-            r0, r1, r2, r3 = tl.philox(seed, iu >> 2, zero + step, zero + req_lo, zero + req_hi)
-            lane = iu & 3
-            word = tl.where(lane == 0, r0, tl.where(lane == 1, r1, tl.where(lane == 2, r2, r3)))
-            e = -tl.log((word.to(tl.float64) + 0.5) * (1.0 / 4294967296.0))
-            key = tl.where(keep, x / e, -1.0)
-            kb = tl.max(key, 0)
-            first = tl.min(tl.where(key == kb, idx, V), 0).to(tl.int64)
-            best_i = tl.where(kb > best, first, best_i)
-            best = tl.maximum(best, kb)
+            if tl.max(b, 0) >= t_p:
+                if top_p < 1.0:  # the top-p levels stored w
+                    w = tl.load(w_ptr + row.to(tl.int64) * V + idx, mask=idx < V, other=0.0)
+                else:
+                    w = _weight(b, pmax, temp)
+                x = tl.where(temp == 1.0, b.to(tl.float32, bitcast=True).to(tl.float64), w)
+                keep = (b >= t_p) & (b > 0) & (x > 0.0) & (w >= min_p_or_off)
+                iu = idx.to(tl.uint32)
+                zero = tl.zeros_like(iu)
+                r0, r1, r2, r3 = tl.philox(seed, iu >> 2, zero + step, zero + req_lo, zero + req_hi)
+                lane = iu & 3
+                word = tl.where(lane == 0, r0, tl.where(lane == 1, r1, tl.where(lane == 2, r2, r3)))
+                e = -tl.log((word.to(tl.float64) + 0.5) * (1.0 / 4294967296.0))
+                key = tl.where(keep, x / e, -1.0)
+                kb = tl.max(key, 0)
+                first = tl.min(tl.where(key == kb, idx, V), 0).to(tl.int64)
+                best_i = tl.where(kb > best, first, best_i)
+                best = tl.maximum(best, kb)
     tl.store(out_ptr + row * C + chunk, best)
     tl.store(out_idx_ptr + row * C + chunk, best_i)
 
@@ -278,22 +301,21 @@ def sample(probs: torch.Tensor, seeds: torch.Tensor, request_ids: torch.Tensor, 
     settings = (temperature, top_k, top_p, state)
     if any_topk or any_topp:
         hist = torch.zeros(n, BINS, dtype=torch.int64, device=dev)
-    for on, mass in ((any_topk, False), (any_topp, True)):
-        if not on:
-            continue
-        for level, (shift, prev, dmask) in enumerate(LEVELS):
-            if mass:
-                _mass_kernel[grid](*rows, *settings, hist, SHIFT=shift, PREV=prev, DMASK=dmask,
-                                   FIRST=level == 0, BLOCK=block, TILES=tiles, num_warps=warps)
-            else:
-                _count_kernel[grid](*rows, *settings, hist, SHIFT=shift, PREV=prev, DMASK=dmask,
-                                    BLOCK=block, TILES=tiles, num_warps=warps)
-            _select_kernel[(n,)](v, *settings, hist, SHIFT=shift, MASS=mass, num_warps=warps)
+    for shift, prev, dmask in LEVELS_K if any_topk else ():
+        _count_kernel[grid](*rows, *settings, hist, SHIFT=shift, PREV=prev, DMASK=dmask, NB=dmask + 1,
+                            BLOCK=block, TILES=tiles, num_warps=warps)
+        _select_kernel[(n,)](v, *settings, hist, SHIFT=shift, MASS=False, NB=dmask + 1, num_warps=warps)
+    # w [N, V] float64, written by the first top-p level for its rows (not read for other rows)
+    w = torch.empty(n if any_topp else 1, v if any_topp else 1, dtype=torch.float64, device=dev)
+    for level, (shift, prev, dmask) in enumerate(LEVELS_P if any_topp else ()):
+        _mass_kernel[grid](*rows, *settings, hist, w, SHIFT=shift, PREV=prev, DMASK=dmask,
+                           FIRST=level == 0, BLOCK=block, TILES=tiles, num_warps=warps)
+        _select_kernel[(n,)](v, *settings, hist, SHIFT=shift, MASS=True, NB=BINS, num_warps=warps)
     keys = torch.empty(n, chunks, dtype=torch.float64, device=dev)
     idx = torch.empty(n, chunks, dtype=torch.int64, device=dev)
     if any_sampled:
         _sample_kernel[grid](*rows, seeds, request_ids, steps, temperature, top_k, top_p, min_p, state,
-                             keys, idx, chunks, BLOCK=block, TILES=tiles, num_warps=warps)
+                             w, keys, idx, chunks, BLOCK=block, TILES=tiles, num_warps=warps)
     _finish_kernel[(n,)](temperature, state, keys, idx, out, chunks,
                          CP2=triton.next_power_of_2(chunks), num_warps=1)
     if bool((out < 0).any()):
