@@ -93,6 +93,29 @@ def _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V):
 
 
 @triton.jit
+def _check_kernel(temp_ptr, topk_ptr, topp_ptr, minp_ptr, steps_ptr, N, V, flags_ptr,
+                  BLOCK_N: tl.constexpr):
+    """Settings check and what the batch needs, into flags int64 [5] (initialised to N):
+    [0] the first row with invalid settings (N: none); [1] [2] [3] N minus the rows that do not
+    sample / take top-k / take top-p (so a launch that never runs, as when bench/compile_launches.py
+    records it, leaves every phase on). One launch and one small read instead of ~20 torch ops."""
+    r = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = r < N
+    temp = tl.load(temp_ptr + r, mask=m, other=0.0)
+    top_k = tl.load(topk_ptr + r, mask=m, other=0)
+    top_p = tl.load(topp_ptr + r, mask=m, other=1.0)
+    min_p = tl.load(minp_ptr + r, mask=m, other=0.0)
+    step = tl.load(steps_ptr + r, mask=m, other=0)
+    ok = ((temp >= 0.0) & (temp < float("inf")) & (top_k >= 0) & (top_p > 0.0) & (top_p <= 1.0)
+          & (min_p >= 0.0) & (min_p <= 1.0) & (step >= 0) & (step < 4294967296))
+    sampled = temp > 0.0
+    tl.atomic_min(flags_ptr, tl.min(tl.where(m & ~ok, r, N), 0))
+    tl.atomic_add(flags_ptr + 1, -tl.sum((m & ~sampled).to(tl.int64), 0))
+    tl.atomic_add(flags_ptr + 2, -tl.sum((m & ~(sampled & (top_k > 0) & (top_k < V))).to(tl.int64), 0))
+    tl.atomic_add(flags_ptr + 3, -tl.sum((m & ~(sampled & (top_p < 1.0))).to(tl.int64), 0))
+
+
+@triton.jit
 def _max_kernel(probs_ptr, stride, V, state_ptr, BLOCK: tl.constexpr, TILES: tl.constexpr):
     """state[row, KEY] = max over the row of (b_i << 32) | (2^32 - 1 - i): b_max and its lowest index."""
     row = tl.program_id(0)
@@ -230,8 +253,9 @@ def _sample_kernel(probs_ptr, stride, V, seeds_ptr, reqs_ptr, steps_ptr, temp_pt
 
 
 @triton.jit
-def _finish_kernel(temp_ptr, state_ptr, keys_ptr, idx_ptr, out_ptr, C, CP2: tl.constexpr):
-    """One program per row: greedy -> the lowest argmax; else the best chunk (lowest index on a tie)."""
+def _finish_kernel(temp_ptr, state_ptr, keys_ptr, idx_ptr, out_ptr, flags_ptr, C, N, CP2: tl.constexpr):
+    """One program per row: greedy -> the lowest argmax; else the best chunk (lowest index on a tie).
+    flags[4] = the first row with no positive finite entry (N: none)."""
     row = tl.program_id(0)
     key = tl.load(state_ptr + row * 8)
     bmax = key >> 32
@@ -243,6 +267,7 @@ def _finish_kernel(temp_ptr, state_ptr, keys_ptr, idx_ptr, out_ptr, C, CP2: tl.c
         kb = tl.max(ks, 0)
         token = tl.min(tl.where(ks == kb, ix, 2147483647), 0).to(tl.int64)
     tl.store(out_ptr + row, tl.where(bmax > 0, token, -1))
+    tl.atomic_min(flags_ptr + 4, tl.where(bmax > 0, N, row))
 
 
 def sample(probs: torch.Tensor, seeds: torch.Tensor, request_ids: torch.Tensor, steps: torch.Tensor,
@@ -254,8 +279,8 @@ def sample(probs: torch.Tensor, seeds: torch.Tensor, request_ids: torch.Tensor, 
     seeds, request_ids: int64 [N] (the bit patterns of unsigned 64-bit values);
     steps: int64 [N] in [0, 2^32); temperature: float64 [N] >= 0 (0 = greedy);
     top_k: int64 [N] >= 0 (0 = off); top_p: float64 [N] in (0, 1]; min_p: float64 [N] in [0, 1].
-    Raises when a row has no positive finite entry. Two host syncs: the settings check (which
-    also says which phases any row needs) and reading the tokens' validity.
+    Raises when a row has no positive finite entry. Two host syncs, each reading a few int64: the
+    settings check (which also says which phases any row needs) and the rows' validity.
     """
     if probs.ndim != 2:
         raise ValueError(f"sample: probs must be [N, V], got shape {tuple(probs.shape)}")
@@ -275,17 +300,15 @@ def sample(probs: torch.Tensor, seeds: torch.Tensor, request_ids: torch.Tensor, 
         if tuple(t.shape) != (n,) or t.dtype != dtype or t.device != probs.device:
             raise ValueError(f"sample: {name} must be {dtype} [{n}] on {probs.device}, got "
                              f"{t.dtype} {tuple(t.shape)} on {t.device}")
-    bad = ((temperature < 0) | ~torch.isfinite(temperature) | (top_k < 0) | ~(top_p > 0)
-           | (top_p > 1) | ~(min_p >= 0) | (min_p > 1) | (steps < 0) | (steps >= 2**32))
     out = torch.empty(n, dtype=torch.int64, device=probs.device)
     if n == 0:
         return out
-    sampled = temperature > 0
-    any_bad, any_sampled, any_topk, any_topp = torch.stack(
-        [bad.any(), sampled.any(), (sampled & (top_k > 0) & (top_k < v)).any(),
-         (sampled & (top_p < 1)).any()]).tolist()
-    if any_bad:
-        r = int(bad.nonzero()[0, 0])
+    flags = torch.full((5,), n, dtype=torch.int64, device=probs.device)
+    _check_kernel[(triton.cdiv(n, 256),)](temperature, top_k, top_p, min_p, steps, n, v, flags,
+                                          BLOCK_N=256, num_warps=4)
+    first_bad, any_sampled, any_topk, any_topp = flags[:4].tolist()
+    if first_bad < n:
+        r = first_bad
         raise ValueError(f"sample: row {r} has invalid settings: temperature={temperature[r].item()}, "
                          f"top_k={top_k[r].item()}, top_p={top_p[r].item()}, min_p={min_p[r].item()}, "
                          f"step={steps[r].item()} (need T >= 0, top_k >= 0, 0 < top_p <= 1, "
@@ -316,10 +339,10 @@ def sample(probs: torch.Tensor, seeds: torch.Tensor, request_ids: torch.Tensor, 
     if any_sampled:
         _sample_kernel[grid](*rows, seeds, request_ids, steps, temperature, top_k, top_p, min_p, state,
                              w, keys, idx, chunks, BLOCK=block, TILES=tiles, num_warps=warps)
-    _finish_kernel[(n,)](temperature, state, keys, idx, out, chunks,
+    _finish_kernel[(n,)](temperature, state, keys, idx, out, flags, chunks, n,
                          CP2=triton.next_power_of_2(chunks), num_warps=1)
-    if bool((out < 0).any()):
-        r = int((out < 0).nonzero()[0, 0])
+    r = int(flags[4])
+    if r < n:
         raise ValueError(f"sample: probs row {r} has no positive finite entry")
     return out
 

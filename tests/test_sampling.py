@@ -222,3 +222,26 @@ def test_thresholds_on_digit_borders(impl):
         assert min(toks) >= v - k, (k, tp, toks)
         if tp == 1.0 and k > 1:
             assert len(set(toks)) > 1, (k, toks)  # nearly equal entries: several come up
+
+
+def test_triton_launcher_finds_the_first_bad_row_of_a_large_batch():
+    # the settings check and the empty-row check run as kernels over blocks of 256 rows: the
+    # lowest offending row is reported whichever block it is in
+    n = 300
+    probs = torch.rand(n, 8, device=DEV) + 0.1
+    z64 = torch.zeros(n, dtype=torch.int64, device=DEV)
+    temp, ones = torch.zeros(n, dtype=torch.float64, device=DEV), torch.ones(n, dtype=torch.float64, device=DEV)
+    for field, value in (("temp", float("nan")), ("top_p", 0.0), ("min_p", float("inf"))):
+        args = {"temp": temp.clone(), "top_p": ones.clone(), "min_p": temp.clone()}
+        args[field][[290, 270]] = value
+        with pytest.raises(ValueError, match="row 270 has invalid settings"):
+            triton_sample(probs, z64, z64, z64, args["temp"], z64, args["top_p"], args["min_p"])
+    steps = z64.clone()
+    steps[299] = 2**32
+    with pytest.raises(ValueError, match="row 299 has invalid settings"):
+        triton_sample(probs, z64, z64, steps, temp, z64, ones, temp)
+    probs[[280, 260]] = float("nan")
+    with pytest.raises(ValueError, match="probs row 260 has no positive finite entry"):
+        triton_sample(probs, z64, z64, z64, temp, z64, ones, temp)
+    probs[[280, 260]] = 1.0
+    assert triton_sample(probs, z64, z64, z64, temp, z64, ones, temp).tolist() == probs.argmax(-1).tolist()
