@@ -209,6 +209,17 @@ def _select_kernel(V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr, SHIFT: 
 
 
 @triton.jit
+def _philox_words(seed, step, req_lo, req_hi, start, BLOCK: tl.constexpr):
+    """Philox words of entries start .. start + BLOCK - 1 (start % 4 == 0): one Philox block per
+    four entries (block j gives entries 4j .. 4j + 3), interleaved back into entry order."""
+    blk = (start // 4 + tl.arange(0, BLOCK // 4)).to(tl.uint32)
+    zero = tl.zeros_like(blk)
+    r0, r1, r2, r3 = tl.philox(seed, blk, zero + step, zero + req_lo, zero + req_hi)
+    # join(join(r0, r2), join(r1, r3))[j, c, a] = r_(2c + a): row-major order is 4j + 2c + a
+    return tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), [BLOCK])
+
+
+@triton.jit
 def _sample_kernel(probs_ptr, stride, V, seeds_ptr, reqs_ptr, steps_ptr, temp_ptr, topk_ptr,
                    topp_ptr, minp_ptr, state_ptr, w_ptr, out_ptr, out_idx_ptr, C,
                    BLOCK: tl.constexpr, TILES: tl.constexpr):
@@ -237,11 +248,7 @@ def _sample_kernel(probs_ptr, stride, V, seeds_ptr, reqs_ptr, steps_ptr, temp_pt
                     w = _weight(b, pmax, temp)
                 x = tl.where(temp == 1.0, b.to(tl.float32, bitcast=True).to(tl.float64), w)
                 keep = (b >= t_p) & (b > 0) & (x > 0.0) & (w >= min_p_or_off)
-                iu = idx.to(tl.uint32)
-                zero = tl.zeros_like(iu)
-                r0, r1, r2, r3 = tl.philox(seed, iu >> 2, zero + step, zero + req_lo, zero + req_hi)
-                lane = iu & 3
-                word = tl.where(lane == 0, r0, tl.where(lane == 1, r1, tl.where(lane == 2, r2, r3)))
+                word = _philox_words(seed, step, req_lo, req_hi, (chunk * TILES + t) * BLOCK, BLOCK)
                 e = -tl.log((word.to(tl.float64) + 0.5) * (1.0 / 4294967296.0))
                 key = tl.where(keep, x / e, -1.0)
                 kb = tl.max(key, 0)
@@ -313,7 +320,7 @@ def sample(probs: torch.Tensor, seeds: torch.Tensor, request_ids: torch.Tensor, 
                          f"top_k={top_k[r].item()}, top_p={top_p[r].item()}, min_p={min_p[r].item()}, "
                          f"step={steps[r].item()} (need T >= 0, top_k >= 0, 0 < top_p <= 1, "
                          "0 <= min_p <= 1, 0 <= step < 2^32)")
-    block = min(BLOCK, triton.next_power_of_2(v))
+    block = max(16, min(BLOCK, triton.next_power_of_2(v)))  # >= 16: four entries per Philox block
     tiles = min(TILES, triton.cdiv(v, block))
     chunks = triton.cdiv(v, block * tiles)
     grid = (n, chunks)

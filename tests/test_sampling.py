@@ -245,3 +245,14 @@ def test_triton_launcher_finds_the_first_bad_row_of_a_large_batch():
         triton_sample(probs, z64, z64, z64, temp, z64, ones, temp)
     probs[[280, 260]] = 1.0
     assert triton_sample(probs, z64, z64, z64, temp, z64, ones, temp).tolist() == probs.argmax(-1).tolist()
+
+
+@pytest.mark.parametrize("v", [1, 2, 3, 5])
+def test_tiny_vocabularies(v):
+    probs = torch.tensor([[0.5, 0.2, 0.2, 0.05, 0.05][:v]] * len(MODES), dtype=torch.float32)
+    params = [SamplingParams(*MODES[m], seed=9) for m in MODES]
+    reqs, steps = list(range(len(MODES))), [2] * len(MODES)
+    cpp = sample_probs(probs, params, reqs, steps, "cpp")
+    tri = sample_probs(probs.to(DEV), params, reqs, steps, "triton")
+    ref = sample_ref(probs, [9] * len(MODES), reqs, steps, *zip(*[MODES[m] for m in MODES]))
+    assert cpp == tri == ref
