@@ -63,11 +63,13 @@ def _bits(p):
 
 @triton.jit
 def _weight(b, pmax, temp):
-    """w = (p / p_max) ** (1 / temp) in float64 from the bit patterns b (0 where b == 0)."""
+    """w = (p / p_max) ** (1 / temp) in float64 from the bit patterns b (0 where b == 0).
+    temp is one row's: a branch, not a select, so T == 1 computes no exp / log at all."""
     p = b.to(tl.float32, bitcast=True).to(tl.float64)
     r = tl.where(b > 0, p / pmax, 1.0)
-    w = tl.where(temp == 1.0, r, tl.exp(tl.log(r) / temp))
-    return tl.where(b > 0, w, 0.0)
+    if temp != 1.0:
+        r = tl.exp(tl.log(r) / temp)
+    return tl.where(b > 0, r, 0.0)
 
 
 @triton.jit
@@ -388,7 +390,7 @@ def philox_words_ref(seed: int, request: int, step: int, n: int) -> torch.Tensor
 def sample_ref(probs: torch.Tensor, seeds: list[int], request_ids: list[int], steps: list[int],
                temperature: list[float], top_k: list[int], top_p: list[float],
                min_p: list[float]) -> list[int]:
-    """The contract, row by row, with sorting instead of bisection. probs: [N, V] (any float)."""
+    """The contract, row by row, with sorting instead of radix selection. probs: [N, V] (any float)."""
     out = []
     for r in range(probs.shape[0]):
         p = probs[r].detach().float().cpu()
