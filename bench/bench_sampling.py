@@ -82,7 +82,7 @@ def test_bench_cpu_sampling(benchmark, mode):
     logits = logits_rows(n, "cpu")
     probs = torch.exp(logits - logits.max(-1, keepdim=True).values).numpy()
     keys = (np.arange(n, dtype=np.uint64), np.arange(n, dtype=np.uint64), np.zeros(n, np.uint32))
-    kw = dict(temperature=np.full(n, temp), top_k=np.full(n, top_k, np.int64), top_p=np.full(n, top_p),
-              min_p=np.full(n, min_p))
+    kw = {"temperature": np.full(n, temp), "top_k": np.full(n, top_k, np.int64), "top_p": np.full(n, top_p),
+          "min_p": np.full(n, min_p)}
     benchmark.pedantic(lambda: _C.sample(probs, *keys, **kw), rounds=5, iterations=1, warmup_rounds=1)
     benchmark.extra_info["ms_per_row"] = benchmark.stats.stats.median / n * 1e3

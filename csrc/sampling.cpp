@@ -184,17 +184,19 @@ int64_t sample_row(const float* probs, int64_t vocab, uint64_t seed, uint64_t re
 
   uint32_t t_p = t_k;
   if (sp.top_p < 1.0) {
-    // W_i = 0 wherever the bound proves w_i < 2^-32; the rest get their exact weight
+    // Only the top-k survivors' masses matter: for t >= t_k, S(t) sums entries above t >= t_k, and
+    // without the rest S(t < t_k) = Z >= top_p * Z, so the threshold found is still >= t_k.
+    // W_i = 0 wherever the bound proves w_i < 2^-32; the rest get their exact weight.
     std::vector<uint32_t> cb;
     std::vector<int64_t> cW;
     int64_t Z = 0;
     for (int64_t i = 0; i < vocab; ++i) {
-      if (b[i] == 0 || up(b[i]) * kMassScale < 1.0) continue;
+      if (b[i] < t_k || up(b[i]) * kMassScale < 1.0) continue;  // t_k >= 1: zeros skipped too
       const int64_t W = static_cast<int64_t>(weight(b[i], pmax, T) * kMassScale);
       if (W == 0) continue;
       cb.push_back(b[i]);
       cW.push_back(W);
-      if (b[i] >= t_k) Z += W;
+      Z += W;
     }
     t_p = std::max(t_k, topp_threshold(cb, cW, sp.top_p * static_cast<double>(Z)));
   }

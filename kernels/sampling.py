@@ -21,7 +21,7 @@ the chunk's entries under the prefix chosen so far (counts for top-k, masses W f
 row's bins with integer atomics, and a one-program-per-row kernel picks the digit. Reads of a
 row's probabilities per call (before: bisection, 32 passes per threshold, one program per row):
     greedy 1 (was 1); temperature / min-p 2 (was 2); top-k 6 (was 34); top-p 5 (was 35);
-    top-k + top-p 9 (was 67).
+    top-k + top-p 9 (was 67), the top-p and race passes then skipping tiles without a top-k survivor.
 The float64 weight w (exp + log) is computed once per entry (was once per pass: 34 times with
 top-p): the first top-p level stores it (float64 [N, V], 8 bytes an entry; read by the two later
 levels and the race). The race skips tiles with no entry at or above t_p. Every combination
@@ -137,7 +137,7 @@ def _count_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr,
     """Top-k level: counts of the digit (b >> SHIFT) & DMASK over entries under the prefix."""
     row = tl.program_id(0)
     chunk = tl.program_id(1)
-    st, temp, top_k, top_p, bmax, topk_on, t_k, t_p = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
+    st, temp, _, _, bmax, topk_on, _, _ = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
     if (temp > 0.0) & topk_on & (bmax > 0):
         prefix = tl.load(st + 1).to(tl.int32)
         h = tl.zeros([NB], tl.int32)
@@ -158,24 +158,27 @@ def _mass_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr, 
     and sums Z."""
     row = tl.program_id(0)
     chunk = tl.program_id(1)
-    st, temp, top_k, top_p, bmax, topk_on, t_k, t_p = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
+    st, temp, _, top_p, bmax, _, t_k, _ = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
     if (temp > 0.0) & (top_p < 1.0) & (bmax > 0):
         pmax = bmax.to(tl.float32, bitcast=True).to(tl.float64)
         prefix = tl.load(st + 3).to(tl.int32)
         z = tl.full([], 0, tl.int64)
         for t in range(TILES):
             idx, b = _tile(probs_ptr, stride, V, row, chunk, t, BLOCK, TILES)
-            w_at = w_ptr + row.to(tl.int64) * V + idx
-            if FIRST:
-                w = _weight(b, pmax, temp)
-                tl.store(w_at, w, mask=idx < V)
-            else:
-                w = tl.load(w_at, mask=idx < V, other=0.0)
-            W = (w * 4294967296.0).to(tl.int64)
-            ok = ((b >> PREV) == (prefix >> PREV)) & (W > 0)
-            tl.atomic_add(hist_ptr + row * 2048 + ((b >> SHIFT) & DMASK), W, mask=ok)
-            if FIRST:
-                z += tl.sum(tl.where(b >= t_k, W, 0), 0)
+            # only the top-k survivors' masses matter (see csrc/sampling.cpp), so a tile without
+            # one is skipped, w included: the race reads w only in tiles holding a survivor
+            if tl.max(b, 0) >= t_k:
+                w_at = w_ptr + row.to(tl.int64) * V + idx
+                if FIRST:
+                    w = _weight(b, pmax, temp)
+                    tl.store(w_at, w, mask=idx < V)
+                else:
+                    w = tl.load(w_at, mask=idx < V, other=0.0)
+                W = tl.where(b >= t_k, (w * 4294967296.0).to(tl.int64), 0)
+                ok = ((b >> PREV) == (prefix >> PREV)) & (W > 0)
+                tl.atomic_add(hist_ptr + row * 2048 + ((b >> SHIFT) & DMASK), W, mask=ok)
+                if FIRST:
+                    z += tl.sum(W, 0)
         if FIRST:
             tl.atomic_add(st + 5, z)
 
@@ -187,7 +190,7 @@ def _select_kernel(V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr, SHIFT: 
     top-k (MASS False): the highest digit d with above + count(digits >= d) >= k.
     top-p (MASS True): the lowest digit d with above + mass(digits > d) < top_p * Z."""
     row = tl.program_id(0)
-    st, temp, top_k, top_p, bmax, topk_on, t_k, t_p = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
+    st, temp, top_k, top_p, bmax, topk_on, _, _ = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
     on = (temp > 0.0) & (bmax > 0) & ((top_p < 1.0) if MASS else topk_on)
     if on:
         bins = tl.arange(0, NB)
@@ -229,7 +232,7 @@ def _sample_kernel(probs_ptr, stride, V, seeds_ptr, reqs_ptr, steps_ptr, temp_pt
     A tile with no entry at or above t_p costs one load and a compare (top-k / top-p rows keep few)."""
     row = tl.program_id(0)
     chunk = tl.program_id(1)
-    st, temp, top_k, top_p, bmax, topk_on, t_k, t_p = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
+    _, temp, _, top_p, bmax, _, _, t_p = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
     best = tl.full([], -1.0, tl.float64)
     best_i = tl.full([], -1, tl.int64)
     if (temp > 0.0) & (bmax > 0):
@@ -381,7 +384,7 @@ def philox4x32_10_ref(c: list[torch.Tensor], k0: int, k1: int) -> list[torch.Ten
 def philox_words_ref(seed: int, request: int, step: int, n: int) -> torch.Tensor:
     """Words 0..n-1 of (seed, request, step) as int64 [n] holding uint32 values."""
     i = torch.arange(n, dtype=torch.int64)
-    full = lambda x: torch.full_like(i, x)  # noqa: E731
+    full = lambda x: torch.full_like(i, x)
     out = philox4x32_10_ref([i >> 2, full(step), full(request & _M32), full(request >> 32)],
                             seed & _M32, seed >> 32)
     return torch.stack(out, 1).gather(1, (i & 3)[:, None])[:, 0]
