@@ -130,10 +130,11 @@ def _max_kernel(probs_ptr, stride, V, state_ptr, BLOCK: tl.constexpr, TILES: tl.
     tl.atomic_max(state_ptr + row * 8, best)
 
 
-@triton.jit
+# the radix level (shift, prev, dmask) is a run-time argument, never specialised: one compiled
+# kernel serves every level (19 sampler variants to compile before, 9 now)
+@triton.jit(do_not_specialize=["shift", "prev", "dmask"])
 def _count_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr,
-                  SHIFT: tl.constexpr, PREV: tl.constexpr, DMASK: tl.constexpr, NB: tl.constexpr,
-                  BLOCK: tl.constexpr, TILES: tl.constexpr):
+                  shift, prev, dmask, NB: tl.constexpr, BLOCK: tl.constexpr, TILES: tl.constexpr):
     """Top-k level: counts of the digit (b >> SHIFT) & DMASK over entries under the prefix."""
     row = tl.program_id(0)
     chunk = tl.program_id(1)
@@ -143,16 +144,15 @@ def _count_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr,
         h = tl.zeros([NB], tl.int32)
         for t in range(TILES):
             idx, b = _tile(probs_ptr, stride, V, row, chunk, t, BLOCK, TILES)
-            ok = (idx < V) & ((b >> PREV) == (prefix >> PREV))
-            h += tl.histogram((b >> SHIFT) & DMASK, NB, mask=ok)
+            ok = (idx < V) & ((b >> prev) == (prefix >> prev))
+            h += tl.histogram((b >> shift) & dmask, NB, mask=ok)
         bins = tl.arange(0, NB)
         tl.atomic_add(hist_ptr + row * 2048 + bins, h.to(tl.int64), mask=h > 0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["shift", "prev", "dmask"])
 def _mass_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr, w_ptr,
-                 SHIFT: tl.constexpr, PREV: tl.constexpr, DMASK: tl.constexpr, FIRST: tl.constexpr,
-                 BLOCK: tl.constexpr, TILES: tl.constexpr):
+                 shift, prev, dmask, FIRST: tl.constexpr, BLOCK: tl.constexpr, TILES: tl.constexpr):
     """Top-p level: masses W of the digit over entries under the prefix. Level 0 computes w
     (float64 exp/log, once per entry), stores it in w [N, V] for the later levels and the race,
     and sums Z."""
@@ -175,16 +175,16 @@ def _mass_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr, 
                 else:
                     w = tl.load(w_at, mask=idx < V, other=0.0)
                 W = tl.where(b >= t_k, (w * 4294967296.0).to(tl.int64), 0)
-                ok = ((b >> PREV) == (prefix >> PREV)) & (W > 0)
-                tl.atomic_add(hist_ptr + row * 2048 + ((b >> SHIFT) & DMASK), W, mask=ok)
+                ok = ((b >> prev) == (prefix >> prev)) & (W > 0)
+                tl.atomic_add(hist_ptr + row * 2048 + ((b >> shift) & dmask), W, mask=ok)
                 if FIRST:
                     z += tl.sum(W, 0)
         if FIRST:
             tl.atomic_add(st + 5, z)
 
 
-@triton.jit
-def _select_kernel(V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr, SHIFT: tl.constexpr,
+@triton.jit(do_not_specialize=["shift"])
+def _select_kernel(V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr, shift,
                    MASS: tl.constexpr, NB: tl.constexpr):
     """One program per row: the digit holding the threshold, from the row's histogram (then cleared).
     top-k (MASS False): the highest digit d with above + count(digits >= d) >= k.
@@ -203,13 +203,13 @@ def _select_kernel(V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr, SHIFT: 
             thr = top_p * tl.load(st + 5).to(tl.float64)
             d = tl.sum((s.to(tl.float64) >= thr).to(tl.int32), 0)
             tl.store(st + 4, tl.sum(tl.where(bins == d, s, 0), 0))
-            tl.store(st + 3, tl.load(st + 3) | (d.to(tl.int64) << SHIFT))
+            tl.store(st + 3, tl.load(st + 3) | (d.to(tl.int64) << shift.to(tl.int64)))
         else:
             above = tl.load(st + 2)
             ge = above + total - incl + h  # count(b >= the bottom of each digit's range)
             d = tl.sum((ge >= top_k).to(tl.int32), 0) - 1
             tl.store(st + 2, above + total - tl.sum(tl.where(bins == d, incl, 0), 0))
-            tl.store(st + 1, tl.load(st + 1) | (d.to(tl.int64) << SHIFT))
+            tl.store(st + 1, tl.load(st + 1) | (d.to(tl.int64) << shift.to(tl.int64)))
         tl.store(hist_ptr + row * 2048 + bins, tl.zeros([NB], tl.int64))
 
 
@@ -337,15 +337,15 @@ def sample(probs: torch.Tensor, seeds: torch.Tensor, request_ids: torch.Tensor, 
     if any_topk or any_topp:
         hist = torch.zeros(n, BINS, dtype=torch.int64, device=dev)
     for shift, prev, dmask in LEVELS_K if any_topk else ():
-        _count_kernel[grid](*rows, *settings, hist, SHIFT=shift, PREV=prev, DMASK=dmask, NB=dmask + 1,
-                            BLOCK=block, TILES=tiles, num_warps=warps)
-        _select_kernel[(n,)](v, *settings, hist, SHIFT=shift, MASS=False, NB=dmask + 1, num_warps=warps)
+        _count_kernel[grid](*rows, *settings, hist, shift, prev, dmask, NB=dmask + 1, BLOCK=block,
+                            TILES=tiles, num_warps=warps)
+        _select_kernel[(n,)](v, *settings, hist, shift, MASS=False, NB=dmask + 1, num_warps=warps)
     # w [N, V] float64, written by the first top-p level for its rows (not read for other rows)
     w = torch.empty(n if any_topp else 1, v if any_topp else 1, dtype=torch.float64, device=dev)
     for level, (shift, prev, dmask) in enumerate(LEVELS_P if any_topp else ()):
-        _mass_kernel[grid](*rows, *settings, hist, w, SHIFT=shift, PREV=prev, DMASK=dmask,
-                           FIRST=level == 0, BLOCK=block, TILES=tiles, num_warps=warps)
-        _select_kernel[(n,)](v, *settings, hist, SHIFT=shift, MASS=True, NB=BINS, num_warps=warps)
+        _mass_kernel[grid](*rows, *settings, hist, w, shift, prev, dmask, FIRST=level == 0, BLOCK=block,
+                           TILES=tiles, num_warps=warps)
+        _select_kernel[(n,)](v, *settings, hist, shift, MASS=True, NB=BINS, num_warps=warps)
     keys = torch.empty(n, chunks, dtype=torch.float64, device=dev)
     idx = torch.empty(n, chunks, dtype=torch.int64, device=dev)
     if any_sampled:
