@@ -37,17 +37,22 @@ from .common import check_device, tl, triton
 MASS_SCALE = 4294967296.0  # 2^32: W_i = floor(w_i * 2^32)
 BINS = 2048  # histogram bins per row
 # radix levels, (shift, shift of the prefix, digit mask): top-p takes 11 + 10 + 10 bits (3 levels,
-# each recomputing nothing: w is stored by the first); top-k 7 + 8 + 8 + 8 bits, because
-# tl.histogram costs about 4 instructions per bin per warp-wide element (ballot per bin bit, then a
-# popcount per bin a lane owns), so 256 bins are ~7x cheaper than 2,048 (counts need no weights).
-# The digits chosen do not change the thresholds: both are exact, the C++ uses 11 + 10 + 10 for both
+# each recomputing nothing: w is stored by the first); top-k 7 + 8 + 8 + 8 bits, because the work
+# of tl.histogram grows with its bins (as we read its lowering: a ballot per bin bit, then a
+# popcount for each bin a lane owns; not measured on a card) and counts need no weights.
+# The digits chosen do not change the thresholds (both searches are exact); the C++ uses
+# 11 + 10 + 10 for both.
 LEVELS_P = ((20, 31, 2047), (10, 20, 1023), (0, 10, 1023))
 LEVELS_K = ((24, 31, 255), (16, 24, 255), (8, 16, 255), (0, 8, 255))
 BLOCK = 1024  # entries per tile
 TILES = 4  # tiles per program: CHUNK = 4,096 entries, 32 programs per 128k row
-# per-row state, int64 [N, STATE]: the max key, radix prefixes and what lies above them, Z
-_KEY, _TK, _KABOVE, _TP, _MABOVE, _Z = range(6)
+# per-row state, int64 [N, STATE]: [KEY] max of (b_i << 32) | (2^32 - 1 - i); [TK] / [TP] the top-k /
+# top-p radix prefix (the threshold once all levels ran); [KABOVE] / [MABOVE] the count / mass
+# strictly above the prefix's range; [Z] the top-p mass of the top-k survivors
 STATE = 8
+_S = tl.constexpr(STATE)
+_KEY, _TK, _KABOVE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+_TP, _MABOVE, _Z = tl.constexpr(3), tl.constexpr(4), tl.constexpr(5)
 SAMPLE_WARPS = 8  # bench/bench_compile.py: no spills on sm_90 under triton 3.6 / 3.7 with 8
 
 
@@ -83,14 +88,14 @@ def _tile(probs_ptr, stride, V, row, chunk, t, BLOCK: tl.constexpr, TILES: tl.co
 @triton.jit
 def _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V):
     """A row's settings, its max bit pattern and its thresholds t_k, t_p as far as found."""
-    st = state_ptr + row * 8
+    st = state_ptr + row * _S
     temp = tl.load(temp_ptr + row)
     top_k = tl.load(topk_ptr + row)
     top_p = tl.load(topp_ptr + row)
-    bmax = (tl.load(st) >> 32).to(tl.int32)
+    bmax = (tl.load(st + _KEY) >> 32).to(tl.int32)
     topk_on = (top_k > 0) & (top_k < V)
-    t_k = tl.where(topk_on, tl.maximum(tl.load(st + 1).to(tl.int32), 1), 1)
-    t_p = tl.where(top_p < 1.0, tl.maximum(tl.load(st + 3).to(tl.int32), t_k), t_k)
+    t_k = tl.where(topk_on, tl.maximum(tl.load(st + _TK).to(tl.int32), 1), 1)
+    t_p = tl.where(top_p < 1.0, tl.maximum(tl.load(st + _TP).to(tl.int32), t_k), t_k)
     return st, temp, top_k, top_p, bmax, topk_on, t_k, t_p
 
 
@@ -127,7 +132,7 @@ def _max_kernel(probs_ptr, stride, V, state_ptr, BLOCK: tl.constexpr, TILES: tl.
         idx, b = _tile(probs_ptr, stride, V, row, chunk, t, BLOCK, TILES)
         key = (b.to(tl.int64) << 32) | (4294967295 - idx.to(tl.int64))
         best = tl.maximum(best, tl.max(tl.where(idx < V, key, 0), 0))
-    tl.atomic_max(state_ptr + row * 8, best)
+    tl.atomic_max(state_ptr + row * _S + _KEY, best)
 
 
 # the radix level (shift, prev, dmask) is a run-time argument, never specialised: one compiled
@@ -140,7 +145,7 @@ def _count_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr,
     chunk = tl.program_id(1)
     st, temp, _, _, bmax, topk_on, _, _ = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
     if (temp > 0.0) & topk_on & (bmax > 0):
-        prefix = tl.load(st + 1).to(tl.int32)
+        prefix = tl.load(st + _TK).to(tl.int32)
         h = tl.zeros([NB], tl.int32)
         for t in range(TILES):
             idx, b = _tile(probs_ptr, stride, V, row, chunk, t, BLOCK, TILES)
@@ -161,7 +166,7 @@ def _mass_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr, 
     st, temp, _, top_p, bmax, _, t_k, _ = _row(state_ptr, temp_ptr, topk_ptr, topp_ptr, row, V)
     if (temp > 0.0) & (top_p < 1.0) & (bmax > 0):
         pmax = bmax.to(tl.float32, bitcast=True).to(tl.float64)
-        prefix = tl.load(st + 3).to(tl.int32)
+        prefix = tl.load(st + _TP).to(tl.int32)
         z = tl.full([], 0, tl.int64)
         for t in range(TILES):
             idx, b = _tile(probs_ptr, stride, V, row, chunk, t, BLOCK, TILES)
@@ -180,7 +185,7 @@ def _mass_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr, 
                 if FIRST:
                     z += tl.sum(W, 0)
         if FIRST:
-            tl.atomic_add(st + 5, z)
+            tl.atomic_add(st + _Z, z)
 
 
 @triton.jit(do_not_specialize=["shift"])
@@ -198,18 +203,18 @@ def _select_kernel(V, temp_ptr, topk_ptr, topp_ptr, state_ptr, hist_ptr, shift,
         incl = tl.cumsum(h, 0)
         total = tl.sum(h, 0)
         if MASS:
-            above = tl.load(st + 4)
+            above = tl.load(st + _MABOVE)
             s = above + total - incl  # mass strictly above the top of each digit's range
-            thr = top_p * tl.load(st + 5).to(tl.float64)
+            thr = top_p * tl.load(st + _Z).to(tl.float64)
             d = tl.sum((s.to(tl.float64) >= thr).to(tl.int32), 0)
-            tl.store(st + 4, tl.sum(tl.where(bins == d, s, 0), 0))
-            tl.store(st + 3, tl.load(st + 3) | (d.to(tl.int64) << shift.to(tl.int64)))
+            tl.store(st + _MABOVE, tl.sum(tl.where(bins == d, s, 0), 0))
+            tl.store(st + _TP, tl.load(st + _TP) | (d.to(tl.int64) << shift.to(tl.int64)))
         else:
-            above = tl.load(st + 2)
+            above = tl.load(st + _KABOVE)
             ge = above + total - incl + h  # count(b >= the bottom of each digit's range)
             d = tl.sum((ge >= top_k).to(tl.int32), 0) - 1
-            tl.store(st + 2, above + total - tl.sum(tl.where(bins == d, incl, 0), 0))
-            tl.store(st + 1, tl.load(st + 1) | (d.to(tl.int64) << shift.to(tl.int64)))
+            tl.store(st + _KABOVE, above + total - tl.sum(tl.where(bins == d, incl, 0), 0))
+            tl.store(st + _TK, tl.load(st + _TK) | (d.to(tl.int64) << shift.to(tl.int64)))
         tl.store(hist_ptr + row * 2048 + bins, tl.zeros([NB], tl.int64))
 
 
@@ -269,7 +274,7 @@ def _finish_kernel(temp_ptr, state_ptr, keys_ptr, idx_ptr, out_ptr, flags_ptr, C
     """One program per row: greedy -> the lowest argmax; else the best chunk (lowest index on a tie).
     flags[4] = the first row with no positive finite entry (N: none)."""
     row = tl.program_id(0)
-    key = tl.load(state_ptr + row * 8)
+    key = tl.load(state_ptr + row * _S + _KEY)
     bmax = key >> 32
     token = 4294967295 - (key & 4294967295)
     if tl.load(temp_ptr + row) > 0.0:
