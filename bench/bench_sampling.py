@@ -6,7 +6,7 @@ sort + cumsum for top-p, topk, multinomial) as the yardstick; torch's does not f
 contract, so the ratio says what batch invariance costs. A generation step of an 8B model at batch
 64 takes about 10 ms on an H100/H200, so this says whether sampling is a visible share of it.
 Bytes counted: one float32 read of the probabilities (n * V * 4); the radix passes read them
-again (see kernels/sampling.py: 2 passes for temperature, 5 for top-k or top-p, 8 for both).
+again (see kernels/sampling.py: 2 reads for temperature, 6 for top-k, 5 for top-p, 9 for both).
 
 CPU (marked cpu, runs anywhere): the C++ sampler (`_C.sample`, the CPU path) at batch 64.
 
