@@ -256,3 +256,23 @@ def test_tiny_vocabularies(v):
     tri = sample_probs(probs.to(DEV), params, reqs, steps, "triton")
     ref = sample_ref(probs, [9] * len(MODES), reqs, steps, *zip(*[MODES[m] for m in MODES]))
     assert cpp == tri == ref
+
+
+@pytest.mark.parametrize("temperature", [0.02, 0.25, 4.0, 50.0])
+def test_extreme_temperatures(temperature):
+    # the C++ skips exact weights where a per-exponent bound settles W = 0, min-p or the race:
+    # very low and very high temperatures stretch those bounds the most
+    n, v = 8, 700
+    probs = random_probs(n, v, seed=int(temperature * 100))
+    settings = [(0, 1.0, 0.0), (0, 0.9, 0.0), (0, 1.0, 0.3), (5, 0.5, 0.01)] * 2
+    temp = np.full(n, temperature)
+    tk = np.array([s[0] for s in settings], np.int64)
+    tp = np.array([s[1] for s in settings])
+    mp = np.array([s[2] for s in settings])
+    seeds, reqs, steps = list(range(n)), list(range(50, 50 + n)), [9] * n
+    cpp = _C.sample(probs.numpy(), np.asarray(seeds, np.uint64), np.asarray(reqs, np.uint64),
+                    np.asarray(steps, np.uint32), temperature=temp, top_k=tk, top_p=tp, min_p=mp).tolist()
+    dev = [torch.tensor(seeds), torch.tensor(reqs), torch.tensor(steps), torch.from_numpy(temp),
+           torch.from_numpy(tk), torch.from_numpy(tp), torch.from_numpy(mp)]
+    tri = triton_sample(probs.to(DEV), *[a.to(DEV) for a in dev]).tolist()
+    assert cpp == tri == sample_ref(probs, seeds, reqs, steps, temp, tk, tp, mp)
