@@ -150,7 +150,8 @@ def _count_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr,
         for t in range(TILES):
             idx, b = _tile(probs_ptr, stride, V, row, chunk, t, BLOCK, TILES)
             ok = (idx < V) & ((b >> prev) == (prefix >> prev))
-            h += tl.histogram((b >> shift) & dmask, NB, mask=ok)
+            if tl.max(ok.to(tl.int32), 0) > 0:  # past level 0 most tiles hold no entry of the prefix
+                h += tl.histogram((b >> shift) & dmask, NB, mask=ok)
         bins = tl.arange(0, NB)
         tl.atomic_add(hist_ptr + row * 2048 + bins, h.to(tl.int64), mask=h > 0)
 
@@ -170,18 +171,19 @@ def _mass_kernel(probs_ptr, stride, V, temp_ptr, topk_ptr, topp_ptr, state_ptr, 
         z = tl.full([], 0, tl.int64)
         for t in range(TILES):
             idx, b = _tile(probs_ptr, stride, V, row, chunk, t, BLOCK, TILES)
-            # only the top-k survivors' masses matter (see csrc/sampling.cpp), so a tile without
-            # one is skipped, w included: the race reads w only in tiles holding a survivor
-            if tl.max(b, 0) >= t_k:
+            # only the top-k survivors' masses matter (see csrc/sampling.cpp), and past level 0 only
+            # entries under the prefix: other tiles are skipped. Level 0 (prefix test always true)
+            # stores w for every tile holding a survivor, which is where the race reads it.
+            ok = (b >= t_k) & ((b >> prev) == (prefix >> prev))
+            if tl.max(ok.to(tl.int32), 0) > 0:
                 w_at = w_ptr + row.to(tl.int64) * V + idx
                 if FIRST:
                     w = _weight(b, pmax, temp)
                     tl.store(w_at, w, mask=idx < V)
                 else:
                     w = tl.load(w_at, mask=idx < V, other=0.0)
-                W = tl.where(b >= t_k, (w * 4294967296.0).to(tl.int64), 0)
-                ok = ((b >> prev) == (prefix >> prev)) & (W > 0)
-                tl.atomic_add(hist_ptr + row * 2048 + ((b >> shift) & dmask), W, mask=ok)
+                W = tl.where(ok, (w * 4294967296.0).to(tl.int64), 0)
+                tl.atomic_add(hist_ptr + row * 2048 + ((b >> shift) & dmask), W, mask=W > 0)
                 if FIRST:
                     z += tl.sum(W, 0)
         if FIRST:
