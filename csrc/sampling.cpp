@@ -19,13 +19,18 @@
 //            E_i = -log(u_i), u_i = (Philox(seed, request, step, i) + 0.5) / 2^32, in float64;
 //            the exponential race picks i with probability x_i / sum(x) and needs no prefix sum.
 //            The lowest index wins an exact tie.
-// How (the same in the Triton kernel): t_k and t_p are found by radix selection on the 31-bit
-// patterns, three digits of 11, 10 and 10 bits (kShift): each level histograms the entries whose
-// higher bits equal the prefix chosen so far (counts for top-k, integer masses W for top-p) and
-// picks the digit holding the threshold, so a threshold costs three histograms, not 32 bisection
-// passes. Only integers are summed, so any split of a row gives the same thresholds.
+// Exactness: exp and log are each platform's float64 functions (glibc here, libdevice on the GPU,
+// numpy in the Triton interpreter, torch in sample_ref); they differ in the last bit on some inputs,
+// and such a difference changes a token only through a float64 near-tie (floor(w * 2^32) crossing an
+// integer and then deciding a top-p cut, two race keys within an ulp, w within an ulp of min_p).
+// T == 1 uses no exp / log, greedy and top-k no float arithmetic at all.
+// How: t_k and t_p are found by radix selection on the 31-bit patterns, here three digits of 11,
+// 10 and 10 bits (kShift; the Triton kernels use 7 + 8 + 8 + 8 for top-k): each level histograms the
+// entries whose higher bits equal the prefix chosen so far (counts for top-k, integer masses W for
+// top-p) and picks the digit holding the threshold, so a threshold costs a few histograms, not 32
+// bisection passes. Only integers are summed, so any split of a row gives the same thresholds.
 // This file computes w_i exactly only where it can matter: a per-exponent upper bound on w
-// (kExpBound) proves W_i = 0, min-p failure or a lost race for most entries.
+// (ExpBound) proves W_i = 0, a min-p failure or a lost race for most entries.
 #include "philox.h"
 #include "simd.h"
 #include "warmfast.h"
