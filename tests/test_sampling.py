@@ -183,3 +183,96 @@ def test_triton_launcher_validates():
     probs[1] = 0.0
     with pytest.raises(ValueError, match="probs row 1 has no positive finite entry"):
         triton_sample(probs, z64, z64, z64, f64, z64, f64, f64 * 0)
+
+
+@pytest.mark.parametrize("mode", ["greedy", "plain", "top_k", "top_p", "all"])
+def test_rows_split_over_several_programs_agree(mode):
+    # 9,000 entries: three 4,096-entry chunks per row in the Triton sampler (the last one ragged),
+    # so maxima, histograms and the race are combined across programs; the top entries are put in
+    # different chunks and a tie straddles a chunk border
+    n, v = 4, 9000
+    probs = random_probs(n, v, seed=17)
+    probs[1, 4095] = probs[1, 4096] = probs[1, 8999] = probs[1].max() * 2  # tied maxima in 3 chunks
+    probs[3] = (probs[3] * 40).round() / 40 + 1e-3  # few distinct values: ties at every threshold
+    seeds, reqs, steps = [3, 1, 4, 1], [5, 9, 2, 6], [5, 3, 5, 8]
+    cpp, tri, ref = run_all(probs, seeds, reqs, steps, mode)
+    assert cpp == tri == ref, (cpp, tri, ref)
+
+
+@pytest.mark.parametrize("impl", ["cpp", "triton"])
+def test_thresholds_on_digit_borders(impl):
+    # entries whose bit patterns differ only in the low radix digits (one ulp apart) and across the
+    # 2^20 / 2^10 digit borders: top-k and top-p must still cut between the right neighbours
+    base = np.float32(0.25).view(np.int32)
+    offsets = np.array([0, 1, 2, 1023, 1024, 1025, 2**20 - 1, 2**20, 2**20 + 1, 3 * 2**20], np.int32)
+    p = torch.from_numpy((base + offsets).view(np.float32).astype(np.float32))
+    v = p.numel()
+    settings = [(k, tp) for k in (1, 3, 4, 7, 9) for tp in (1.0, 0.35)]
+    draws = 6  # steps per setting
+    params = [SamplingParams(1.0, top_k=k, top_p=tp, seed=7) for k, tp in settings for _ in range(draws)]
+    n = len(params)
+    probs = p.repeat(n, 1)
+    reqs, steps = [3] * n, list(range(n))
+    got = sample_probs(probs.to(DEV) if impl == "triton" else probs, params, reqs, steps, impl)
+    ref = sample_ref(probs, [7] * n, reqs, steps, [1.0] * n, [q.top_k for q in params],
+                     [q.top_p for q in params], [0.0] * n)
+    assert got == ref
+    for j, (k, tp) in enumerate(settings):  # values grow with the index: top-k keeps the last k
+        toks = got[j * draws:(j + 1) * draws]
+        assert min(toks) >= v - k, (k, tp, toks)
+        if tp == 1.0 and k > 1:
+            assert len(set(toks)) > 1, (k, toks)  # nearly equal entries: several come up
+
+
+def test_triton_launcher_finds_the_first_bad_row_of_a_large_batch():
+    # the settings check and the empty-row check run as kernels over blocks of 256 rows: the
+    # lowest offending row is reported whichever block it is in
+    n = 300
+    probs = torch.rand(n, 8, device=DEV) + 0.1
+    z64 = torch.zeros(n, dtype=torch.int64, device=DEV)
+    temp, ones = torch.zeros(n, dtype=torch.float64, device=DEV), torch.ones(n, dtype=torch.float64, device=DEV)
+    for field, value in (("temp", float("nan")), ("top_p", 0.0), ("min_p", float("inf"))):
+        args = {"temp": temp.clone(), "top_p": ones.clone(), "min_p": temp.clone()}
+        args[field][[290, 270]] = value
+        with pytest.raises(ValueError, match="row 270 has invalid settings"):
+            triton_sample(probs, z64, z64, z64, args["temp"], z64, args["top_p"], args["min_p"])
+    steps = z64.clone()
+    steps[299] = 2**32
+    with pytest.raises(ValueError, match="row 299 has invalid settings"):
+        triton_sample(probs, z64, z64, steps, temp, z64, ones, temp)
+    probs[[280, 260]] = float("nan")
+    with pytest.raises(ValueError, match="probs row 260 has no positive finite entry"):
+        triton_sample(probs, z64, z64, z64, temp, z64, ones, temp)
+    probs[[280, 260]] = 1.0
+    assert triton_sample(probs, z64, z64, z64, temp, z64, ones, temp).tolist() == probs.argmax(-1).tolist()
+
+
+@pytest.mark.parametrize("v", [1, 2, 3, 5])
+def test_tiny_vocabularies(v):
+    probs = torch.tensor([[0.5, 0.2, 0.2, 0.05, 0.05][:v]] * len(MODES), dtype=torch.float32)
+    params = [SamplingParams(*MODES[m], seed=9) for m in MODES]
+    reqs, steps = list(range(len(MODES))), [2] * len(MODES)
+    cpp = sample_probs(probs, params, reqs, steps, "cpp")
+    tri = sample_probs(probs.to(DEV), params, reqs, steps, "triton")
+    ref = sample_ref(probs, [9] * len(MODES), reqs, steps, *zip(*[MODES[m] for m in MODES]))
+    assert cpp == tri == ref
+
+
+@pytest.mark.parametrize("temperature", [0.02, 0.25, 4.0, 50.0])
+def test_extreme_temperatures(temperature):
+    # the C++ skips exact weights where a per-exponent bound settles W = 0, min-p or the race:
+    # very low and very high temperatures stretch those bounds the most
+    n, v = 8, 700
+    probs = random_probs(n, v, seed=int(temperature * 100))
+    settings = [(0, 1.0, 0.0), (0, 0.9, 0.0), (0, 1.0, 0.3), (5, 0.5, 0.01)] * 2
+    temp = np.full(n, temperature)
+    tk = np.array([s[0] for s in settings], np.int64)
+    tp = np.array([s[1] for s in settings])
+    mp = np.array([s[2] for s in settings])
+    seeds, reqs, steps = list(range(n)), list(range(50, 50 + n)), [9] * n
+    cpp = _C.sample(probs.numpy(), np.asarray(seeds, np.uint64), np.asarray(reqs, np.uint64),
+                    np.asarray(steps, np.uint32), temperature=temp, top_k=tk, top_p=tp, min_p=mp).tolist()
+    dev = [torch.tensor(seeds), torch.tensor(reqs), torch.tensor(steps), torch.from_numpy(temp),
+           torch.from_numpy(tk), torch.from_numpy(tp), torch.from_numpy(mp)]
+    tri = triton_sample(probs.to(DEV), *[a.to(DEV) for a in dev]).tolist()
+    assert cpp == tri == sample_ref(probs, seeds, reqs, steps, temp, tk, tp, mp)

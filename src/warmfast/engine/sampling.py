@@ -78,13 +78,12 @@ def sample_probs(probs: torch.Tensor, params: list[SamplingParams], request_ids:
         return tokens.tolist()
     from warmfast.kernels.sampling import sample
 
-    dev = probs.device
-
-    def t(a):
-        return torch.from_numpy(a).to(dev)
-
-    out = sample(probs.float().contiguous(), t(_as_i64(seeds)), t(_as_i64(request_ids)),
-                 t(np.asarray(steps, dtype=np.int64)), t(temp), t(top_k), t(top_p), t(min_p))
+    # two host-to-device copies (integers, floats) instead of seven; the rows are contiguous views
+    ints = torch.from_numpy(np.stack([_as_i64(seeds), _as_i64(request_ids),
+                                      np.asarray(steps, dtype=np.int64), top_k])).to(probs.device)
+    floats = torch.from_numpy(np.stack([temp, top_p, min_p])).to(probs.device)
+    out = sample(probs.float().contiguous(), ints[0], ints[1], ints[2], floats[0], ints[3], floats[1],
+                 floats[2])
     return out.tolist()
 
 
