@@ -4,6 +4,7 @@ what it gives alone (greedy and sampled tokens equal: the Philox contract keys s
 sampling key and step; scores and log-probs within fp32 tolerance), and every KV block comes back
 (pool checked after each case, scheduler invariants after every action)."""
 import random
+from collections import Counter
 
 import pytest
 import torch
@@ -33,7 +34,7 @@ def pool_of_requests(eng, rng: random.Random) -> list:
         prompt = PROMPTS[i % len(PROMPTS)] if i % 3 else [rng.randrange(3, 500) for _ in range(rng.randint(1, 9))]
         mode = [dict(), dict(temperature=0.9), dict(temperature=1.1, top_k=20), dict(temperature=0.8, top_p=0.9),
                 dict(temperature=1.0, min_p=0.05)][i % 5]
-        reqs.append(wf.GenerateRequest(prompt=prompt, adapter=arms[i % len(arms)], max_new_tokens=rng.randint(1, 6),
+        reqs.append(wf.GenerateRequest(prompt=prompt, adapter=arms[i % len(arms)], max_new_tokens=rng.randint(1, 12),
                                        seed=i % 4, logprobs=[None, 0, 3][i % 3], prompt_logprobs=i % 4 == 1,
                                        stop=["e"] if i % 7 == 6 else [], **mode))
     for i in range(28):
@@ -73,24 +74,28 @@ def check_same(req, got, ref, where):
         assert all(close(x, y) for x, y in zip(got.prompt_logprobs, ref.prompt_logprobs)), where
 
 
-def run_case(eng, reqs, refs, seed: int) -> None:
+def run_case(eng, reqs, refs, seed: int, seen) -> None:
     rng = random.Random(seed)
-    picked = rng.sample(range(len(reqs)), rng.randint(2, 7))
+    picked = rng.sample(range(len(reqs)), rng.randint(2, 9))
     cfg = CoreConfig(max_batch_size=rng.choice([1, 2, 3, 8]), max_batch_tokens=rng.choice([16, 64, 512]),
-                     block_size=rng.choice([2, 4, 8]), stream=rng.random() < 0.5)
+                     block_size=rng.choice([1, 1, 2, 4, 8]), stream=rng.random() < 0.5)
     gens = [reqs[k] for k in picked if isinstance(reqs[k], wf.GenerateRequest)]
     need = max([blocks_for(len(prompt_ids(eng, r, "")) + r.max_new_tokens - 1, cfg.block_size) for r in gens],
                default=1)
-    cfg.kv_blocks = rng.choice([None, need, need + 1, need + 3])  # small pools preempt
+    cfg.kv_blocks = rng.choice([None, need, need + need // 2])
+    if rng.random() < 0.4:  # tight: one-token blocks, room for the longest generation: the others preempt
+        cfg.block_size, cfg.max_batch_size = 1, 8
+        cfg.kv_blocks = max([len(prompt_ids(eng, r, "")) + r.max_new_tokens - 1 for r in gens], default=1) \
+            + rng.randint(0, 2)
     core = EngineCore(eng, cfg)
     ids, streamed, finished, aborted = {}, {}, {}, set()
     todo = list(picked)
     while todo or core.has_unfinished():
         action = rng.random()
-        if todo and (action < 0.4 or not core.has_unfinished()):
+        if todo and (action < 0.3 or not core.has_unfinished()):
             k = todo.pop(0)
             ids[core.add_request(reqs[k])] = k
-        elif action < 0.47 and ids:
+        elif action < 0.34 and ids:
             rid = rng.choice(list(ids))
             if rid not in finished and rid not in aborted:
                 assert core.abort(rid), (seed, rid)
@@ -98,7 +103,10 @@ def run_case(eng, reqs, refs, seed: int) -> None:
             else:
                 assert not core.abort(rid)
         else:
-            for out in core.step():
+            outs = core.step()
+            seen["score+generate steps"] += any(isinstance(reqs[ids[o.request_id]], wf.ScoreRequest) for o in outs) \
+                and any(isinstance(reqs[ids[o.request_id]], wf.GenerateRequest) for o in outs)
+            for out in outs:
                 assert out.request_id not in aborted and out.request_id not in finished, (seed, out)
                 s = streamed.setdefault(out.request_id, ([], [], []))
                 s[0].extend(out.token_ids)
@@ -108,6 +116,10 @@ def run_case(eng, reqs, refs, seed: int) -> None:
                     finished[out.request_id] = out.result
         core.sched.check()
     core.close()
+    seen["preemptions"] += core.sched.num_preemptions
+    seen["mixed steps"] += core.steps["mixed"]
+    seen["aborts"] += len(aborted)
+    seen["finished"] += len(finished)
     assert core.sched.blocks.num_free == core.num_blocks, seed  # every KV block came back
     assert not core.sched.blocks.tables and core.num_unfinished == 0, seed
     assert set(finished) | aborted == set(ids) and not set(finished) & aborted, seed
@@ -130,8 +142,12 @@ def test_random_interleavings_equal_each_request_alone(eng):
     # the adapters really differ (B non-zero): one score row under two adapters
     a, b = eng.score([wf.ScoreRequest(PROMPTS[0], " yes", None), wf.ScoreRequest(PROMPTS[0], " yes", "adapter_0")])
     assert abs(a.logprob - b.logprob) > 1e-4
+    seen = Counter()
     for seed in range(N_CASES):
-        run_case(eng, reqs, refs, seed)
+        run_case(eng, reqs, refs, seed, seen)
+    # the cases reach what they are meant to test
+    assert seen["preemptions"] >= 15 and seen["aborts"] >= 50, seen
+    assert seen["mixed steps"] >= 50 and seen["score+generate steps"] >= 50, seen
 
 
 def test_generated_logprobs_equal_hf_log_softmax(tiny, eng):
