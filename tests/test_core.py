@@ -37,10 +37,10 @@ def pool_of_requests(eng, rng: random.Random) -> list:
         reqs.append(wf.GenerateRequest(prompt=prompt, adapter=arms[i % len(arms)], max_new_tokens=rng.randint(1, 12),
                                        seed=i % 4, logprobs=[None, 0, 3][i % 3], prompt_logprobs=i % 4 == 1,
                                        stop=["e"] if i % 7 == 6 else [], **mode))
-    for i in range(28):
-        ctx = PROMPTS[i % 4]
-        cont = [" yes", " no", " yes it is", " maybe", [7, 8, 9]][i % 5]
-        reqs.append(wf.ScoreRequest(ctx, cont, arms[(i // 5) % len(arms)]))
+    for i in range(28):  # each (context, adapter) pair with several continuations, prefixes of each other
+        ctx = PROMPTS[i % 2]
+        cont = [" yes", " no", " yes it is", " maybe", [7, 8, 9]][(i // 2) % 5]
+        reqs.append(wf.ScoreRequest(ctx, cont, arms[(i // 10) % len(arms)]))
     return reqs
 
 
