@@ -71,7 +71,7 @@ def test_preemption_with_a_tiny_pool_equals_the_unconstrained_run(llama4):
     free = generate(eng, reqs, max_batch_size=64)
     core = _run(eng, reqs, max_batch_size=12, block_size=4, kv_blocks=14)
     assert core.sched.num_preemptions > 0
-    assert sorted(s.seq_id for s in core.sched.finished) == list(range(len(reqs)))
+    assert core.sched.num_finished == len(reqs) and not core.sched.running and not core.sched.waiting
     assert core.sched.blocks.num_free == 14
     for r, f in zip(core.results, free):
         assert r.token_ids == f.token_ids and r.finish_reason == f.finish_reason

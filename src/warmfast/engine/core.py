@@ -137,7 +137,7 @@ class EngineCore:
             self.num_blocks = pool_blocks(engine, cfg, max_lens)
         self._held = held
         self.sched = Scheduler(SchedulerConfig(self.num_blocks, cfg.block_size, cfg.max_batch_size,
-                                               cfg.max_batch_tokens))
+                                               cfg.max_batch_tokens, keep_finished=False))
         self.sampler = cfg.sampler or default_impl(engine.device)
         self._gens: dict[int, _Gen] = {}
         self._scores: dict[int, _Fed] = {}  # request id -> the fed row it rides on

@@ -30,6 +30,7 @@ class SchedulerConfig:
     block_size: int = 16
     max_batch_size: int = 64  # rows per step
     max_batch_tokens: int = 8192  # prefill tokens per step (a longer single prompt goes alone)
+    keep_finished: bool = True  # False: a long-lived core forgets finished sequences (counts them)
 
     def __post_init__(self):
         for name in ("num_blocks", "block_size", "max_batch_size", "max_batch_tokens"):
@@ -86,6 +87,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # in admission order
         self.finished: list[Sequence] = []
+        self.num_finished = 0
         self.num_preemptions = 0
 
     def add(self, seq: Sequence, where: str = "") -> None:
@@ -172,7 +174,9 @@ class Scheduler:
         self.blocks.release(seq.seq_id)
         self.running.remove(seq)
         seq.status = "finished"
-        self.finished.append(seq)
+        self.num_finished += 1
+        if self.cfg.keep_finished:
+            self.finished.append(seq)
 
     def abort(self, seq: Sequence) -> None:
         """Take seq out of the queue or the running set and free its blocks."""
