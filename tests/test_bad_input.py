@@ -497,7 +497,7 @@ def test_valid_rows_are_accepted_with_their_meaning(t, tmp_path, capsys):
             {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "adapter": None}]
     inp = write_rows(tmp_path / "in.jsonl", rows)
     code, err = run_main(["generate", "--model", str(t.model_dir), "--adapter", f"warm={t.adapters['adapter_0']}",
-                          "--input", str(inp), "--output", str(tmp_path / "o.jsonl")], capsys)
+                          "--input", str(inp), "--output", str(tmp_path / "o.jsonl"), "--ordered"], capsys)
     assert code == 0, err
     out = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert out[0]["token_ids"] == greedy.token_ids and out[0]["id"] == "a" and out[0]["metadata"] == {"k": [1]}

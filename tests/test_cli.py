@@ -46,7 +46,8 @@ def test_score_and_generate_cli_match_the_api(tiny, tmp_path, capsys):
     gens = [{"prompt": "Hello", "adapter": "a0", "max_new_tokens": 5},
             {"messages": [{"role": "user", "content": "Hi"}], "max_new_tokens": 4}]
     write_jsonl(tmp_path / "g.jsonl", gens)
-    assert main(["generate", *args, "--input", str(tmp_path / "g.jsonl"), "--output", str(tmp_path / "go.jsonl")]) == 0
+    assert main(["generate", *args, "--input", str(tmp_path / "g.jsonl"), "--output", str(tmp_path / "go.jsonl"),
+                 "--ordered"]) == 0
     got = read_jsonl(tmp_path / "go.jsonl")
     want = eng.generate([wf.GenerateRequest(prompt="Hello", adapter="a0", max_new_tokens=5),
                          wf.GenerateRequest(messages=gens[1]["messages"], max_new_tokens=4)])
@@ -54,11 +55,27 @@ def test_score_and_generate_cli_match_the_api(tiny, tmp_path, capsys):
     # one sequence per step (continuous batching at its narrowest) changes nothing; CUDA graphs
     # on the CPU are refused with the reason
     assert main(["generate", *args, "--input", str(tmp_path / "g.jsonl"), "--output",
-                 str(tmp_path / "go1.jsonl"), "--max-batch-size", "1"]) == 0
+                 str(tmp_path / "go1.jsonl"), "--max-batch-size", "1", "--ordered"]) == 0
     assert [g["token_ids"] for g in read_jsonl(tmp_path / "go1.jsonl")] == [w.token_ids for w in want]
     assert main(["generate", *args, "--input", str(tmp_path / "g.jsonl"), "--output",
                  str(tmp_path / "go2.jsonl"), "--cuda-graphs"]) == 2
     assert "cuda_graphs=True needs device cuda and backend triton" in capsys.readouterr().err
+
+
+def test_generate_cli_writes_rows_as_they_finish(tiny, tmp_path):
+    p = tiny("llama", 3)
+    rows = [{"id": i, "prompt": f"Story {i} begins", "max_new_tokens": n} for i, n in enumerate([9, 1, 5])]
+    rows.append({"id": 3, "prompt": "Two samples", "max_new_tokens": 3, "n": 2, "temperature": 1.0})
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    args = ["generate", "--model", str(p.model_dir), "--input", str(tmp_path / "in.jsonl")]
+    assert main([*args, "--output", str(tmp_path / "a.jsonl")]) == 0
+    assert main([*args, "--output", str(tmp_path / "o.jsonl"), "--ordered"]) == 0
+    done, ordered = read_jsonl(tmp_path / "a.jsonl"), read_jsonl(tmp_path / "o.jsonl")
+    assert [r["id"] for r in ordered] == [0, 1, 2, 3]
+    # all four start in the first step: the one-token row finishes first, the nine-token one last
+    assert done[0]["id"] == 1 and done[-1]["id"] == 0 and sorted(r["id"] for r in done) == [0, 1, 2, 3]
+    assert sorted(done, key=lambda r: r["id"]) == ordered  # the same rows, only the order differs
+    assert len(ordered[3]["choices"]) == 2
 
 
 def test_cli_bad_jsonl_names_file_and_line(tiny, tmp_path, capsys):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import warmfast as wf
+from warmfast.engine import core as engine_core
 from warmfast.engine import cuda_graphs, generator
 
 
@@ -30,7 +31,7 @@ def fake_capture(monkeypatch):
         return _ReplayEager(forward, out), out
 
     monkeypatch.setattr(cuda_graphs.DecodeGraphs, "_capture", capture)
-    monkeypatch.setattr(generator, "check_graphs_supported", lambda engine: None)
+    monkeypatch.setattr(engine_core, "check_graphs_supported", lambda engine: None)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the real-graph test below runs instead")
@@ -63,9 +64,8 @@ def test_graphs_captured_once_per_engine_and_bucket(tiny, fake_capture):
     assert eng.decode_graphs is graphs and graphs.cache is pool and graphs.captures == captured
 
     # an eager call reuses the idle pool (not a second one sized from what the first holds)
-    plain = generator.Generator(eng, generator.GeneratorConfig(max_batch_size=8, block_size=4),
-                                generator._prepare(eng, reqs, None))
-    assert plain.cache is pool and plain.graphs is None
+    with engine_core.EngineCore(eng, engine_core.CoreConfig(max_batch_size=8, block_size=4)) as plain:
+        assert plain.cache is pool and plain.graphs is None
     # a pool in use by another call is not shared: this call gets its own pool and graphs
     graphs.busy = True
     try:
@@ -91,15 +91,15 @@ def test_generate_runs_under_inference_mode(tiny, monkeypatch):
     paths = tiny("llama", 3)
     eng = wf.Engine.from_pretrained(paths.model_dir, adapters=paths.adapters, device="cpu", dtype="float32")
     seen = []
-    real = generator.Generator.run
+    real = engine_core.EngineCore._forward
 
-    def run(self, bar):
+    def forward(self, *args):
         seen.append(torch.is_inference_mode_enabled())
-        return real(self, bar)
+        return real(self, *args)
 
-    monkeypatch.setattr(generator.Generator, "run", run)
+    monkeypatch.setattr(engine_core.EngineCore, "_forward", forward)
     generator.generate(eng, [wf.GenerateRequest(prompt="hi there", max_new_tokens=2)])
-    assert seen == [True]
+    assert seen == [True, True]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="captures real CUDA graphs (runs on a GPU)")

@@ -4,7 +4,7 @@ import pytest
 
 import warmfast as wf
 from hf_reference import HFReference
-from warmfast.engine.generator import Generator, GeneratorConfig, _prepare, generate
+from warmfast.engine.generator import generate, open_core
 
 PROMPTS = ["The capital of France is", "I feel sad today. Which river runs through London?",
            "Explain the difference between a poem and a story", "café naïve 1 2 3"]
@@ -69,17 +69,12 @@ def test_preemption_with_a_tiny_pool_equals_the_unconstrained_run(llama4):
     eng = llama4
     reqs = sampled(eng, 24)
     free = generate(eng, reqs, max_batch_size=64)
-    cfg = GeneratorConfig(max_batch_size=12, block_size=4, kv_blocks=14)
-    gen = Generator(eng, cfg, _prepare(eng, reqs, cfg))
-    from tqdm.auto import tqdm
-
-    with tqdm(disable=True) as bar:
-        gen.run(bar)
-    assert gen.sched.num_preemptions > 0
-    assert sorted(s.seq_id for s in gen.sched.finished) == list(range(len(reqs)))
-    assert gen.sched.blocks.num_free == 14
-    for r, f in zip(gen.reqs, free):
-        assert r.out.token_ids == f.token_ids and r.out.finish_reason == f.finish_reason
+    core = _run(eng, reqs, max_batch_size=12, block_size=4, kv_blocks=14)
+    assert core.sched.num_preemptions > 0
+    assert core.sched.num_finished == len(reqs) and not core.sched.running and not core.sched.waiting
+    assert core.sched.blocks.num_free == 14
+    for r, f in zip(core.results, free):
+        assert r.token_ids == f.token_ids and r.finish_reason == f.finish_reason
 
 
 def test_stop_strings_and_length(setup):
@@ -143,14 +138,16 @@ def test_triton_backend_equals_torch_backend(tiny, llama4):
     assert [r.token_ids for r in a] == [r.token_ids for r in b]
 
 
-def _run(eng, reqs, **knobs) -> Generator:
-    from tqdm.auto import tqdm
-
-    cfg = GeneratorConfig(**knobs)
-    gen = Generator(eng, cfg, _prepare(eng, reqs, cfg))
-    with tqdm(disable=True) as bar:
-        gen.run(bar)
-    return gen
+def _run(eng, reqs, max_batch_size=64, **knobs):
+    """The core of one generate() call, run to the end; core.results in request order."""
+    core = open_core(eng, reqs, max_batch_size, **knobs)
+    core.results = [None] * len(reqs)
+    while core.has_unfinished():
+        for out in core.step():
+            if out.finished:
+                core.results[out.request_id] = out.result
+    core.close()
+    return core
 
 
 def test_mixed_steps_equal_one_big_batch(llama4):
@@ -160,8 +157,8 @@ def test_mixed_steps_equal_one_big_batch(llama4):
     wide = _run(llama4, reqs, max_batch_size=64)
     narrow = _run(llama4, reqs, max_batch_size=5)
     assert narrow.steps["mixed"] > 5 and narrow.steps["mixed"] > wide.steps["mixed"]
-    for a, b in zip(narrow.reqs, wide.reqs):
-        assert a.out.token_ids == b.out.token_ids and a.out.finish_reason == b.out.finish_reason
+    for a, b in zip(narrow.results, wide.results):
+        assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
 
 
 def test_triton_backend_mixed_steps_equal_torch(tiny, llama4):
@@ -173,7 +170,7 @@ def test_triton_backend_mixed_steps_equal_torch(tiny, llama4):
     tri = _run(eng_t, reqs, max_batch_size=2, block_size=4, kv_blocks=32, sampler="triton")
     ref = _run(llama4, reqs, max_batch_size=64, block_size=4)
     assert tri.steps["mixed"] > 0
-    assert [r.out.token_ids for r in tri.reqs] == [r.out.token_ids for r in ref.reqs]
+    assert [r.token_ids for r in tri.results] == [r.token_ids for r in ref.results]
 
 
 def test_generate_stats_describe_the_last_call(llama4):

@@ -20,18 +20,18 @@ def requests(adapter_names):
 
 
 def run(model_dir, adapters, tensor_parallel: int) -> dict:
-    from warmfast.engine.generator import Generator, GeneratorConfig, _prepare
+    from warmfast.engine.generator import open_core
 
     eng = wf.Engine.from_pretrained(model_dir, adapters=adapters, tensor_parallel=tensor_parallel)
     reqs = requests(eng.adapter_names)
-    cfg = GeneratorConfig(max_batch_size=8, block_size=4, kv_blocks=10)
-    gen = Generator(eng, cfg, _prepare(eng, reqs, cfg))
-    from tqdm.auto import tqdm
-
-    with tqdm(disable=True) as bar:
-        gen.run(bar)
-    return {"tokens": [r.out.token_ids for r in gen.reqs], "text": [r.out.text for r in gen.reqs],
-            "preemptions": gen.sched.num_preemptions, "kv_heads": eng.model.cfg.num_kv_heads}
+    core = open_core(eng, reqs, max_batch_size=8, block_size=4, kv_blocks=10)
+    results = [None] * len(reqs)
+    while core.has_unfinished():
+        for out in core.step():
+            if out.finished:
+                results[out.request_id] = out.result
+    return {"tokens": [r.token_ids for r in results], "text": [r.text for r in results],
+            "preemptions": core.sched.num_preemptions, "kv_heads": eng.model.cfg.num_kv_heads}
 
 
 def _worker(rank, world, port, model_dir, adapters, out):

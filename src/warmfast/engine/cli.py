@@ -7,6 +7,8 @@ import logging
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from warmfast.cli_common import check_output_file, output_dir_arg, write_atomically
 from warmfast.engine.device import DTYPE_NAMES
 from warmfast.errors import InputError, RequestError
@@ -154,16 +156,14 @@ def cmd_generate(args) -> int:
                 raise InputError(f"{where}: {err}") from None
             owner.append(i)
     eng = _engine(args, adapters)
-    try:
-        results = eng.generate(reqs, max_batch_size=args.max_batch_size, progress=_progress(eng, args),
-                               cuda_graphs=args.cuda_graphs)
+    try:  # every request is validated here, before the first step
+        outputs = eng.stream(reqs, max_batch_size=args.max_batch_size, cuda_graphs=args.cuda_graphs)
     except RequestError as err:
         raise _at_row(err, [rows[o][0] for o in owner]) from err
-    if not _lead(eng):
+    if not _lead(eng):  # tensor parallel: rank 0 writes; the others step along
+        for _ in outputs:
+            pass
         return 0
-    per_row: list[list] = [[] for _ in rows]
-    for o, res in zip(owner, results):
-        per_row[o].append(res)
 
     def line(raw: dict, res: list) -> str:
         if len(res) == 1:
@@ -173,7 +173,33 @@ def cmd_generate(args) -> int:
                                for k, r in enumerate(res)]}
         return json.dumps({**raw, **out}) + "\n"
 
-    write_atomically(out_path, (line(raw, res) for (_, _, raw), res in zip(rows, per_row)))
+    # each row is written (and flushed) as soon as all its samples are done; --ordered holds rows
+    # back until every earlier row is written, so the file is in input order
+    first = [owner.index(i) for i in range(len(rows))]
+    per_row: list[list] = [[None] * rows[i][1]["n"] for i in range(len(rows))]
+    left = [rows[i][1]["n"] for i in range(len(rows))]
+    ready, next_row = set(), 0
+    with tqdm(total=len(reqs), unit="req", desc="generate", disable=not _progress(eng, args)) as bar, \
+            open(out_path, "w", encoding="utf-8") as f:
+        for out in outputs:
+            if not out.finished:
+                continue
+            bar.update(1)
+            o = owner[out.request_id]
+            per_row[o][out.request_id - first[o]] = out.result
+            left[o] -= 1
+            if left[o]:
+                continue
+            if not args.ordered:
+                f.write(line(rows[o][2], per_row[o]))
+                f.flush()
+                continue
+            ready.add(o)
+            while next_row in ready:
+                f.write(line(rows[next_row][2], per_row[next_row]))
+                ready.discard(next_row)
+                next_row += 1
+            f.flush()
     stats = eng.generate_stats.summary() if eng.generate_stats is not None else "nothing to generate"
     log.info("generated %s -> %s", stats, out_path)
     return 0
@@ -239,6 +265,8 @@ def register(sub) -> None:
     p.add_argument("--max-batch-size", type=int, default=64, help="sequences per decode step")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="decode steps replay per-batch-size CUDA graphs (CUDA, triton backend)")
+    p.add_argument("--ordered", action="store_true",
+                   help="write rows in input order (default: each row as soon as it finishes)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("tiny", help="write a tiny random model, tokenizer and PEFT adapters")

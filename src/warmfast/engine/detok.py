@@ -107,6 +107,7 @@ class OutputState:
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     num_generated: int = 0  # tokens sampled, EOS included
+    stream: bool = False  # detokenise every token (streamed text), not only at the end
     _cut: int | None = None  # text index of the earliest stop string
 
     def append(self, token_id: int) -> bool:
@@ -118,9 +119,9 @@ class OutputState:
             self.finish_reason = "stop"
             return True
         self.token_ids.append(token_id)
-        if self.criteria.stop:  # without stop strings the text is only needed at the end
+        if self.criteria.stop or self.stream:  # else the text is only needed at the end
             delta = self.detok.add(token_id)
-            if delta:
+            if delta and self.criteria.stop:
                 self._find_stop(len(delta))
                 if self._cut is not None:
                     self.finish_reason = "stop"
@@ -137,6 +138,17 @@ class OutputState:
         hits = [k for s in self.criteria.stop if (k := text.find(s, start)) >= 0]
         if hits:
             self._cut = min(hits)
+
+    def stable_text(self) -> str:
+        """The text so far that no later token can change (a streamed prefix of the final text):
+        while running, the last (longest stop string - 1) characters are held back, since a stop
+        string completed by a later token may start inside them and cut them off."""
+        if self._cut is not None:
+            return self.detok.text[:self._cut]
+        text = self.detok.text
+        if self.criteria.stop and self.finish_reason is None:
+            text = text[:max(0, len(text) - max(len(s) for s in self.criteria.stop) + 1)]
+        return text
 
     @property
     def text(self) -> str:

@@ -1,4 +1,4 @@
-"""Sampling settings and the dispatch to the C++ (CPU) or Triton (GPU) sampler.
+"""The dispatch to the C++ (CPU) or Triton (GPU) sampler.
 
 The next token of a request is a pure function of (its logits row, its settings, seed, request id,
 step): the contract is written at the top of csrc/sampling.cpp and implemented three times
@@ -10,40 +10,13 @@ themselves, which is what HF `generate(do_sample=False)` does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from warmfast import native
+from warmfast.engine.requests import SamplingParams
 
 IMPLS = ("cpp", "triton")
-
-
-@dataclass(frozen=True, slots=True)
-class SamplingParams:
-    """temperature 0 = greedy; top_k 0, top_p 1 and min_p 0 switch those filters off."""
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self):
-        if not (self.temperature >= 0.0 and np.isfinite(self.temperature)):
-            raise ValueError(f"temperature must be finite and >= 0 (0 = greedy), got {self.temperature}")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k must be an int >= 0 (0 = off), got {self.top_k!r}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}")
-        if not 0.0 <= self.min_p <= 1.0:
-            raise ValueError(f"min_p must be in [0, 1] (0 = off), got {self.min_p}")
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
-            raise ValueError(f"seed must be an int in [0, 2^64), got {self.seed!r}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
 
 
 def default_impl(device: torch.device) -> str:

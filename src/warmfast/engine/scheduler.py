@@ -9,6 +9,9 @@ When a decode needs a block and none is free, the most recently admitted running
 preempted: its blocks are freed and it returns to the front of the queue keeping the tokens it
 has generated; on readmission its prompt + output is prefilled again (recomputation). A step that
 preempted admits nothing (the victim would be readmitted at once).
+A prefill-only sequence (max_new_tokens 0: a score row) is admitted under the same batch-size and
+token budgets, takes no KV blocks (its keys are never read again) and finishes in the step that
+admitted it. `abort` takes a sequence out wherever it is and frees its blocks.
 Every sequence is in exactly one of waiting / running / finished, so none is dropped or run
 twice; `check()` asserts it.
 """
@@ -27,6 +30,7 @@ class SchedulerConfig:
     block_size: int = 16
     max_batch_size: int = 64  # rows per step
     max_batch_tokens: int = 8192  # prefill tokens per step (a longer single prompt goes alone)
+    keep_finished: bool = True  # False: a long-lived core forgets finished sequences (counts them)
 
     def __post_init__(self):
         for name in ("num_blocks", "block_size", "max_batch_size", "max_batch_tokens"):
@@ -36,9 +40,9 @@ class SchedulerConfig:
 
 @dataclass(slots=True, eq=False)
 class Sequence:
-    seq_id: int  # position in the caller's request list
+    seq_id: int  # unique among the scheduler's sequences (the core's request id)
     prompt: list[int]
-    max_new_tokens: int
+    max_new_tokens: int  # 0: prefill only (a score row)
     slot: int = -1  # adapter slot, -1 = base model
     output: list[int] = field(default_factory=list)
     status: str = "waiting"  # waiting | running | finished
@@ -51,6 +55,10 @@ class Sequence:
     @property
     def num_tokens(self) -> int:
         return len(self.prompt) + len(self.output)
+
+    @property
+    def prefill_only(self) -> bool:
+        return self.max_new_tokens == 0
 
     @property
     def max_len(self) -> int:
@@ -79,10 +87,11 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # in admission order
         self.finished: list[Sequence] = []
+        self.num_finished = 0
         self.num_preemptions = 0
 
     def add(self, seq: Sequence, where: str = "") -> None:
-        need = blocks_for(seq.max_len, self.cfg.block_size)
+        need = 0 if seq.prefill_only else blocks_for(seq.max_len, self.cfg.block_size)
         if need > self.cfg.num_blocks:
             raise RequestError(f"{where or f'sequence {seq.seq_id}'}: prompt ({len(seq.prompt)} tokens) "
                                f"+ max_new_tokens ({seq.max_new_tokens}) needs {need} KV blocks of "
@@ -115,13 +124,15 @@ class Scheduler:
             seq = self.waiting[0]
             if admitted and tokens + seq.num_tokens > self.cfg.max_batch_tokens:
                 break
-            need = self.blocks.shortfall(seq.seq_id, seq.num_tokens)
-            # headroom: after this admission every running sequence can still take one more
-            # block, so the next decode step does not preempt what was just prefilled (thrashing)
-            headroom = len(self.running) + 1 if self.running else 0
-            if need + headroom > self.blocks.num_free:
-                break
-            self.blocks.reserve(seq.seq_id, seq.num_tokens)
+            if not seq.prefill_only:
+                need = self.blocks.shortfall(seq.seq_id, seq.num_tokens)
+                # headroom: after this admission every running sequence can still take one more
+                # block, so the next decode step does not preempt what was just prefilled (thrashing)
+                growing = sum(not s.prefill_only for s in self.running)
+                headroom = growing + 1 if growing else 0
+                if need + headroom > self.blocks.num_free:
+                    break
+                self.blocks.reserve(seq.seq_id, seq.num_tokens)
             self.waiting.popleft()
             seq.status = "running"
             self.running.append(seq)
@@ -163,7 +174,20 @@ class Scheduler:
         self.blocks.release(seq.seq_id)
         self.running.remove(seq)
         seq.status = "finished"
-        self.finished.append(seq)
+        self.num_finished += 1
+        if self.cfg.keep_finished:
+            self.finished.append(seq)
+
+    def abort(self, seq: Sequence) -> None:
+        """Take seq out of the queue or the running set and free its blocks."""
+        if seq.status == "waiting":
+            self.waiting.remove(seq)
+        elif seq.status == "running":
+            self.running.remove(seq)
+        else:
+            raise RuntimeError(f"Scheduler.abort: sequence {seq.seq_id} is {seq.status}")
+        self.blocks.release(seq.seq_id)
+        seq.status = "aborted"
 
     def table(self, seq: Sequence) -> list[int]:
         return self.blocks.table(seq.seq_id)

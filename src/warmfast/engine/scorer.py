@@ -1,68 +1,35 @@
-"""Scoring: log-probabilities of given continuations, all adapters in shared varlen batches.
+"""Engine.score: a loop over the engine core (engine/core.py), where score rows are prefill-only
+requests beside any generations.
 
-requests -> token rows (validated up front, before any compute) -> rows that feed the same
-tokens, or a prefix of another row's tokens, under the same adapter share one fed row -> sorted by
-adapter slot -> packed under a token budget -> forward -> lm_head only at continuation positions,
-fused with logsumexp and target gather -> results in request order.
+requests -> token rows (validated up front, before any compute) -> queued sorted by (adapter,
+tokens), so that rows feeding the same tokens, or a prefix of another row's tokens, under the same
+adapter share one fed row -> the core packs fed rows under the token budget, grouped by adapter
+-> forward -> lm_head only at continuation positions, fused with logsumexp and target gather ->
+results in request order.
 
 Sharing is exact in arithmetic terms: attention is causal, so the hidden state at position p depends
 only on tokens 0..p. It makes the common multiple-choice shapes cheap: a judge's CORRECT/INCORRECT
 verdict pair, or A/B/C/D answer letters, after one long context cost one forward instead of two or
-four.
+four. `share_prefixes` and `pack` say which fed rows and batches a list of rows makes (the core's
+grouping, for benches and tests).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from tqdm.auto import tqdm
 
-from warmfast.engine.batch import build_prefill
+from warmfast.engine.core import CoreConfig, EngineCore
+from warmfast.engine.prepare import ScoreRow as _Row
+from warmfast.engine.prepare import score_row
 from warmfast.errors import RequestError
-from warmfast.model import parallel
-
-
-@dataclass(slots=True)
-class _Row:
-    index: int  # position in the caller's request list
-    slot: int
-    tokens: list[int]  # context + continuation[:-1]: the last token is never fed
-    first_scored: int  # row position whose next-token distribution scores continuation[0]
-    targets: list[int]  # the continuation
-
-
-def _ids(value, encode, where: str, field: str, vocab: int) -> list[int]:
-    if isinstance(value, str):
-        return list(encode(value))
-    if isinstance(value, (list, tuple)) and all(isinstance(t, int) for t in value):
-        bad = [t for t in value if not 0 <= t < vocab]
-        if bad:
-            raise RequestError(f"{where}: {field} token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
-        return list(value)
-    raise RequestError(f"{where}: {field} must be a string or a list of token ids, got {type(value).__name__}")
 
 
 def prepare_rows(engine, requests) -> list[_Row]:
-    rows, vocab = [], engine.model.cfg.vocab_size
+    rows = []
     for i, req in enumerate(requests):
         try:
-            where = f"ScoreRequest #{i}"
-            slot = engine.slot(req.adapter, where)
-            ctx = (engine.tok.chat(req.messages, where) if req.messages is not None else
-                   _ids(req.context, engine.tok.encode_context, where, "context", vocab))
-            cont = _ids(req.continuation, engine.tok.encode_plain, where, "continuation", vocab)
-            if not cont:
-                raise RequestError(f"{where}: the continuation is empty ({req.continuation!r}); there is "
-                                   "nothing to score")
-            if not ctx:
-                raise RequestError(f"{where}: the context is empty; pass at least one token (string "
-                                   "contexts get the tokenizer's BOS when it has one)")
-            total = len(ctx) + len(cont)
-            if total - 1 > engine.max_seq_len:  # the last continuation token is scored, never fed
-                raise RequestError(f"{where}: context ({len(ctx)} tokens) + continuation ({len(cont)} tokens) "
-                                   f"= {total} tokens exceeds the maximum sequence length {engine.max_seq_len} "
-                                   f"+ 1 (the model is fed {total - 1} tokens: all but the last)")
-            rows.append(_Row(i, slot, ctx + cont[:-1], len(ctx) - 1, cont))
+            rows.append(score_row(engine, req, i, f"ScoreRequest #{i}"))
         except RequestError as err:  # the caller learns which request: a CLI names its input line
             err.index = i
             raise
@@ -110,39 +77,22 @@ def pack(rows: list[_Fed], budget: int) -> list[list[_Fed]]:
 
 
 def score(engine, requests, budget: int, progress: bool = False):
-    from warmfast.engine.api import ScoreResult
-
     rows = prepare_rows(engine, requests)
-    results: list[ScoreResult | None] = [None] * len(rows)
-    model, ops, dev = engine.model, engine.ops, engine.device
-    fed = share_prefixes(rows)
-    bar = tqdm(total=sum(len(f.tokens) for f in fed), unit="tok", desc="score", disable=not progress)
-    for group in pack(fed, budget):
-        batch = build_prefill([f.tokens for f in group], [f.slot for f in group], dev)
-        hidden = model.forward(ops, batch)  # [T, H]
-        # positions whose next-token distribution is scored, and the target token at each
-        index, targets, served, offset = [], [], [], 0
-        for f in group:
-            for r in f.members:
-                start = offset + r.first_scored
-                index.extend(range(start, start + len(r.targets)))
-                targets.extend(r.targets)
-                served.append(r)
-            offset += len(f.tokens)
-        sel = hidden[torch.tensor(index, device=dev)]  # [N, H] scored positions only
-        tgt = torch.tensor(targets, dtype=torch.int64, device=dev)
-        if engine.tp is None:
-            lp, am = ops.logprob(sel, model.weights.lm_head, tgt)
-        else:  # vocab-parallel lm_head: logsumexp, target and argmax combined across ranks
-            lp, am = parallel.logprob(sel, model.weights.lm_head, tgt, engine.tp, model.cfg.vocab_size)
-        lp, greedy = lp.cpu().tolist(), (am.cpu() == torch.tensor(targets)).tolist()
-        k = 0
-        for r in served:
-            n = len(r.targets)
-            tok_lp = lp[k:k + n]
-            results[r.index] = ScoreResult(logprob=float(sum(tok_lp)), token_logprobs=tok_lp,
-                                           is_greedy=all(greedy[k:k + n]), num_tokens=n)
-            k += n
-        bar.update(batch.num_tokens)
-    bar.close()
+    if not rows:
+        return []
+    results: list = [None] * len(rows)
+    # a score-only core: no KV pool is ever allocated, and a step holds as many rows as the budget
+    core = EngineCore(engine, CoreConfig(max_batch_size=budget, max_batch_tokens=budget, kv_blocks=1))
+    try:
+        for r in sorted(rows, key=lambda r: (r.slot, r.tokens)):
+            core.add_score_row(r)
+        with tqdm(total=sum(len(f.tokens) for f in share_prefixes(rows)), unit="tok", desc="score",
+                  disable=not progress) as bar:
+            while core.has_unfinished():
+                before = core.tokens_fed
+                for out in core.step():
+                    results[out.request_id] = out.result
+                bar.update(core.tokens_fed - before)
+    finally:
+        core.close()
     return results

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from warmfast.engine.requests import SamplingParams
 from warmfast.errors import WarmfastError
 
 ARM_KINDS = ("original", "adapter", "system_prompt")
@@ -171,17 +172,15 @@ class GridSpec:
 
 
 @dataclass(frozen=True)
-class SamplingSpec:
-    """Sampling of one group of tasks. seed: with each prompt's request id, keys the random stream."""
+class SamplingSpec(SamplingParams):
+    """Sampling of one group of tasks: the engine's one sampling-settings type (SamplingParams) with
+    the study's defaults, plus samples_per_prompt. seed: with each prompt's request id, keys the
+    random stream."""
 
     temperature: float = 0.8
     max_new_tokens: int = 300
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    samples_per_prompt: int = 1
-    seed: int = 0
     stop: list[str] = field(default_factory=list)
+    samples_per_prompt: int = 1
 
     def __post_init__(self):
         _number(self.temperature, "temperature", 0.0)
@@ -191,8 +190,14 @@ class SamplingSpec:
         _number(self.min_p, "min_p", 0.0, 1.0)
         _pos_int(self.samples_per_prompt, "samples_per_prompt")
         _need(isinstance(self.seed, int), "seed", f"must be an integer, got {self.seed!r}")
-        _need(isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop), "stop",
+        _need(isinstance(self.stop, (list, tuple)) and all(isinstance(s, str) and s for s in self.stop), "stop",
               f"must be a list of non-empty strings, got {self.stop!r}")
+        _need(self.logprobs is None and not self.prompt_logprobs, "logprobs",
+              "the grid records no log-probs of its answers; remove logprobs / prompt_logprobs")
+        try:  # the engine's own checks (the seed's range, ...)
+            SamplingParams.__post_init__(self)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 @dataclass(frozen=True)
