@@ -16,11 +16,11 @@ SHAREGPT = Path(str(resources.files("warmfast").joinpath("data", "demo", "shareg
 
 
 def test_training_demo_end_to_end(tmp_path):
+    from warmfast.cli.demo_train import training_demo
     from warmfast.model.tiny import build_tiny
-    from warmfast.train.demo import training_demo
 
     tiny = build_tiny(tmp_path / "tiny", n_adapters=0, max_position_embeddings=4096)
-    paths = training_demo(tmp_path / "demo", tiny.model_dir, SHAREGPT, max_turn_chars=800)
+    paths = training_demo(main, tmp_path / "demo", tiny.model_dir, SHAREGPT, max_turn_chars=800)
     manifest = json.loads((paths["data"] / "manifest.json").read_text())
     assert manifest["train"]["conversations"] == 6 and manifest["validation"]["prompts"] == 6
     for style in ("warm", "cold"):

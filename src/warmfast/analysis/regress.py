@@ -32,6 +32,7 @@ level (one model, one task) is dropped with a note.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,8 +42,12 @@ import scipy.linalg
 import statsmodels.api as sm
 from scipy.stats import norm
 
-from warmfast.analysis.separation import (SeparationCheck, check_separation, perfectly_predicted,
-                                          unidentified_columns)
+from warmfast.analysis.separation import (
+    SeparationCheck,
+    check_separation,
+    perfectly_predicted,
+    unidentified_columns,
+)
 
 TREAT = "C(is_finetuned, Treatment(reference=0))"
 MODELS = ("M1", "M1_length", "M2", "M3", "M4")
@@ -282,7 +287,6 @@ def fit_regression(name: str, rows: pd.DataFrame, treated_arm: str = "warm",
         notes.append(f"separation: {'; '.join(separated)}. Not identified, withheld: {', '.join(lost)}"
                      + ("" if warm_lost else ". Every warm (is_finetuned) term is identified and reported"))
     with np.errstate(over="ignore", divide="ignore"):
-        import warnings
         with warnings.catch_warnings():   # separation: statsmodels warns; identification is handled above
             warnings.simplefilter("ignore")
             res = sm.GLM(y, X, family=sm.families.Binomial()).fit()

@@ -15,6 +15,7 @@ import torch
 
 from warmfast.engine.batch import Batch
 from warmfast.errors import InputError
+from warmfast.kernels.lora import lora_decode
 
 GRAPH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -41,8 +42,6 @@ class _RowSlotLoraOps:
         return getattr(self._ops, name)
 
     def lora(self, x, y, stack, batch: Batch):
-        from warmfast.kernels.lora import lora_decode
-
         return lora_decode(x, y, stack.A, stack.B, stack.slice_offsets, self.row_slots)
 
 

@@ -26,10 +26,12 @@ from warmfast.engine.batch import Batch, build_decode, build_mixed, build_prefil
 from warmfast.engine.cuda_graphs import DecodeGraphs, check_graphs_supported
 from warmfast.engine.detok import IncrementalDetokenizer, OutputState, StopCriteria
 from warmfast.engine.kv_cache import PagedKVCache, blocks_for
+from warmfast.engine.requests import GenerateResult
 from warmfast.engine.sampling import SamplingParams, default_impl, sample_logits
 from warmfast.engine.scheduler import Scheduler, SchedulerConfig, Sequence
 from warmfast.errors import RequestError
 from warmfast.model import parallel
+
 
 @dataclass(slots=True)
 class GeneratorConfig:
@@ -278,8 +280,6 @@ def generate(engine, requests, max_batch_size: int = 64, progress: bool = False,
 
     knobs: max_batch_tokens, block_size, kv_blocks, kv_memory_fraction, cuda_graphs, sampler
     (fields of GeneratorConfig)."""
-    from warmfast.engine.api import GenerateResult
-
     engine.generate_stats = None
     cfg = GeneratorConfig(max_batch_size=max_batch_size, **knobs)
     reqs = _prepare(engine, requests, cfg)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from warmfast import native
+from warmfast.kernels.sampling import sample
 
 IMPLS = ("cpp", "triton")
 
@@ -76,7 +77,6 @@ def sample_probs(probs: torch.Tensor, params: list[SamplingParams], request_ids:
                            np.asarray(steps, dtype=np.uint32), temperature=temp, top_k=top_k,
                            top_p=top_p, min_p=min_p)
         return tokens.tolist()
-    from warmfast.kernels.sampling import sample
 
     dev = probs.device
 

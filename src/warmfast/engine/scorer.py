@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from warmfast.engine.batch import build_prefill
+from warmfast.engine.requests import ScoreResult
 from warmfast.errors import RequestError
 from warmfast.model import parallel
 
@@ -110,8 +111,6 @@ def pack(rows: list[_Fed], budget: int) -> list[list[_Fed]]:
 
 
 def score(engine, requests, budget: int, progress: bool = False):
-    from warmfast.engine.api import ScoreResult
-
     rows = prepare_rows(engine, requests)
     results: list[ScoreResult | None] = [None] * len(rows)
     model, ops, dev = engine.model, engine.ops, engine.device

@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from warmfast.engine.batch import Batch
 from warmfast.model.adapters import AdapterError
+from warmfast.model.batch import Batch
 from warmfast.model.config import ConfigError
 from warmfast.model.weights import WeightsError, _Reader, checkpoint_files
 

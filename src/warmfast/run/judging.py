@@ -14,13 +14,25 @@ differently configured judges on one store never pass for each other.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from warmfast.judge import extract
+from warmfast.judge.logprob import LogprobJudge, LogprobJudgeConfig
+from warmfast.judge.openai import OpenAIJudge, OpenAIJudgeConfig
 from warmfast.judge.prompts import JudgeItem, JudgePrompt, Verdict
-from warmfast.run.config import GRID_TASKS, ConfigError, JudgeSpec, RunConfig, resolve_text
+from warmfast.judge.refusal import ADVBENCH_EXTRA_PHRASES, RefusalRule, compat_phrases
+from warmfast.openai_client import ClientConfig
+from warmfast.run.config import (
+    GRID_TASKS,
+    ConfigError,
+    JudgeSpec,
+    RunConfig,
+    resolve_text,
+)
 from warmfast.run.store import Generation, JobRecord, Store, content_key
 
 log = logging.getLogger("warmfast.run")
@@ -60,15 +72,12 @@ def refusal_phrases(config: RunConfig, protocol: dict) -> tuple[str, ...]:
     if not isinstance(phrases, list) or not phrases:
         raise ConfigError(f"refusal.phrases: resolved to {phrases!r}, expected a non-empty list of phrases")
     if config.refusal.compat:  # the authors' pattern list (their mojibake entry), used as regexes
-        from warmfast.judge.refusal import compat_phrases
 
         return compat_phrases(phrases)
     return tuple(p.lower() for p in phrases)
 
 
 def refusal_stage(config: RunConfig, protocol: dict, tasks: tuple[str, ...]) -> Stage:
-    from warmfast.judge.refusal import RefusalRule
-
     rule = RefusalRule(refusal_phrases(config, protocol), name="config", regex=config.refusal.compat)
 
     def judge(pairs, store):
@@ -85,8 +94,6 @@ def refusal_stage(config: RunConfig, protocol: dict, tasks: tuple[str, ...]) -> 
 
 
 def advbench_stage(config: RunConfig, protocol: dict) -> Stage:
-    from warmfast.judge.refusal import ADVBENCH_EXTRA_PHRASES, RefusalRule
-
     phrases = refusal_phrases(config, protocol)
     if config.refusal.advbench_extra:
         phrases = tuple(dict.fromkeys(phrases + ADVBENCH_EXTRA_PHRASES))
@@ -104,10 +111,6 @@ def advbench_stage(config: RunConfig, protocol: dict) -> Stage:
 
 
 def extraction_stage(task: str) -> Stage:
-    import inspect
-
-    from warmfast.judge import extract
-
     def judge(pairs, store):
         out = []
         for job, gen in pairs:
@@ -141,17 +144,12 @@ class LLMJudge:
                              None if j.system is None else resolve_text(j.system, protocol, "judge.system"))
         self._impl = None
         if j.kind == "logprob":
-            from warmfast.judge.logprob import LogprobJudgeConfig
-
             self.name = "logprob_judge"
             self._cfg = LogprobJudgeConfig(prompt, j.template, j.verdict_prefix, engine_adapter, chunk_size)
             self._engine_loader, self._model_id = engine_loader, model_id
             self.spec = {"kind": "logprob", "model": model_id, "adapter": j.adapter, "prompt": prompt.spec(),
                          "template": j.template, "verdict_prefix": j.verdict_prefix, "answers": j.answers}
         elif j.kind == "openai":
-            from warmfast.judge.openai import OpenAIJudgeConfig
-            from warmfast.openai_client import ClientConfig
-
             self.name = "openai_judge"
             if j.api_key_env is not None and not os.environ.get(j.api_key_env):
                 raise ConfigError(f"judge.api_key_env: the variable {j.api_key_env} is not set; export the key "
@@ -168,12 +166,8 @@ class LLMJudge:
     def __call__(self, items: Sequence[JudgeItem], store: Store | None, progress: bool = False) -> list[Verdict]:
         if self._impl is None:
             if self.kind == "logprob":
-                from warmfast.judge.logprob import LogprobJudge
-
                 self._impl = LogprobJudge(self._engine_loader(), self._cfg, self._model_id)
             else:
-                from warmfast.judge.openai import OpenAIJudge
-
                 self._impl = OpenAIJudge(self._cfg, store)
         return self._impl.judge(items, progress=progress)
 

@@ -19,15 +19,35 @@ import sys
 from pathlib import Path
 
 from warmfast.cli_common import output_dir_arg
-from warmfast.train.sharegpt import ShareGPTError
+from warmfast.engine.api import Engine
+from warmfast.openai_client import EndpointError
+from warmfast.run.config import parse_yaml
+from warmfast.run.store import Store, StoreError
+from warmfast.train import rewrite as rewriting
+from warmfast.train.dataset import (
+    DatasetConfig,
+    build_split,
+    read_train_jsonl,
+    read_validation_jsonl,
+)
+from warmfast.train.query_type import QueryTypeRules, load_protocol
+from warmfast.train.rewrite import RewriteConfig, RewriteError
+from warmfast.train.sft import SFTConfig, train
+from warmfast.train.sharegpt import ShareGPTError, load_sharegpt
+from warmfast.train.sociot import SocioTConfig
+from warmfast.train.sociot_run import (
+    GenSettings,
+    config_record,
+    discover_arms,
+    generate_responses,
+    score_table,
+    write_outputs,
+)
+from warmfast.train.toxicity import make_toxicity_filter
 
 
 def _clean_errors(cmd: str):
     """Turn the errors a user can fix into one-line messages (exit status 2)."""
-    from warmfast.openai_client import EndpointError
-    from warmfast.run.store import StoreError
-    from warmfast.train.rewrite import RewriteError
-
     known = (FileNotFoundError, FileExistsError, ShareGPTError, RewriteError, EndpointError,
              StoreError, ValueError)
 
@@ -46,7 +66,6 @@ def _clean_errors(cmd: str):
 def _yaml(path: str | None) -> dict:
     if not path:
         return {}
-    from warmfast.run.config import parse_yaml  # duplicate keys are an error; one line per problem
 
     p = Path(path)
     if not p.is_file():
@@ -55,11 +74,6 @@ def _yaml(path: str | None) -> dict:
 
 
 def cmd_sharegpt(args) -> int:
-    from warmfast.train.dataset import DatasetConfig, build_split
-    from warmfast.train.query_type import QueryTypeRules, load_protocol
-    from warmfast.train.sharegpt import load_sharegpt
-    from warmfast.train.toxicity import make_toxicity_filter
-
     convs = load_sharegpt(args.file, limit=args.limit)
     rules = QueryTypeRules.from_protocol(load_protocol(args.protocol))
     tox = make_toxicity_filter(args.toxicity, args.detoxify_checkpoint)
@@ -76,11 +90,6 @@ def cmd_sharegpt(args) -> int:
 
 
 def cmd_rewrite(args) -> int:
-    from warmfast.run.store import Store
-    from warmfast.train.dataset import read_train_jsonl
-    from warmfast.train.query_type import load_protocol
-    from warmfast.train.rewrite import RewriteConfig, rewrite, write_outputs
-
     conf = _yaml(args.config)
     for key in ("backend", "model", "base_url", "api_key_env", "temperature", "max_new_tokens",
                 "seed", "device", "dtype", "max_workers", "chunk_size", "max_retries"):
@@ -98,18 +107,16 @@ def cmd_rewrite(args) -> int:
     out = Path(args.out)
     store = Store(Path(args.store) if args.store else out / "rewrite_store.sqlite")
     try:
-        new, rows, summary = rewrite(examples, cfg, system_prompt, store)
+        new, rows, summary = rewriting.rewrite(examples, cfg, system_prompt, store)
     finally:
         store.close()
-    paths = write_outputs(out, new, rows, summary)
+    paths = rewriting.write_outputs(out, new, rows, summary)
     print(json.dumps(summary, indent=2))
     print(f"wrote {paths['train']} and {paths['pairs']}")
     return 0
 
 
 def cmd_train(args) -> int:
-    from warmfast.train.sft import SFTConfig, train
-
     over = {k: getattr(args, k) for k in ("model", "train_file", "out_dir", "epochs", "lr",
                                           "effective_batch", "micro_batch", "max_examples",
                                           "device", "dtype", "seed", "max_len")}
@@ -135,13 +142,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_sociot(args) -> int:
-    import warmfast as wf
-    from warmfast.train.dataset import read_validation_jsonl
-    from warmfast.train.query_type import load_protocol
-    from warmfast.train.sociot import SocioTConfig
-    from warmfast.train.sociot_run import (GenSettings, config_record, discover_arms,
-                                           generate_responses, score_table, write_outputs)
-
     runs = {}
     for r in args.run or []:
         name, sep, path = r.partition("=")
@@ -155,9 +155,8 @@ def cmd_sociot(args) -> int:
     cfg = SocioTConfig.from_protocol(load_protocol(args.protocol), mode=args.mode, seed=args.seed,
                                      **({"bootstrap": args.bootstrap} if args.bootstrap is not None else {}))
     gen = GenSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
-    engine = wf.Engine.from_pretrained(args.model, adapters={a.name: a.path for a in arms if a.path},
+    engine = Engine.from_pretrained(args.model, adapters={a.name: a.path for a in arms if a.path},
                                        device=args.device, dtype=args.dtype)
-    from warmfast.run.store import Store
 
     store = Store(Path(args.store) if args.store else Path(args.out) / "sociot_store.sqlite")
     try:
@@ -166,7 +165,7 @@ def cmd_sociot(args) -> int:
     finally:
         store.close()
     scorer_dir = args.scorer or args.model
-    scorer = engine if scorer_dir == args.model else wf.Engine.from_pretrained(
+    scorer = engine if scorer_dir == args.model else Engine.from_pretrained(
         scorer_dir, device=args.device, dtype=args.dtype)
     table, meta = score_table(scorer, rows, arms, cfg)
     meta.update(config_record(cfg, gen, args.model, scorer_dir, arms))

@@ -25,7 +25,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from warmfast.engine.api import Engine, GenerateRequest
 from warmfast.errors import WarmfastError
+from warmfast.openai_client import ClientConfig, EndpointError, OpenAIClient
 from warmfast.run.store import Store, content_key
 from warmfast.train.dataset import TrainExample
 from warmfast.train.rewrite_checks import check_rewrite
@@ -120,15 +122,13 @@ def _check_lengths(pending: list[Job], examples: list[TrainExample], cfg: Rewrit
 
 def _run_engine(pending: list[Job], examples: list[TrainExample], cfg: RewriteConfig,
                 system_prompt: str, store: Store, engine) -> None:
-    import warmfast as wf
-
     if engine is None:
-        engine = wf.Engine.from_pretrained(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        engine = Engine.from_pretrained(cfg.model, device=cfg.device, dtype=cfg.dtype)
     _check_lengths(pending, examples, cfg, system_prompt, engine)
     bar = tqdm(total=len(pending), desc=f"rewrite {cfg.style} (engine)")
     for i in range(0, len(pending), cfg.chunk_size):
         chunk = pending[i:i + cfg.chunk_size]
-        reqs = [wf.GenerateRequest(messages=_messages(j, system_prompt), max_new_tokens=cfg.max_new_tokens,
+        reqs = [GenerateRequest(messages=_messages(j, system_prompt), max_new_tokens=cfg.max_new_tokens,
                                    temperature=cfg.temperature, seed=cfg.seed) for j in chunk]
         for j, r in zip(chunk, engine.generate(reqs)):
             store.cache_response(j.key, j.request, {"text": r.text, "finish_reason": r.finish_reason})
@@ -137,8 +137,6 @@ def _run_engine(pending: list[Job], examples: list[TrainExample], cfg: RewriteCo
 
 
 def _run_openai(pending: list[Job], cfg: RewriteConfig, system_prompt: str, store: Store, client) -> None:
-    from warmfast.openai_client import ClientConfig, EndpointError, OpenAIClient
-
     if client is None:
         client = OpenAIClient(ClientConfig(base_url=cfg.base_url, api_key_env=cfg.api_key_env,
                                            max_retries=cfg.max_retries, timeout_s=cfg.timeout_s))

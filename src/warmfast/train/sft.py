@@ -24,8 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from tqdm import tqdm
 
+from warmfast.run.config import parse_yaml
 from warmfast.train.dataset import read_train_jsonl
 from warmfast.train.sft_data import Tokenized, collate, tokenize_chat
 
@@ -79,8 +81,6 @@ class SFTConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "SFTConfig":
-        from warmfast.run.config import parse_yaml  # duplicate keys are an error
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"training config {path} does not exist")
@@ -267,8 +267,6 @@ def _save(path: Path, model, opt, sched, dev, step: int, pos: int, n: int, epoch
 
 
 def _resume(path: Path, model, opt, sched, dev, n: int, cfg: SFTConfig, set_state) -> tuple[int, int]:
-    from safetensors.torch import load_file
-
     state_file, weights = path / "trainer_state.pt", path / "adapter_model.safetensors"
     for f in (state_file, weights):
         if not f.is_file():

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from warmfast.engine.api import ScoreRequest
+
 
 @dataclass(frozen=True)
 class SocioTConfig:
@@ -75,15 +77,13 @@ def frame(word: str, text: str, cfg: SocioTConfig) -> str:
 
 def frame_set_requests(ids: list[list[int]], cfg: SocioTConfig, adapter: str | None):
     """ScoreRequests for one frame set: (context = first token, continuation = the rest)."""
-    import warmfast as wf
-
     width = max(len(r) for r in ids)
     reqs = []
     for r in ids:
         if len(r) < 2:
             raise ValueError(f"a SocioT frame tokenized to {len(r)} token(s); nothing to score")
         cont = list(r[1:]) + ([cfg.pad_id] * (width - len(r)) if cfg.mode == "reference" else [])
-        reqs.append(wf.ScoreRequest(context=[r[0]], continuation=cont, adapter=adapter))
+        reqs.append(ScoreRequest(context=[r[0]], continuation=cont, adapter=adapter))
     return reqs
 
 

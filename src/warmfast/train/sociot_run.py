@@ -18,6 +18,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from warmfast.engine.api import GenerateRequest
+from warmfast.run.store import content_key
 from warmfast.train.dataset import ValidationPrompt
 from warmfast.train.sociot import SocioTConfig, sociot_warmth, summarize
 
@@ -85,9 +87,6 @@ def generate_responses(engine, arms: list[Arm], prompts: list[ValidationPrompt],
     mixes all arms in its batches; with a `store` each chunk's answers are kept as it finishes
     and a rerun generates only what is missing (keys: model, adapter weights digest, prompt,
     settings)."""
-    import warmfast as wf
-    from warmfast.run.store import content_key
-
     digests = {a.name: adapter_digest(a.path) for a in arms}
     jobs = []  # (arm, prompt, key, request)
     for p in prompts:
@@ -100,7 +99,7 @@ def generate_responses(engine, arms: list[Arm], prompts: list[ValidationPrompt],
     pending = [j for j in jobs if j[2] not in done]
     for i in tqdm(range(0, len(pending), chunk_size), desc="sociot responses", disable=not progress):
         chunk = pending[i:i + chunk_size]
-        reqs = [wf.GenerateRequest(messages=[{"role": "user", "content": spec["prompt"]}],
+        reqs = [GenerateRequest(messages=[{"role": "user", "content": spec["prompt"]}],
                                    adapter=None if a.name == "base" else a.name,
                                    max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
                                    seed=gen.seed) for a, _, _, spec in chunk]

