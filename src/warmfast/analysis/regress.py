@@ -42,12 +42,8 @@ import scipy.linalg
 import statsmodels.api as sm
 from scipy.stats import norm
 
-from warmfast.analysis.separation import (
-    SeparationCheck,
-    check_separation,
-    perfectly_predicted,
-    unidentified_columns,
-)
+from warmfast.analysis.separation import (SeparationCheck, check_separation, perfectly_predicted,
+                                          unidentified_columns)
 
 TREAT = "C(is_finetuned, Treatment(reference=0))"
 MODELS = ("M1", "M1_length", "M2", "M3", "M4")

@@ -24,12 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from warmfast.analysis.load import (
-    TASK_ALIASES,
-    TASKS,
-    UNGRADED,
-    frame_from_study_layout,
-)
+from warmfast.analysis.load import TASK_ALIASES, TASKS, UNGRADED, frame_from_study_layout
 from warmfast.run.judging import SELF_JUDGED_WARNING
 from warmfast.run.plan import PLAN_MANIFEST, read_plan_manifest
 from warmfast.run.store import SCHEMA_VERSION

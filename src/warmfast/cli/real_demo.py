@@ -27,6 +27,7 @@ from warmfast.model.gguf import cached_conversion
 from warmfast.model.smollm2 import smollm2_folder
 from warmfast.run.config import config_from_dict
 from warmfast.run.runner import run
+from warmfast.yaml_config import read_yaml
 
 STEPS = ("model", "train", "grid", "report")
 
@@ -137,7 +138,7 @@ def report_part(main: Main, out: Path) -> None:
 
 def run_real_demo(main: Main, outdir: Path, config: str | Path | None = None, gguf: str | None = None,
                   sociot_scorer: str | None = None) -> int:
-    raw = yaml.safe_load(Path(config or study_config_path()).read_text(encoding="utf-8"))
+    raw = read_yaml(config or study_config_path(), "study config")
     s = raw.pop("study")
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)

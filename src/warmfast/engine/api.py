@@ -13,12 +13,7 @@ import torch
 from warmfast.engine.backend import select_backend
 from warmfast.engine.device import check_device, resolve_dtype
 from warmfast.engine.generator import generate
-from warmfast.engine.requests import (
-    GenerateRequest,
-    GenerateResult,
-    ScoreRequest,
-    ScoreResult,
-)
+from warmfast.engine.requests import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 from warmfast.engine.scorer import score
 from warmfast.engine.tokens import TokenizerCache
 from warmfast.errors import InputError, UnknownAdapterError
@@ -28,14 +23,8 @@ from warmfast.model.config import ModelConfig
 from warmfast.model.gguf import cached_conversion
 from warmfast.model.gpt2 import GPT2Model, is_gpt2_folder, load_gpt2
 from warmfast.model.llama import Model
-from warmfast.model.parallel import (
-    TPGroup,
-    init_tensor_parallel,
-    local_config,
-    lora_slicer,
-    rank_device,
-    weight_slicer,
-)
+from warmfast.model.parallel import (TPGroup, init_tensor_parallel, local_config, lora_slicer, rank_device,
+                                     weight_slicer)
 from warmfast.model.weights import load_weights
 
 log = logging.getLogger("warmfast")

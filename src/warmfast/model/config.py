@@ -21,7 +21,7 @@ SUPPORTED_ARCHITECTURES = {
 }
 
 
-class ConfigError(WarmfastError, ValueError):
+class ModelConfigError(WarmfastError, ValueError):
     """A model folder whose config.json warmfast cannot run."""
 
 
@@ -64,16 +64,16 @@ class ModelConfig:
                      "num_kv_heads", "head_dim", "max_position_embeddings"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{where}: {name} must be a positive integer, got {value!r}")
+                raise ModelConfigError(f"{where}: {name} must be a positive integer, got {value!r}")
         if self.num_heads % self.num_kv_heads:
-            raise ConfigError(f"{where}: num_attention_heads={self.num_heads} is not a multiple of "
+            raise ModelConfigError(f"{where}: num_attention_heads={self.num_heads} is not a multiple of "
                               f"num_key_value_heads={self.num_kv_heads}")
         if self.head_dim % 2:
-            raise ConfigError(f"{where}: head_dim={self.head_dim} must be even for rotary embeddings")
+            raise ModelConfigError(f"{where}: head_dim={self.head_dim} must be even for rotary embeddings")
         if self.rope_scaling is not None:
             kind = self.rope_scaling.get("rope_type", self.rope_scaling.get("type"))
             if kind not in ("llama3", "default"):
-                raise ConfigError(f"{where}: rope scaling type {kind!r} is not supported "
+                raise ModelConfigError(f"{where}: rope scaling type {kind!r} is not supported "
                                   "(supported: none, 'default', 'llama3')")
             if kind == "default":
                 self.rope_scaling = None
@@ -101,23 +101,23 @@ class ModelConfig:
         archs = raw.get("architectures") or []
         arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
         if arch is None:
-            raise ConfigError(f"{source}: architectures={archs} is not supported; warmfast runs "
+            raise ModelConfigError(f"{source}: architectures={archs} is not supported; warmfast runs "
                               f"{', '.join(SUPPORTED_ARCHITECTURES)}, and GPT2LMHeadModel for "
                               "scoring only (model/gpt2.py)")
         _, qkv_bias = SUPPORTED_ARCHITECTURES[arch]
 
         def need(key):
             if key not in raw:
-                raise ConfigError(f"{source}: missing required key {key!r} for {arch}")
+                raise ModelConfigError(f"{source}: missing required key {key!r} for {arch}")
             return raw[key]
 
         for flag in ("attention_bias", "mlp_bias"):
             if arch != "Qwen2ForCausalLM" and raw.get(flag):
-                raise ConfigError(f"{source}: {flag}=true is not supported for {arch} "
+                raise ModelConfigError(f"{source}: {flag}=true is not supported for {arch} "
                                   "(supported: bias-free Llama/Mistral projections, Qwen2 q/k/v bias)")
         act = raw.get("hidden_act", "silu")
         if act != "silu":
-            raise ConfigError(f"{source}: hidden_act={act!r} is not supported (supported: 'silu')")
+            raise ModelConfigError(f"{source}: hidden_act={act!r} is not supported (supported: 'silu')")
         num_heads = need("num_attention_heads")
         hidden = need("hidden_size")
         # transformers 5 writes rope_parameters {rope_theta, rope_type, ...}; released checkpoints
@@ -165,5 +165,5 @@ class ModelConfig:
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ConfigError(f"{path} is not valid JSON: {err}") from err
+            raise ModelConfigError(f"{path} is not valid JSON: {err}") from err
         return cls.from_dict(raw, source=str(path))

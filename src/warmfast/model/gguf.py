@@ -36,9 +36,7 @@ def inspect_gguf(path: str | Path) -> dict:
     Returns {"architecture": str, "quant_types": sorted list of type names, "n_tensors": int}.
     """
     import gguf
-    from gguf.quants import (
-        _type_traits,  # the types whose de-quantisation the gguf package implements
-    )
+    from gguf.quants import _type_traits  # the types whose de-quantisation the gguf package implements
 
     path = Path(path)
     if not path.is_file():

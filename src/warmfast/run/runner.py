@@ -37,23 +37,10 @@ from warmfast.run.export import export_rows
 from warmfast.run.judging import Stage, build_stages
 from warmfast.run.lock import RunLock
 from warmfast.run.lockstep import Leader, follow
-from warmfast.run.plan import (
-    Plan,
-    adapter_fingerprint,
-    build_plan,
-    generate_request,
-    model_fingerprint,
-)
+from warmfast.run.plan import Plan, adapter_fingerprint, build_plan, generate_request, model_fingerprint
 from warmfast.run.shard import rank_chunks
 from warmfast.run.signals import GracefulStop
-from warmfast.run.store import (
-    Generation,
-    JobRecord,
-    Judgement,
-    Store,
-    StoreError,
-    judgement_key,
-)
+from warmfast.run.store import Generation, JobRecord, Judgement, Store, StoreError, judgement_key
 
 log = logging.getLogger("warmfast.run")
 

@@ -21,29 +21,18 @@ from pathlib import Path
 from warmfast.cli_common import output_dir_arg
 from warmfast.engine.api import Engine
 from warmfast.openai_client import EndpointError
-from warmfast.run.config import parse_yaml
 from warmfast.run.store import Store, StoreError
 from warmfast.train import rewrite as rewriting
-from warmfast.train.dataset import (
-    DatasetConfig,
-    build_split,
-    read_train_jsonl,
-    read_validation_jsonl,
-)
+from warmfast.train.dataset import DatasetConfig, build_split, read_train_jsonl, read_validation_jsonl
 from warmfast.train.query_type import QueryTypeRules, load_protocol
 from warmfast.train.rewrite import RewriteConfig, RewriteError
 from warmfast.train.sft import SFTConfig, train
 from warmfast.train.sharegpt import ShareGPTError, load_sharegpt
 from warmfast.train.sociot import SocioTConfig
-from warmfast.train.sociot_run import (
-    GenSettings,
-    config_record,
-    discover_arms,
-    generate_responses,
-    score_table,
-    write_outputs,
-)
+from warmfast.train.sociot_run import (GenSettings, config_record, discover_arms, generate_responses,
+                                       score_table, write_outputs)
 from warmfast.train.toxicity import make_toxicity_filter
+from warmfast.yaml_config import read_yaml
 
 
 def _clean_errors(cmd: str):
@@ -64,13 +53,7 @@ def _clean_errors(cmd: str):
 
 
 def _yaml(path: str | None) -> dict:
-    if not path:
-        return {}
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config {p} does not exist")
-    return parse_yaml(p.read_text(encoding="utf-8"), str(p)) or {}
+    return read_yaml(path, "config") or {} if path else {}
 
 
 def cmd_sharegpt(args) -> int:

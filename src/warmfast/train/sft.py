@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from warmfast.run.config import parse_yaml
+from warmfast.yaml_config import read_yaml
 from warmfast.train.dataset import read_train_jsonl
 from warmfast.train.sft_data import Tokenized, collate, tokenize_chat
 
@@ -82,9 +82,7 @@ class SFTConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "SFTConfig":
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"training config {path} does not exist")
-        raw = parse_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
+        raw = read_yaml(path, "training config") or {}
         raw.update({k: v for k, v in overrides.items() if v is not None})
         unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
         if unknown:
