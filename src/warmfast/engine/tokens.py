@@ -9,8 +9,8 @@ from pathlib import Path
 
 from jinja2.exceptions import TemplateError
 
-from warmfast.engine.detok import load_eos_ids
 from warmfast.errors import MissingPathError, RequestError
+from warmfast.model.eos import load_eos_ids
 
 
 class TokenizerCache:

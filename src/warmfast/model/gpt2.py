@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from warmfast.model.adapters import AdapterError
 from warmfast.model.batch import Batch
 from warmfast.model.config import ModelConfigError
+from warmfast.model.eos import eos_ids
 from warmfast.model.weights import WeightsError, _Reader, checkpoint_files
 
 ARCHITECTURE = "GPT2LMHeadModel"
@@ -64,10 +65,10 @@ class GPT2Config:
                 raise ModelConfigError(f"{self.source}: {name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_heads:
             raise ModelConfigError(f"{self.source}: n_embd={self.hidden_size} is not a multiple of "
-                              f"n_head={self.num_heads}")
+                                   f"n_head={self.num_heads}")
         if self.activation not in ACTIVATIONS:
             raise ModelConfigError(f"{self.source}: activation_function={self.activation!r} is not "
-                              f"supported for {ARCHITECTURE} (supported: {', '.join(ACTIVATIONS)})")
+                                   f"supported for {ARCHITECTURE} (supported: {', '.join(ACTIVATIONS)})")
 
     @property
     def head_dim(self) -> int:
@@ -77,7 +78,7 @@ class GPT2Config:
     def from_dict(cls, raw: dict, source: str = "<memory>") -> "GPT2Config":
         if ARCHITECTURE not in (raw.get("architectures") or []):
             raise ModelConfigError(f"{source}: architectures={raw.get('architectures')} does not name "
-                              f"{ARCHITECTURE}")
+                                   f"{ARCHITECTURE}")
 
         def need(key):
             if key not in raw:
@@ -89,9 +90,8 @@ class GPT2Config:
                              ("add_cross_attention", False)):
             if raw.get(key, default) != default:
                 raise ModelConfigError(f"{source}: {key}={raw[key]!r} is not supported for {ARCHITECTURE} "
-                                  f"(supported: {key}={default})")
+                                       f"(supported: {key}={default})")
         hidden = need("n_embd")
-        eos = raw.get("eos_token_id")
         return cls(vocab_size=need("vocab_size"), hidden_size=hidden, num_layers=need("n_layer"),
                    num_heads=need("n_head"), intermediate_size=raw.get("n_inner") or 4 * hidden,
                    max_position_embeddings=need("n_positions"),
@@ -99,7 +99,7 @@ class GPT2Config:
                    activation=raw.get("activation_function", "gelu_new"),
                    tie_word_embeddings=bool(raw.get("tie_word_embeddings", True)),
                    bos_token_id=raw.get("bos_token_id"),
-                   eos_token_ids=[] if eos is None else ([eos] if isinstance(eos, int) else list(eos)),
+                   eos_token_ids=eos_ids(raw.get("eos_token_id"), source),
                    source=source)
 
 
