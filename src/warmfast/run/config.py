@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from warmfast.errors import ConfigError  # noqa: F401 (run.config.ConfigError: the name callers use)
+from warmfast.tasks.item import CAPABILITY_TASKS, GRID_TASKS
 from warmfast.yaml_config import read_yaml
 
 ARM_KINDS = ("original", "adapter", "system_prompt")
-GRID_TASKS = ("triviaqa", "truthfulqa", "disinfo", "medqa")
-CAPABILITY_TASKS = ("mmlu", "gsm8k", "advbench")
 JUDGE_KINDS = ("logprob", "openai", "none")
 EXPORT_FORMATS = ("csv", "parquet")
 
