@@ -14,7 +14,6 @@ differently configured judges on one store never pass for each other.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -27,9 +26,12 @@ from warmfast.judge.prompts import JudgeItem, JudgePrompt, Verdict
 from warmfast.judge.refusal import ADVBENCH_EXTRA_PHRASES, RefusalRule, compat_phrases
 from warmfast.openai_client import ClientConfig
 from warmfast.run.config import GRID_TASKS, ConfigError, JudgeSpec, RunConfig, resolve_text
-from warmfast.run.store import Generation, JobRecord, Store, content_key
+from warmfast.run.store import Generation, JobRecord, Judgement, Store, content_key, judgement_key
 
 log = logging.getLogger("warmfast.run")
+# Extraction verdicts were once keyed by content_key({"source": inspect.getsource(judge.extract)});
+# this is that key for the extract.py of RULES_VERSION 1 (warmfast up to commit e4d1b09).
+LEGACY_EXTRACT_SOURCE_KEY = "7559c0af0c8a0daf010ffaa6d58997f99e6e9821f0f73520e4af9feefa23bd3e"
 SELF_JUDGED_WARNING = ("no separate judge is configured (judge.model: generation): the subject model judged its "
                        "own answers, which can favour it; configure a judge model or endpoint for study figures")
 
@@ -44,6 +46,9 @@ class Stage:
     tasks: tuple[str, ...]
     spec: dict
     judge: JudgeFn
+    # specs under which this stage's verdicts were keyed by an earlier warmfast, for the same
+    # rules: a verdict found under one is carried over to today's key (carry_over), not re-made
+    legacy_specs: tuple[dict, ...] = ()
 
     @property
     def judge_name(self) -> str:
@@ -119,10 +124,12 @@ def extraction_stage(task: str) -> Stage:
                                {"extracted": found, "gold": gold}))
         return out
 
-    # the rules' identity is their source: a changed rule re-grades, an unchanged one never does
-    rules = content_key({"source": inspect.getsource(extract)})
-    return Stage("capability", f"{task}_extraction", (task,), {"kind": "extraction", "task": task, "rules": rules},
-                 judge)
+    # the rules' identity is their version (judge/extract.py): a changed rule re-grades, an unchanged one never does
+    spec = {"kind": "extraction", "task": task, "rules_version": extract.RULES_VERSION}
+    legacy = ()
+    if extract.RULES_VERSION == 1:  # the same rules, keyed by extract.py's source text before versions
+        legacy = ({"kind": "extraction", "task": task, "rules": LEGACY_EXTRACT_SOURCE_KEY},)
+    return Stage("capability", f"{task}_extraction", (task,), spec, judge, legacy)
 
 
 class LLMJudge:
@@ -199,3 +206,26 @@ def build_stages(config: RunConfig, protocol: dict, judge_engine, judge_model_id
     if "advbench" in tasks:
         stages.append(advbench_stage(config, protocol))
     return stages
+
+
+def carry_over(stage: Stage, store: Store, keys: dict[str, str], gens: dict[str, Generation],
+               have: dict[str, Judgement]) -> dict[str, Judgement]:
+    """Verdicts of `stage` stored under one of its legacy specs, stored again under today's keys
+    (one transaction) and returned by key. keys: {job key: today's judgement key}; have: those
+    already stored. A store from before a key change keeps every verdict its rules still give."""
+    missing = {job: key for job, key in keys.items() if key not in have}
+    moved: dict[str, Judgement] = {}
+    for spec in stage.legacy_specs:
+        old = {job: judgement_key(job, stage.role, spec, gens[job].text) for job, key in missing.items()
+               if key not in moved}
+        found = store.judgements(old.values())
+        for job, old_key in old.items():
+            if old_key in found:
+                f = found[old_key]
+                moved[missing[job]] = Judgement(missing[job], job, stage.role, stage.judge_name, f.verdict, f.score,
+                                                f.confidence, f.detail)
+    if moved:
+        store.add_judgements(moved.values())
+        log.info("%s: %d verdict(s) stored under the earlier key format carried over to today's keys (%s)",
+                 stage.name, len(moved), store.path)
+    return moved

@@ -34,7 +34,7 @@ from warmfast.errors import RequestError
 from warmfast.model.parallel import ParallelLayout, rank_device
 from warmfast.run.config import ConfigError, RunConfig
 from warmfast.run.export import export_rows
-from warmfast.run.judging import Stage, build_stages
+from warmfast.run.judging import Stage, build_stages, carry_over
 from warmfast.run.lock import RunLock
 from warmfast.run.lockstep import Leader, follow
 from warmfast.run.plan import Plan, adapter_fingerprint, build_plan, generate_request, model_fingerprint
@@ -179,6 +179,8 @@ def judge(chunks: list[list[JobRecord]], plan: Plan, store: Store, stages: list[
         for job_key, k in keys.items():
             keymap[(stage.role, job_key)] = k
         have = store.judgements(keys.values())
+        if stage.legacy_specs:  # verdicts stored under an earlier key format (run/judging.py)
+            have.update(carry_over(stage, store, keys, gens, have))
         todo = [[j for j in b if keys[j.key] not in have] for b in batches]
         n_todo = sum(len(b) for b in todo)
         bar = tqdm(total=len(keys), initial=len(keys) - n_todo, unit="answer", desc=stage.name,
