@@ -27,8 +27,9 @@ from tqdm import tqdm
 
 from warmfast.engine.api import Engine, GenerateRequest
 from warmfast.errors import WarmfastError
+from warmfast.keys import content_key
 from warmfast.openai_client import ClientConfig, EndpointError, OpenAIClient
-from warmfast.run.store import Store, content_key
+from warmfast.run.store import Store
 from warmfast.train.dataset import TrainExample
 from warmfast.train.rewrite_checks import check_rewrite
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from warmfast.engine.api import GenerateRequest
-from warmfast.run.store import content_key
+from warmfast.keys import content_key
 from warmfast.train.dataset import ValidationPrompt
 from warmfast.train.sociot import SocioTConfig, sociot_warmth, summarize
 
