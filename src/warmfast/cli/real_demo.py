@@ -130,8 +130,10 @@ def report_part(main: Main, out: Path) -> None:
     (out / "outcome.json").write_text(json.dumps(result, indent=1) + "\n")
     bench = out / "benchmarks.csv"
     benchmarks_table(out / "grid" / "results.csv").to_csv(bench, index=False)
-    _cli(main, ["report", str(out / "grid"), "--out", str(out / "report"), "--sociot", str(out / "sociot" / "sociot.csv"),
-          "--benchmarks", str(bench), "--title", "warmfast: the warmth study at 135M scale (SmolLM2-135M-Instruct)"])
+    _cli(main, ["report", str(out / "grid"), "--out", str(out / "report"),
+                "--sociot", str(out / "sociot" / "sociot.csv"),
+                "--benchmarks", str(bench),
+                "--title", "warmfast: the warmth study at 135M scale (SmolLM2-135M-Instruct)"])
     for line in result["lines"]:
         print("[outcome] " + line)
 
