@@ -8,8 +8,8 @@ Each layer keeps its own subclass (model.config.ModelConfigError, model.adapters
 model.weights.WeightsError, run.store.StoreError, tasks.item.TaskDataError,
 openai_client.EndpointError, ...); they also derive from the builtin they always were (ValueError,
 RuntimeError, ...) so callers catching those keep working. `ConfigError` (a YAML experiment
-config) is here because the one YAML reader (yaml_config.py) sits below every layer reading one. This module imports nothing of
-warmfast, so every layer can use it.
+config) is here because the one YAML reader (yaml_config.py) sits below every layer reading one.
+This module imports nothing of warmfast, so every layer can use it.
 """
 from __future__ import annotations
 
