@@ -24,7 +24,7 @@ SRC = ROOT / "src" / "warmfast"
 # third-party packages a function may import lazily: optional extras, or heavy imports kept off
 # the paths that never need them (`warmfast report` need not load transformers); never warmfast
 LAZY_OK = {"lm_eval", "inspect_ai", "flash_attn", "detoxify", "matplotlib", "transformers", "peft", "gguf",
-           "pandas"}
+           "pandas", "scipy", "statsmodels"}
 # pyproject's ignore_imports: `from warmfast import _C` (native.py) is the compiled extension, which
 # grimp reads as the package itself
 IGNORED = {"warmfast.native": {"warmfast"}}
@@ -150,3 +150,14 @@ def test_kernels_import_nothing_of_warmfast():
                      [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
             bad += [f"{path.name}:{node.lineno}: {n}" for n in names if n.split(".")[0] == "warmfast"]
     assert not bad, "kernels/ imports warmfast: " + ", ".join(bad)
+
+
+def test_command_line_start_up_leaves_heavy_packages_unloaded():
+    """Every `warmfast` command builds the whole parser, so the modules of every command load:
+    the heavy packages imported lazily for that reason must stay unloaded until used."""
+    heavy = ("matplotlib", "statsmodels", "scipy", "transformers", "peft", "lm_eval", "inspect_ai")
+    code = ("import sys; import warmfast.cli as c; c.build_parser(); "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", f"loaded at start-up: {done.stdout.strip()}"
