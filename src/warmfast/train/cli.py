@@ -13,43 +13,24 @@ line naming the problem; what was already rewritten or trained stays on disk.
 """
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from pathlib import Path
 
 from warmfast.cli_common import output_dir_arg
 from warmfast.engine.api import Engine
-from warmfast.openai_client import EndpointError
-from warmfast.run.store import Store, StoreError
+from warmfast.errors import InputError
+from warmfast.run.store import Store
 from warmfast.train import rewrite as rewriting
 from warmfast.train.dataset import DatasetConfig, build_split, read_train_jsonl, read_validation_jsonl
 from warmfast.train.query_type import QueryTypeRules, load_protocol
-from warmfast.train.rewrite import RewriteConfig, RewriteError
+from warmfast.train.rewrite import RewriteConfig
 from warmfast.train.sft import SFTConfig, train
-from warmfast.train.sharegpt import ShareGPTError, load_sharegpt
+from warmfast.train.sharegpt import load_sharegpt
 from warmfast.train.sociot import SocioTConfig
 from warmfast.train.sociot_run import (GenSettings, config_record, discover_arms, generate_responses,
                                        score_table, write_outputs)
 from warmfast.train.toxicity import make_toxicity_filter
 from warmfast.yaml_config import read_yaml
-
-
-def _clean_errors(cmd: str):
-    """Turn the errors a user can fix into one-line messages (exit status 2)."""
-    known = (FileNotFoundError, FileExistsError, ShareGPTError, RewriteError, EndpointError,
-             StoreError, ValueError)
-
-    def wrap(fn):
-        @functools.wraps(fn)
-        def run(args):
-            try:
-                return fn(args)
-            except known as err:
-                print(f"warmfast {cmd}: {type(err).__name__}: {err}", file=sys.stderr)
-                return 2
-        return run
-    return wrap
 
 
 def _yaml(path: str | None) -> dict:
@@ -82,7 +63,7 @@ def cmd_rewrite(args) -> int:
         conf["api_key_env"] = None  # a local server without authentication
     unknown = sorted(set(conf) - set(RewriteConfig.__dataclass_fields__) - {"style"})
     if unknown:
-        raise ValueError(f"{args.config}: unknown keys {unknown}; known: "
+        raise InputError(f"{args.config}: unknown keys {unknown}; known: "
                          f"{sorted(RewriteConfig.__dataclass_fields__)}")
     cfg = RewriteConfig(style=args.style, **conf)
     system_prompt = load_protocol(args.protocol)["rewrite_system_prompts"][args.style]
@@ -110,7 +91,7 @@ def cmd_train(args) -> int:
     else:
         missing = [f"--{k.replace('_', '-')}" for k in ("model", "train_file", "out_dir") if over[k] is None]
         if missing:
-            raise ValueError(f"give {', '.join(missing)} (or a YAML config that sets them)")
+            raise InputError(f"give {', '.join(missing)} (or a YAML config that sets them)")
         cfg = SFTConfig(**{k: v for k, v in over.items() if v is not None})
     resume = args.resume
     if resume == "latest":
@@ -129,12 +110,12 @@ def cmd_sociot(args) -> int:
     for r in args.run or []:
         name, sep, path = r.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"--run expects NAME=DIR (a `warmfast train` out_dir), got {r!r}")
+            raise InputError(f"--run expects NAME=DIR (a `warmfast train` out_dir), got {r!r}")
         runs[name] = path
     arms = discover_arms(runs)
     prompts = read_validation_jsonl(args.prompts)[: args.n_prompts]
     if not prompts:
-        raise ValueError(f"{args.prompts} holds no validation prompts")
+        raise InputError(f"{args.prompts} holds no validation prompts")
     cfg = SocioTConfig.from_protocol(load_protocol(args.protocol), mode=args.mode, seed=args.seed,
                                      **({"bootstrap": args.bootstrap} if args.bootstrap is not None else {}))
     gen = GenSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
@@ -176,7 +157,7 @@ def register(sub) -> None:
     p.add_argument("--toxicity-threshold", type=float, default=0.5)
     p.add_argument("--detoxify-checkpoint", default=None)
     p.add_argument("--protocol", default=None, help="protocol.json (default: warmfast's copy)")
-    p.set_defaults(func=_clean_errors("sharegpt")(cmd_sharegpt))
+    p.set_defaults(func=cmd_sharegpt)
 
     p = sub.add_parser("rewrite", help="rewrite every assistant turn warm or cold (resumable)")
     p.add_argument("config", nargs="?", help="YAML (configs/train_rewrite.yaml); flags override it")
@@ -195,7 +176,7 @@ def register(sub) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--protocol", default=None)
-    p.set_defaults(func=_clean_errors("rewrite")(cmd_rewrite))
+    p.set_defaults(func=cmd_rewrite)
 
     p = sub.add_parser("train", help="LoRA SFT with checkpoints at fractional epochs")
     p.add_argument("config", nargs="?", help="YAML (configs/train.yaml); flags override it")
@@ -209,7 +190,7 @@ def register(sub) -> None:
         p.add_argument(f"--{name}", type=typ, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
-    p.set_defaults(func=_clean_errors("train")(cmd_train))
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sociot", help="SocioT warmth of the base model and every checkpoint")
     p.add_argument("--model", required=True, help="base model folder (generates the responses)")
@@ -229,4 +210,4 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--protocol", default=None)
-    p.set_defaults(func=_clean_errors("sociot")(cmd_sociot))
+    p.set_defaults(func=cmd_sociot)

@@ -26,7 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from warmfast.engine.api import Engine, GenerateRequest
-from warmfast.errors import WarmfastError
+from warmfast.errors import InputError, WarmfastError
 from warmfast.keys import content_key
 from warmfast.openai_client import ClientConfig, EndpointError, OpenAIClient
 from warmfast.run.store import Store
@@ -63,17 +63,17 @@ class RewriteConfig:
 
     def __post_init__(self):
         if self.style not in ("warm", "cold"):
-            raise ValueError(f"rewrite style must be 'warm' or 'cold', got {self.style!r}")
+            raise InputError(f"rewrite style must be 'warm' or 'cold', got {self.style!r}")
         if self.backend not in ("engine", "openai"):
-            raise ValueError(f"rewrite backend must be 'engine' or 'openai', got {self.backend!r}")
+            raise InputError(f"rewrite backend must be 'engine' or 'openai', got {self.backend!r}")
         if not self.model:
-            raise ValueError("rewrite needs model: a model folder (engine) or a model name (openai)")
+            raise InputError("rewrite needs model: a model folder (engine) or a model name (openai)")
         if self.backend == "openai" and not self.base_url:
-            raise ValueError("the openai backend needs base_url (e.g. https://api.openai.com/v1)")
+            raise InputError("the openai backend needs base_url (e.g. https://api.openai.com/v1)")
         if "{user}" not in self.user_template or "{answer}" not in self.user_template:
-            raise ValueError("user_template must contain {user} and {answer}")
+            raise InputError("user_template must contain {user} and {answer}")
         if self.chunk_size < 1 or self.max_workers < 1 or self.max_new_tokens < 1 or self.temperature < 0:
-            raise ValueError(f"chunk_size, max_workers, max_new_tokens must be >= 1 and temperature "
+            raise InputError(f"chunk_size, max_workers, max_new_tokens must be >= 1 and temperature "
                              f">= 0; got {self.chunk_size}, {self.max_workers}, {self.max_new_tokens}, "
                              f"{self.temperature}")
 

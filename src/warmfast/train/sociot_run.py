@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from warmfast.engine.api import GenerateRequest
+from warmfast.errors import InputError
 from warmfast.keys import content_key
 from warmfast.train.dataset import ValidationPrompt
 from warmfast.train.sociot import SocioTConfig, sociot_warmth, summarize
@@ -41,7 +42,7 @@ class GenSettings:
 
     def __post_init__(self):
         if self.max_new_tokens < 1 or self.temperature < 0 or self.max_prompt_chars < 1:
-            raise ValueError(f"generation settings out of range: {self}")
+            raise InputError(f"generation settings out of range: {self}")
 
 
 def discover_arms(runs: dict[str, str | Path]) -> list[Arm]:
@@ -61,7 +62,7 @@ def discover_arms(runs: dict[str, str | Path]) -> list[Arm]:
             else:
                 m = re.fullmatch(r"epoch-([0-9.]+)", d.name)
                 if m is None:
-                    raise ValueError(f"{d}: cannot tell its epoch (no train_state.json, name not epoch-<e>)")
+                    raise InputError(f"{d}: cannot tell its epoch (no train_state.json, name not epoch-<e>)")
                 epoch = float(m.group(1))
             found.append(Arm(f"{series}@{epoch:g}", series, epoch, d))
         if not found:
