@@ -53,7 +53,7 @@ def engine_demo(outdir: Path, main: Callable[[list[str]], int]) -> None:
         print(f"    {q[:52]:<52} " + " ".join(f"{r.logprob:>{width}.2f}" for r in row))
 
     gens = [GenerateRequest(messages=[{"role": "user", "content": q}], adapter=arm,
-                               max_new_tokens=12, temperature=0.8, seed=0)
+                            max_new_tokens=12, temperature=0.8, seed=0)
             for q, _ in QUESTIONS[:2] for arm in arms]
     t0 = time.perf_counter()
     outs = eng.generate(gens)

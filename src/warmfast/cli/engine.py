@@ -41,7 +41,7 @@ def _engine(args, adapters: dict[str, str]) -> Engine:
                              f"world of exactly {args.tensor_parallel} ranks, got {dist.get_world_size()}; "
                              "for data parallelism over several groups use `warmfast run CONFIG --shard env`")
     return Engine.from_pretrained(args.model, adapters=adapters, device=args.device, dtype=args.dtype,
-                                     backend=args.backend, tensor_parallel=args.tensor_parallel)
+                                  backend=args.backend, tensor_parallel=args.tensor_parallel)
 
 
 def _lead(eng) -> bool:

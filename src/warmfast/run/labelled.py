@@ -57,7 +57,7 @@ def _engine_loader(j: JudgeSpec):
 
     def load():
         return Engine.from_pretrained(model_dir, adapters={"judge": j.adapter} if j.adapter else {},
-                                         device=j.device or "cpu", dtype=j.dtype or "float32")
+                                      device=j.device or "cpu", dtype=j.dtype or "float32")
 
     return load, ident
 

@@ -64,7 +64,7 @@ class Leader:
         self._send("load", kwargs)
         tp = self.layout.tp
         engine = self._step(lambda: Engine.from_pretrained(**kwargs, device=self.device,
-                                                              tensor_parallel=tp.size, tp_group=tp))
+                                                           tensor_parallel=tp.size, tp_group=tp))
         return MirroredEngine(engine, self)
 
     def call(self, engine, method: str, args: tuple, kwargs: dict) -> Any:

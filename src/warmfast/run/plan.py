@@ -363,6 +363,6 @@ def generate_request(job: JobRecord):
     """The engine request of a job, built from its spec alone (adapter name = arm name)."""
     s, sampling = job.spec, job.spec["sampling"]
     return GenerateRequest(messages=s["messages"], adapter=s["arm"] if s["adapter"] is not None else None,
-                              max_new_tokens=sampling["max_new_tokens"], temperature=sampling["temperature"],
-                              top_p=sampling["top_p"], top_k=sampling["top_k"], min_p=sampling["min_p"],
-                              seed=s["seed"], stop=list(sampling["stop"]), request_id=s["request_id"])
+                           max_new_tokens=sampling["max_new_tokens"], temperature=sampling["temperature"],
+                           top_p=sampling["top_p"], top_k=sampling["top_k"], min_p=sampling["min_p"],
+                           seed=s["seed"], stop=list(sampling["stop"]), request_id=s["request_id"])

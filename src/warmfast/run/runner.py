@@ -344,7 +344,7 @@ def _judge_engine(plan: Plan, engines: EngineHolder):
         m = plan.config.model
         adapters = {"judge": j.adapter} if j.adapter else {}
         return Engine.from_pretrained(model_dir, adapters=adapters, device=j.device or engines.device,
-                                         dtype=j.dtype or m.dtype, backend=m.backend,
-                                         max_batch_tokens=m.max_batch_tokens)
+                                      dtype=j.dtype or m.dtype, backend=m.backend,
+                                      max_batch_tokens=m.max_batch_tokens)
 
     return load, ident

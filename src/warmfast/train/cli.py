@@ -120,7 +120,7 @@ def cmd_sociot(args) -> int:
                                      **({"bootstrap": args.bootstrap} if args.bootstrap is not None else {}))
     gen = GenSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     engine = Engine.from_pretrained(args.model, adapters={a.name: a.path for a in arms if a.path},
-                                       device=args.device, dtype=args.dtype)
+                                    device=args.device, dtype=args.dtype)
 
     store = Store(Path(args.store) if args.store else Path(args.out) / "sociot_store.sqlite")
     try:

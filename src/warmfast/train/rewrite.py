@@ -130,7 +130,7 @@ def _run_engine(pending: list[Job], examples: list[TrainExample], cfg: RewriteCo
     for i in range(0, len(pending), cfg.chunk_size):
         chunk = pending[i:i + cfg.chunk_size]
         reqs = [GenerateRequest(messages=_messages(j, system_prompt), max_new_tokens=cfg.max_new_tokens,
-                                   temperature=cfg.temperature, seed=cfg.seed) for j in chunk]
+                                temperature=cfg.temperature, seed=cfg.seed) for j in chunk]
         for j, r in zip(chunk, engine.generate(reqs)):
             store.cache_response(j.key, j.request, {"text": r.text, "finish_reason": r.finish_reason})
         bar.update(len(chunk))

@@ -101,9 +101,9 @@ def generate_responses(engine, arms: list[Arm], prompts: list[ValidationPrompt],
     for i in tqdm(range(0, len(pending), chunk_size), desc="sociot responses", disable=not progress):
         chunk = pending[i:i + chunk_size]
         reqs = [GenerateRequest(messages=[{"role": "user", "content": spec["prompt"]}],
-                                   adapter=None if a.name == "base" else a.name,
-                                   max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
-                                   seed=gen.seed) for a, _, _, spec in chunk]
+                                adapter=None if a.name == "base" else a.name,
+                                max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
+                                seed=gen.seed) for a, _, _, spec in chunk]
         for (a, p, key, spec), r in zip(chunk, engine.generate(reqs, progress=progress)):
             done[key] = {"text": r.text, "finish_reason": r.finish_reason}
             if store is not None:
