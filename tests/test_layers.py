@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import grimp
@@ -51,6 +52,17 @@ def test_layer_contract_holds():
     done = lint(ROOT, ROOT / "src")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 kept, 0 broken" in done.stdout, done.stdout
+
+
+def test_every_module_has_a_layer():
+    """A module the contract does not list is not checked at all: each top-level module and
+    package of warmfast must sit in one layer."""
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    listed = {name.strip("() ").removeprefix("warmfast.")
+              for layer in layers for name in layer.replace(":", "|").split("|")}
+    present = {p.stem for p in SRC.glob("*.py") if p.stem != "__init__"}
+    present |= {p.parent.name for p in SRC.glob("*/__init__.py")}
+    assert not present - listed, f"warmfast modules in no layer of pyproject.toml: {sorted(present - listed)}"
 
 
 @pytest.mark.parametrize("low, high", [("model/config.py", "warmfast.engine.batch"),
