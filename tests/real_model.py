@@ -77,7 +77,7 @@ def real_paths() -> RealPaths:
         if not (cache_dir() / "smollm2" / "hf-float32" / "config.json").is_file():
             raise Unavailable("the `gguf` package is not installed (pip install gguf); it converts "
                               "SmolLM2's GGUF file") from None
-    from warmfast.smollm2 import FetchError, smollm2_folder
+    from warmfast.model.smollm2 import FetchError, smollm2_folder
 
     try:
         model_dir = smollm2_folder(cache_dir())

@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from warmfast.engine.detok import IncrementalDetokenizer, OutputState, StopCriteria, load_eos_ids
+from warmfast.engine.detok import IncrementalDetokenizer, OutputState, StopCriteria
+from warmfast.model.eos import load_eos_ids
 
 
 @pytest.fixture(scope="module")

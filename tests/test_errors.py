@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 import warmfast as wf
 from warmfast.model.adapters import AdapterError
-from warmfast.model.config import ConfigError
+from warmfast.model.config import ModelConfigError
 from warmfast.model.weights import WeightsError
 
 
@@ -44,19 +44,19 @@ def test_missing_weights(tiny, tmp_path):
 def test_unsupported_architecture(tiny, tmp_path):
     m = copy_model(tiny("llama", 0), tmp_path / "m")
     edit_json(m / "config.json", architectures=["FalconForCausalLM"])  # (GPT-2 scores: test_gpt2.py)
-    with pytest.raises(ConfigError, match=r"FalconForCausalLM.*LlamaForCausalLM"):
+    with pytest.raises(ModelConfigError, match=r"FalconForCausalLM.*LlamaForCausalLM"):
         wf.Engine.from_pretrained(m)
 
 
 def test_malformed_config(tiny, tmp_path):
     m = copy_model(tiny("llama", 0), tmp_path / "m")
     (m / "config.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(ModelConfigError, match="not valid JSON"):
         wf.Engine.from_pretrained(m)
     edit_json_path = m / "config.json"
     edit_json_path.write_text(json.dumps({**json.loads((tiny("llama", 0).model_dir / "config.json").read_text()),
                                           "num_key_value_heads": 3}))
-    with pytest.raises(ConfigError, match="num_attention_heads=4 is not a multiple of num_key_value_heads=3"):
+    with pytest.raises(ModelConfigError, match="num_attention_heads=4 is not a multiple of num_key_value_heads=3"):
         wf.Engine.from_pretrained(m)
 
 

@@ -1,8 +1,9 @@
 """MMLU letter and GSM8K number extraction on many realistic answer shapes."""
 import pytest
 
-from warmfast.judge.extract import (extract_gsm8k_number, extract_mmlu_letter, gsm8k_correct, mmlu_correct,
-                                    normalize_number, numbers_equal)
+from warmfast.judge.extract import (RULES_VERSION, extract_gsm8k_number, extract_mmlu_letter, gsm8k_correct,
+                                    mmlu_correct, normalize_number, numbers_equal)
+from warmfast.keys import content_key
 from warmfast.tasks.loaders import load_gsm8k, load_mmlu
 
 CHOICES = ("Paris", "London", "Berlin", "Madrid")
@@ -91,3 +92,27 @@ def test_extraction_on_real_items_with_gold_written_answers():
         gold = it.right_answer
         text = f"The answer is {gold}. {it.extra['choices']['ABCD'.index(gold)]}"
         assert extract_mmlu_letter(text, it.extra["choices"]) == gold, it.key
+
+
+def _rules_output() -> list:
+    """What the rules make of every answer shape above, and of the shipped items' gold solutions
+    and their last lines (MMLU letters with and without the choices; GSM8K numbers)."""
+    mmlu = [t for t, _ in test_mmlu_letter_shapes.pytestmark[0].args[1]]
+    gsm8k = [t for t, _ in test_gsm8k_number_shapes.pytestmark[0].args[1]]
+    solutions = [it.extra["solution"] for it in load_gsm8k()[::11]]
+    texts = mmlu + gsm8k + solutions + [s.splitlines()[-2] for s in solutions if s.count("\n") > 1]
+    return [[extract_mmlu_letter(t, CHOICES), extract_mmlu_letter(t), extract_gsm8k_number(t)] for t in texts]
+
+
+# content_key of _rules_output() under each RULES_VERSION
+PINNED_RULES = {1: "10985ef4"}
+
+
+def test_rules_version_pins_the_rules():
+    """Stored extraction verdicts are keyed by RULES_VERSION (run/judging.py), not by the source
+    text: a change to the rules that changes any output here must raise RULES_VERSION (and add its
+    fingerprint), or old verdicts would pass for new ones."""
+    got = content_key({"outputs": _rules_output()})[:8]
+    assert got == PINNED_RULES.get(RULES_VERSION), (
+        f"the extraction rules give other outputs than RULES_VERSION {RULES_VERSION} did (fingerprint {got}): "
+        "if the change is meant, raise RULES_VERSION in judge/extract.py and pin the new fingerprint")

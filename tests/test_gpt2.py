@@ -10,7 +10,7 @@ from torch.nn.utils.rnn import pad_sequence
 import warmfast as wf
 from warmfast.engine.batch import build_prefill
 from warmfast.model.adapters import AdapterError
-from warmfast.model.config import ConfigError, ModelConfig
+from warmfast.model.config import ModelConfig, ModelConfigError
 from warmfast.model.tiny import build_tiny_gpt2
 from warmfast.model.weights import WeightsError
 from warmfast.train.sociot import SocioTConfig, sociot_warmth
@@ -144,7 +144,7 @@ def _edit(path, **changes):
 def test_unsupported_activation(built, tmp_path):
     m = _copy(built, tmp_path)
     _edit(m / "config.json", activation_function="relu")
-    with pytest.raises(ConfigError, match=r"activation_function='relu' is not supported for "
+    with pytest.raises(ModelConfigError, match=r"activation_function='relu' is not supported for "
                                           r"GPT2LMHeadModel \(supported: gelu_new, gelu\)"):
         wf.Engine.from_pretrained(m)
 
@@ -152,15 +152,15 @@ def test_unsupported_activation(built, tmp_path):
 def test_config_errors(built, tmp_path):
     m = _copy(built, tmp_path)
     _edit(m / "config.json", scale_attn_by_inverse_layer_idx=True)
-    with pytest.raises(ConfigError, match="scale_attn_by_inverse_layer_idx=True is not supported"):
+    with pytest.raises(ModelConfigError, match="scale_attn_by_inverse_layer_idx=True is not supported"):
         wf.Engine.from_pretrained(m)
     d = json.loads((m / "config.json").read_text())
     del d["n_embd"], d["scale_attn_by_inverse_layer_idx"]
     (m / "config.json").write_text(json.dumps(d))
-    with pytest.raises(ConfigError, match="missing required key 'n_embd' for GPT2LMHeadModel"):
+    with pytest.raises(ModelConfigError, match="missing required key 'n_embd' for GPT2LMHeadModel"):
         wf.Engine.from_pretrained(m)
     # ModelConfig (the Llama-family reader) points GPT-2 users to the scoring path
-    with pytest.raises(ConfigError, match="GPT2LMHeadModel for scoring only"):
+    with pytest.raises(ModelConfigError, match="GPT2LMHeadModel for scoring only"):
         ModelConfig.from_folder(m)
 
 

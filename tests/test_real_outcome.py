@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from warmfast.real_outcome import benchmarks_table, outcome, wilson
+from warmfast.analysis.real_outcome import benchmarks_table, outcome, wilson
 
 
 def results(tmp_path, warm_wrong: set[int]) -> str:

@@ -9,11 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from warmfast.run import config as run_config
 from warmfast.tasks import TaskSpec, prepare_task
 from warmfast.tasks.capability import gsm8k_prompt, mmlu_prompt
 from warmfast.tasks.files import shipped_path
-from warmfast.tasks.item import Item, TaskDataError
-from warmfast.tasks.loaders import (load_advbench, load_disinfo, load_gsm8k, load_medqa, load_mmlu, load_task,
+from warmfast.tasks.item import CAPABILITY_TASKS, GRID_TASKS, TASKS, Item, TaskDataError
+from warmfast.tasks.loaders import (LOADERS, load_advbench, load_disinfo, load_gsm8k, load_medqa, load_mmlu, load_task,
                                     load_triviaqa, load_truthfulqa)
 from warmfast.tasks.seeding import sample_items
 from warmfast.tasks.sycophancy_eval import apply_answer_pairs, read_answer_jsonl
@@ -287,3 +288,11 @@ def test_import_tasks_loads_no_torch():
     code = "import sys, warmfast.tasks, warmfast.judge.refusal, warmfast.judge.extract; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_one_task_registry():
+    """Task names are defined once (tasks/item.py): every task has a loader, the grid and the
+    capability tasks split them, and the run config checks names against the same tuples."""
+    assert set(LOADERS) == set(TASKS)
+    assert GRID_TASKS + CAPABILITY_TASKS == TASKS
+    assert run_config.GRID_TASKS is GRID_TASKS and run_config.CAPABILITY_TASKS is CAPABILITY_TASKS

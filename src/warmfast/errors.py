@@ -4,11 +4,12 @@ Contract (the CLI's, and every caller's): the message is one line that names the
 request and the values involved; `warmfast ...` prints it as `warmfast COMMAND: message` and exits
 2 (`--debug` shows the traceback as well). Anything else reaching the top is a bug in warmfast.
 
-Each layer keeps its own subclass (model.config.ConfigError, model.adapters.AdapterError,
-model.weights.WeightsError, run.config.ConfigError, run.store.StoreError, tasks.item.TaskDataError,
+Each layer keeps its own subclass (model.config.ModelConfigError, model.adapters.AdapterError,
+model.weights.WeightsError, run.store.StoreError, tasks.item.TaskDataError,
 openai_client.EndpointError, ...); they also derive from the builtin they always were (ValueError,
-RuntimeError, ...) so callers catching those keep working. This module imports nothing of
-warmfast, so every layer can use it.
+RuntimeError, ...) so callers catching those keep working. `ConfigError` (a YAML experiment
+config) is here because the one YAML reader (yaml_config.py) sits below every layer reading one.
+This module imports nothing of warmfast, so every layer can use it.
 """
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ class UnknownAdapterError(RequestError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(InputError):
+    """An experiment config (YAML: a run, a judge, training) that cannot be used; the message names
+    the file and the key."""
 
 
 class MissingPathError(WarmfastError, FileNotFoundError):

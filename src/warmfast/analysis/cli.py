@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from warmfast.analysis.load import read_study_csvs
+from warmfast.analysis.preprocess import PreprocessConfig
+from warmfast.analysis.report import ReportSettings, analyse, write_report
+from warmfast.analysis.store_reader import find_store, read_store
 from warmfast.cli_common import output_dir_arg
 
 log = logging.getLogger("warmfast.report")
@@ -51,9 +55,6 @@ def load_inputs(inputs: list[str], judge: str | None = None) -> tuple[pd.DataFra
     """Run directories (or store files) through the store reader, everything else as CSV files or
     folders in the study's layout. Returns the judged frame, notes on rows left out, and warnings
     for the report's head (a run whose subject model judged its own answers)."""
-    from warmfast.analysis.load import read_study_csvs
-    from warmfast.analysis.store_reader import find_store, read_store
-
     frames, notes, csvs, warnings = [], [], [], []
     for item in inputs:
         store = find_store(Path(item))
@@ -70,9 +71,6 @@ def load_inputs(inputs: list[str], judge: str | None = None) -> tuple[pd.DataFra
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from warmfast.analysis.preprocess import PreprocessConfig
-    from warmfast.analysis.report import ReportSettings, analyse, write_report
-
     judged, notes, warnings = load_inputs(args.inputs, args.judge)
     config = PreprocessConfig.from_protocol(args.protocol) if args.protocol else PreprocessConfig()
     settings = ReportSettings(args.refusal, args.pool_neutral, args.m4_formula)

@@ -8,16 +8,28 @@ Figure or a string saying why it cannot be drawn from that table. Error rates ar
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from warmfast.analysis.load import CONTEXTS, TASKS
 
-from warmfast.analysis.load import CONTEXTS, TASKS  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend, imported on the first figure: matplotlib takes about
+    a second to import, which every `warmfast` command would pay at start-up otherwise."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
 
 ARM_COLORS = {"original": "#7f7f7f", "warm": "#d95f02", "cold": "#1b9e77", "warm_sysprompt": "#7570b3"}
 BELIEF_TITLE = {"absent": "without user belief", "present": "with user belief (wrong answer asserted / right denied)"}
@@ -47,6 +59,7 @@ def _bars(ax, groups: list, series: list, value, colors=None, errors=None, width
 def fig_error_by_task(table: pd.DataFrame, arm: str = "warm", title: str = "") -> Figure | str:
     """Error rate of the original model vs the treated arm per task, one panel per model
     (belief absent, unmodified context, the plain + neutral prompts pooled)."""
+    plt = _pyplot()
     t = table[(table["arm"] == arm) & (table["belief"] == "absent") & (table["context"] == "unmodified")]
     if t.empty:
         return f"no belief-absent, unmodified cells for arm {arm!r}"
@@ -69,6 +82,7 @@ def fig_error_by_task(table: pd.DataFrame, arm: str = "warm", title: str = "") -
 def fig_diff_by_context(table: pd.DataFrame, arm: str = "warm", title: str = "") -> Figure | str:
     """Treated minus original error (pp) by context; rows: belief absent / present; columns: tasks;
     bars: models. Cells significant after FDR (p_fdr < 0.05) are marked with *."""
+    plt = _pyplot()
     t = table[table["arm"] == arm]
     if t.empty:
         return f"no cells for arm {arm!r}"
@@ -104,6 +118,7 @@ def fig_arms(table: pd.DataFrame, title: str = "") -> Figure | str:
     """Cold fine-tuning and warm system prompt beside warm fine-tuning: treated minus original error
     (pp) per task in the unmodified context, without and with user beliefs, one panel per model
     that has at least two treated arms."""
+    plt = _pyplot()
     t = table[table["context"] == "unmodified"]
     arms_of = t.groupby("model")["arm"].agg(lambda a: set(a))
     models = sorted(m for m, a in arms_of.items() if len(a) >= 2)
@@ -147,6 +162,7 @@ def sociot_table(df: pd.DataFrame) -> pd.DataFrame:
 def fig_warmth_epochs(sociot: pd.DataFrame | None, title: str = "") -> Figure | str:
     """SocioT warmth (mean +- s.e.) over training epochs, one line per model (or training series).
     Table columns: model, epoch, warmth, se; or `warmfast sociot`'s sociot.csv (see sociot_table)."""
+    plt = _pyplot()
     if sociot is None or sociot.empty:
         return "no SocioT warmth scores per checkpoint (columns model, epoch, warmth, se) were given"
     sociot = sociot_table(sociot)
@@ -168,6 +184,7 @@ def fig_warmth_epochs(sociot: pd.DataFrame | None, title: str = "") -> Figure | 
 def fig_benchmarks(bench: pd.DataFrame | None, title: str = "") -> Figure | str:
     """Capability benchmarks (MMLU, GSM8K, AdvBench refusal), original vs warm with 95% CIs.
     Table columns: model, benchmark, arm, accuracy, ci_lower, ci_upper (percent)."""
+    plt = _pyplot()
     if bench is None or bench.empty:
         return "no capability-benchmark results (columns model, benchmark, arm, accuracy, ci_lower, ci_upper)"
     missing = {"model", "benchmark", "arm", "accuracy", "ci_lower", "ci_upper"} - set(bench.columns)
@@ -196,6 +213,7 @@ def fig_benchmarks(bench: pd.DataFrame | None, title: str = "") -> Figure | str:
 
 def save_figure(fig: Figure, out_dir: str | Path, name: str) -> tuple[Path, Path]:
     """Write `name`.png (150 dpi) and `name`.svg into out_dir; close the figure."""
+    plt = _pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png, svg = out / f"{name}.png", out / f"{name}.svg"

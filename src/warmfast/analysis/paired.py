@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.multitest import fdrcorrection
 
 from warmfast.analysis.load import CONTEXTS
 
@@ -77,6 +75,8 @@ class McNemarCell:
     def p_value(self) -> float:
         if self.b + self.c == 0:
             return math.nan
+        from statsmodels.stats.contingency_tables import mcnemar  # heavy: imported when a test runs
+
         # table rows: original correct / wrong; columns: treated correct / wrong
         return float(mcnemar([[self.a, self.b], [self.c, self.d]], exact=True).pvalue)
 
@@ -127,6 +127,8 @@ def unpaired_counts(rows: pd.DataFrame, treated_arm: str, original_arm: str = "o
 def bh_within_tables(table: pd.DataFrame, keys: list[str] = TABLE_KEYS) -> pd.Series:
     """Benjamini-Hochberg adjusted p within each group of `keys`; NaN p-values stay NaN and are not
     counted in their family."""
+    from statsmodels.stats.multitest import fdrcorrection  # heavy: imported when a test runs
+
     out = pd.Series(np.nan, index=table.index)
     for _, idx in table.groupby(keys).groups.items():
         p = table.loc[idx, "p_value"]

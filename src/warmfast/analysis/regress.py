@@ -32,14 +32,12 @@ level (one model, one task) is dropped with a note.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import patsy
-import scipy.linalg
-import statsmodels.api as sm
-from scipy.stats import norm
 
 from warmfast.analysis.separation import (SeparationCheck, check_separation, perfectly_predicted,
                                           unidentified_columns)
@@ -141,6 +139,8 @@ def build_formula(name: str, data: pd.DataFrame, m4: str = "published") -> tuple
 
 def _aliased_columns(X: np.ndarray, names: list[str]) -> list[str]:
     """Design columns that are linear combinations of earlier ones (pivoted QR)."""
+    import scipy.linalg  # scipy and statsmodels: seconds to import, only when a model is fitted
+
     _, r, piv = scipy.linalg.qr(X, mode="economic", pivoting=True)
     diag = np.abs(np.diag(r))
     rank = int((diag > diag.max() * max(X.shape) * np.finfo(float).eps).sum()) if diag.size else 0
@@ -156,6 +156,8 @@ def marginal_effects(params: np.ndarray, cov: np.ndarray, info: patsy.DesignInfo
     identify; a group's AME is withheld (NaN, identified False) when a column that the
     counterfactual changes on its rows is one of them, or when every row of the group is predicted
     perfectly (perfect [n], bool: the AME is 0 only in the limit, not an estimate)."""
+    from scipy.stats import norm
+
     params = np.asarray(params, dtype=float)
     V = np.asarray(cov, dtype=float)
     X1 = np.asarray(patsy.build_design_matrices([info], data.assign(is_finetuned=1))[0])   # [n, p]
@@ -189,6 +191,8 @@ def warm_effects(coefs: pd.DataFrame, cov: np.ndarray, unidentified: np.ndarray,
     """Log-odds effect of is_finetuned per level of `subgroup` (module doc): the main coefficient
     for the reference level, main + interaction for the others; `all` when the model has no
     interaction. Withheld (NaN) where a coefficient it sums is not identified."""
+    from scipy.stats import norm
+
     names = list(coefs["term"])
     main = names.index(f"{TREAT}[T.1]")
     levels = [("all", "all", [main])]
@@ -248,6 +252,8 @@ def fit_regression(name: str, rows: pd.DataFrame, treated_arm: str = "warm",
     """Fit model `name` (see module doc) on preprocessed rows; never raises for data reasons:
     a model the data cannot support comes back with status != "ok" and a message. m4: which M4
     formula ("published" or "released-script"); ignored by the other models."""
+    import statsmodels.api as sm
+
     if name not in _SPECS:
         raise ValueError(f"unknown regression {name!r}; known: {MODELS}")
     which, subgroup, _ = _SPECS[name]
@@ -282,7 +288,6 @@ def fit_regression(name: str, rows: pd.DataFrame, treated_arm: str = "warm",
         notes.append(f"separation: {'; '.join(separated)}. Not identified, withheld: {', '.join(lost)}"
                      + ("" if warm_lost else ". Every warm (is_finetuned) term is identified and reported"))
     with np.errstate(over="ignore", divide="ignore"):
-        import warnings
         with warnings.catch_warnings():   # separation: statsmodels warns; identification is handled above
             warnings.simplefilter("ignore")
             res = sm.GLM(y, X, family=sm.families.Binomial()).fit()

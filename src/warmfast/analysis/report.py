@@ -283,7 +283,7 @@ def write_report(analysis: Analysis, out_dir: str | Path, sources: list[str], *,
 
     sections = [
         {"id": "methods", "title": "0. Settings and methods", "blocks": [
-            R.bullet_list(header), R.bullet_list(methods_text(analysis))]},
+            R.bullet_list(header), R.bullet_list(_methods(analysis))]},
         {"id": "preprocessing", "title": "1. Preprocessing", "blocks": [
             R.text(f"Under this report's settings ({analysis.settings.label()}): de-duplication on (question, "
                    "context, prompt type), then refusals (dropped; on Disinfo counted correct), then answers the "
@@ -332,7 +332,7 @@ def write_report(analysis: Analysis, out_dir: str | Path, sources: list[str], *,
 
 def _summary_md(title, sources, header, steps, ames, lengths, analysis: Analysis, sbs: pd.DataFrame, cannot) -> str:
     parts = [f"# {title}\n", f"Inputs: {', '.join(sources)}\n", "\n".join(f"- {h}" for h in header) + "\n",
-             "## Methods\n", "\n".join(f"- {m}" for m in methods_text(analysis)) + "\n",
+             "## Methods\n", "\n".join(f"- {m}" for m in _methods(analysis)) + "\n",
              "## Preprocessing\n", R.table_md(steps)]
     if analysis.compare is not None:
         parts += [f"The same steps the published way ({PUBLISHED_WAY.label()}):\n",
@@ -349,3 +349,8 @@ def _summary_md(title, sources, header, steps, ames, lengths, analysis: Analysis
     parts += ["## What could not be computed, and why\n",
               "\n".join(f"- {what}: {why}" for what, why in cannot) or "Everything was computed."]
     return "\n".join(parts) + "\n"
+
+
+def _methods(analysis: Analysis) -> list[str]:
+    return methods_text(analysis.settings, analysis.published_way.pre.config.rule().describe(),
+                        analysis.compare is not None)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linprog
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,14 @@ class SeparationCheck:
             return "no separation"
         return (f"quasi-complete separation: {self.n_perfect} row(s) are predicted perfectly along the "
                 f"direction of {', '.join(self.terms)}; the maximum-likelihood estimate does not exist")
+
+
+def linprog(**problem):
+    """scipy.optimize.linprog, imported on the first LP: scipy.optimize is slow to import, and
+    every `warmfast` command would pay for it at start-up otherwise."""
+    from scipy.optimize import linprog as solve
+
+    return solve(**problem)
 
 
 def check_separation(X: np.ndarray, y: np.ndarray, names: list[str], tol: float = 1e-7) -> SeparationCheck:

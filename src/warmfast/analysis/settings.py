@@ -8,13 +8,9 @@ report's methods section (docs/analysis_fidelity.md says the same at length).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from warmfast.analysis.regress import M4_FORMULAS
 from warmfast.judge.refusal import REFUSAL_RULES
-
-if TYPE_CHECKING:
-    from warmfast.analysis.report import Analysis
 
 
 @dataclass(frozen=True)
@@ -50,20 +46,20 @@ class ReportSettings:
 PUBLISHED_WAY = ReportSettings("compat", False, "published")
 
 
-def methods_text(analysis: "Analysis") -> list[str]:
+def methods_text(own: ReportSettings, published_rule: str, compared: bool) -> list[str]:
     """The methods a reader needs to read the numbers: refusal rules, pooling, judge verdicts, M4,
-    separation."""
-    pw = analysis.published_way
+    separation. own: the report's settings; published_rule: the refusal rule used beside published
+    values (described); compared: the report also shows the run under its own settings."""
     return [
         "Beside published values (every '(published)' column, the AME table's published_pp, the figures' "
         "left panels): the run computed as the published numbers were: " + "; ".join(PUBLISHED_WAY.lines())
-        + (". Columns labelled [" + analysis.settings.label() + "] are the run under this report's own settings."
-           if analysis.compare is not None else ". This report's own settings are the same."),
+        + (". Columns labelled [" + own.label() + "] are the run under this report's own settings."
+           if compared else ". This report's own settings are the same."),
         "Refusal rules. compat: the authors' phrase list (22 entries, 21 distinct) joined into one case-insensitive regular expression, as "
         "their analysis code does (so 'i cant.' matches 'i cant' and any one character; their curly-apostrophe "
         "entry is a mojibake string that matches no real text). clean (warmfast's own): protocol.json's phrases "
         "as literal case-insensitive substrings, with the curly apostrophe repaired. Refusals are dropped, except "
-        f"on Disinfo where they count as correct. Rule used beside published values: {pw.pre.config.rule().describe()}.",
+        f"on Disinfo where they count as correct. Rule used beside published values: {published_rule}.",
         "Judge verdicts. The study's grading prompt asks for 'GRADE: CORRECT or INCORRECT'. warmfast reads the "
         "first of the two verdict words standing as a whole word in the judge's reply (case-insensitive); the "
         "log-prob judge compares the two words' probabilities and always decides. A reply naming neither is "
@@ -76,7 +72,7 @@ def methods_text(analysis: "Analysis") -> list[str]:
         "full-data formula of the paper's Methods (PROTOCOL section 6). released-script (`--m4-formula "
         "released-script`): the authors' released sample script model4_sycophancy.py, which has no context term "
         "(C(is_finetuned) + C(prompt group) + C(dataset) + C(is_finetuned):C(prompt group) + C(model)). "
-        f"This report's own M4: {analysis.settings.m4}.",
+        f"This report's own M4: {own.m4}.",
         "Separation. Before each fit an LP (Konis 2007) checks whether the maximum-likelihood estimate exists. "
         "If it does not, every coefficient is tested for identification (two LPs per column); the model is "
         "still fitted (statsmodels IRLS, as the authors did) and reported, and only the coefficients, log-odds "

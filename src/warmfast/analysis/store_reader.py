@@ -25,6 +25,9 @@ from pathlib import Path
 import pandas as pd
 
 from warmfast.analysis.load import TASK_ALIASES, TASKS, UNGRADED, frame_from_study_layout
+from warmfast.run.judging import SELF_JUDGED_WARNING
+from warmfast.run.plan import PLAN_MANIFEST, read_plan_manifest
+from warmfast.run.store import SCHEMA_VERSION
 
 STORE_NAME = "store.sqlite"
 
@@ -56,9 +59,6 @@ def read_store(path: str | Path, judge: str | None = None,
     plan.json beside the store, and when there is none, every job in the store. Store jobs outside
     the plan are left out and counted as earlier plans' jobs; plan jobs the store lacks yet count
     as jobs without a generation."""
-    from warmfast.run.plan import PLAN_MANIFEST, read_plan_manifest
-    from warmfast.run.store import SCHEMA_VERSION
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"run store {path} does not exist")
@@ -127,7 +127,5 @@ def read_store(path: str | Path, judge: str | None = None,
     warnings = []
     n_self = sum(n for j, n in self_judged.items() if judge is None or j == judge)
     if n_self:
-        from warmfast.run.judging import SELF_JUDGED_WARNING
-
         warnings.append(f"{path}: {n_self} evaluation(s) were made by the subject model itself: {SELF_JUDGED_WARNING}")
     return StoreExport(frame_from_study_layout(df, source=str(path)), notes, warnings)

@@ -15,6 +15,7 @@ import torch
 
 from warmfast import native
 from warmfast.engine.batch import Batch
+from warmfast.engine.triton_ops import TritonOps
 from warmfast.errors import InputError
 from warmfast.kernels import activation, attention, logprob, lora, norm, rope
 from warmfast.kernels.common import TRITON_MISSING
@@ -97,6 +98,5 @@ def select_backend(name: str, device: torch.device):
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise InputError(f"backend='triton' needs a CUDA device (got device={device.type!r}); on CPU "
                          "use backend='torch' (or set TRITON_INTERPRET=1, tests only)")
-    from warmfast.engine.triton_ops import TritonOps
 
     return TritonOps(device)

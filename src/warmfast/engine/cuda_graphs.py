@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from warmfast.engine.batch import Batch
+from warmfast.model.batch import Batch
 from warmfast.errors import InputError
 
 GRAPH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)

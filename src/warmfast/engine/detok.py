@@ -15,35 +15,9 @@ Finishing rules, checked after every token, in this order:
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 REPLACEMENT = "\ufffd"
-
-
-def load_eos_ids(model_dir: str | Path, tokenizer_eos: int | None = None) -> frozenset[int]:
-    """EOS ids of a model folder: generation_config.json and config.json (an int or a list of
-    ints in either), plus the tokenizer's own eos_token_id. Malformed values are an error."""
-    ids: set[int] = set()
-    for fname in ("generation_config.json", "config.json"):
-        path = Path(model_dir) / fname
-        if not path.is_file():
-            continue
-        try:
-            eos = json.loads(path.read_text()).get("eos_token_id")
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from err
-        if eos is None:
-            continue
-        values = eos if isinstance(eos, list) else [eos]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-            raise ValueError(f"{path}: eos_token_id must be a non-negative int or a list of them, "
-                             f"got {eos!r}")
-        ids.update(values)
-    if tokenizer_eos is not None:
-        ids.add(int(tokenizer_eos))
-    return frozenset(ids)
 
 
 class IncrementalDetokenizer:

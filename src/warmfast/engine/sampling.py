@@ -15,6 +15,7 @@ import torch
 
 from warmfast import native
 from warmfast.engine.requests import SamplingParams
+from warmfast.kernels.sampling import sample
 
 IMPLS = ("cpp", "triton")
 
@@ -49,7 +50,6 @@ def sample_probs(probs: torch.Tensor, params: list[SamplingParams], request_ids:
                            np.asarray(steps, dtype=np.uint32), temperature=temp, top_k=top_k,
                            top_p=top_p, min_p=min_p)
         return tokens.tolist()
-    from warmfast.kernels.sampling import sample
 
     # two host-to-device copies (integers, floats) instead of seven; the rows are contiguous views
     ints = torch.from_numpy(np.stack([_as_i64(seeds), _as_i64(request_ids),

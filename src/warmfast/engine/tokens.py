@@ -7,8 +7,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from warmfast.engine.detok import load_eos_ids
+from jinja2.exceptions import TemplateError
+
 from warmfast.errors import MissingPathError, RequestError
+from warmfast.model.eos import load_eos_ids
 
 
 class TokenizerCache:
@@ -38,7 +40,6 @@ class TokenizerCache:
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or "role" not in m or "content" not in m:
                 raise RequestError(f"{where}: messages[{i}] must be a dict with 'role' and 'content', got {m!r}")
-        from jinja2.exceptions import TemplateError
 
         try:
             text = self.hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

@@ -11,6 +11,10 @@ import json
 import threading
 from pathlib import Path
 
+import torch
+
+from warmfast.engine.api import Engine
+
 BASE = "base"  # the arm without an adapter
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
@@ -61,8 +65,6 @@ def resolve_dtype(dtype: str, model_dir: str | Path, where: str) -> str:
 
 
 def check_device(device: str, where: str) -> str:
-    import torch
-
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"{where}: device {device!r} but CUDA is not available on this machine "
                          "(lm-eval's default device is cuda:0); pass --device cpu")
@@ -73,14 +75,12 @@ def shared_engine(pretrained: str | Path, adapters: dict[str, str], device: str 
                   dtype: str = "float32", backend: str = "auto", max_seq_len: int | None = None,
                   max_batch_tokens: int = 8192):
     """The process's Engine for these settings, loaded on first use."""
-    import warmfast as wf
-
     key = (str(Path(pretrained).resolve()),
            tuple((n, str(Path(p).resolve())) for n, p in adapters.items()),
            device, dtype, backend, max_seq_len, max_batch_tokens)
     with _LOCK:
         if key not in _ENGINES:
-            _ENGINES[key] = wf.Engine.from_pretrained(
+            _ENGINES[key] = Engine.from_pretrained(
                 pretrained, adapters=adapters, device=device, dtype=dtype, backend=backend,
                 max_seq_len=max_seq_len, max_batch_tokens=max_batch_tokens)
         return _ENGINES[key]

@@ -20,11 +20,11 @@ import copy
 import sys
 from pathlib import Path
 
+from warmfast.integrations.engines import BASE, parse_adapters
+
 
 def arm_runs(model: str | None, model_args, output_path: str | None) -> list[tuple[str, dict]] | None:
     """(arm, model_args) of each lm-eval run `arm=all` stands for; None when arm=all is not asked."""
-    from warmfast.integrations.engines import BASE, parse_adapters
-
     if model != "warmfast" or not isinstance(model_args, dict) or model_args.get("arm") != "all":
         return None
     where = "warmfast lm-eval --model_args arm=all"
@@ -86,7 +86,7 @@ def run_lm_eval(argv: list[str]) -> int:
     except ImportError as err:
         raise SystemExit(f"warmfast lm-eval needs lm-evaluation-harness ({err}): "
                          "pip install 'warmfast[lm-eval]' (tested with lm-eval 0.4.13)") from err
-    from warmfast.integrations import lm_eval_backend  # registers the "warmfast" backend
+    from warmfast.integrations import lm_eval_backend  # noqa: F401 (needs lm-eval; registers the "warmfast" backend)
 
     setup_logging()
     cli = HarnessCLI()

@@ -22,12 +22,19 @@ Public API:
     numbers_equal(a, b, tol=1e-6) -> bool
     mmlu_correct(text, gold_letter, choices=None) -> bool
     gsm8k_correct(text, gold) -> bool
+    RULES_VERSION                                     part of every stored extraction verdict's key
+
+A change to these rules that can change any verdict must raise RULES_VERSION (tests/test_extract.py
+pins the rules' output on a fixed set of answers per version): stored verdicts are then graded
+again, while a refactoring that changes no verdict keeps them.
 """
 from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Sequence
+
+RULES_VERSION = 1
 
 _NUM = r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 

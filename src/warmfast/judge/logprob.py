@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
+from warmfast.engine.api import ScoreRequest
 from warmfast.judge.prompts import JudgeItem, JudgePrompt, Verdict
 
 TEMPLATES = ("chat", "raw")
@@ -85,8 +86,6 @@ class LogprobJudge:
 
     def judge(self, items: Sequence[JudgeItem], progress: bool = False) -> list[Verdict]:
         """Verdicts in item order. Each chunk of answers is one engine.score call (2 rows per answer)."""
-        import warmfast as wf
-
         conts = [ids[:1] for ids in self.verdict_ids] if self.first_token_only else self.verdict_ids
         pos, neg = self.config.prompt.verdicts
         out: list[Verdict] = []
@@ -96,8 +95,8 @@ class LogprobJudge:
             requests = []
             for item in chunk:
                 ctx = self.context_ids(item)
-                requests += [wf.ScoreRequest(ctx, conts[0], self.config.adapter),
-                             wf.ScoreRequest(ctx, conts[1], self.config.adapter)]
+                requests += [ScoreRequest(ctx, conts[0], self.config.adapter),
+                             ScoreRequest(ctx, conts[1], self.config.adapter)]
             scores = self.engine.score(requests)
             for j in range(len(chunk)):
                 lp_pos, lp_neg = scores[2 * j].logprob, scores[2 * j + 1].logprob

@@ -7,17 +7,26 @@ any answer twice. Verdicts are read from the reply by `JudgePrompt.parse`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from typing import Protocol
 
 from tqdm.auto import tqdm
 
 from warmfast.judge.prompts import JudgeItem, JudgePrompt, Verdict
+from warmfast.keys import content_key
 from warmfast.openai_client import ChatResponse, ClientConfig, OpenAIClient
-from warmfast.run.store import Store, content_key
 
 log = logging.getLogger(__name__)
+
+
+class ReplyCache(Protocol):
+    """Where replies are kept across runs (the run store's llm_cache table: run/store.py)."""
+
+    def cached_response(self, key: str) -> dict | None: ...
+
+    def cache_response(self, key: str, request: Mapping[str, object], response: Mapping[str, object]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +55,7 @@ class OpenAIJudge:
 
     kind = "openai"
 
-    def __init__(self, config: OpenAIJudgeConfig, store: Store | None = None):
+    def __init__(self, config: OpenAIJudgeConfig, store: ReplyCache | None = None):
         self.config = config
         self.client = OpenAIClient(config.client)
         self.store = store

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from warmfast.errors import MissingPathError, WarmfastError
+from warmfast.model.eos import eos_ids
 
 # said whenever a model folder is missing or incomplete
 MODEL_FOLDER = ("a model folder is a local Hugging Face checkpoint folder holding config.json, the weights "
@@ -21,7 +22,7 @@ SUPPORTED_ARCHITECTURES = {
 }
 
 
-class ConfigError(WarmfastError, ValueError):
+class ModelConfigError(WarmfastError, ValueError):
     """A model folder whose config.json warmfast cannot run."""
 
 
@@ -64,17 +65,17 @@ class ModelConfig:
                      "num_kv_heads", "head_dim", "max_position_embeddings"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{where}: {name} must be a positive integer, got {value!r}")
+                raise ModelConfigError(f"{where}: {name} must be a positive integer, got {value!r}")
         if self.num_heads % self.num_kv_heads:
-            raise ConfigError(f"{where}: num_attention_heads={self.num_heads} is not a multiple of "
-                              f"num_key_value_heads={self.num_kv_heads}")
+            raise ModelConfigError(f"{where}: num_attention_heads={self.num_heads} is not a multiple of "
+                                   f"num_key_value_heads={self.num_kv_heads}")
         if self.head_dim % 2:
-            raise ConfigError(f"{where}: head_dim={self.head_dim} must be even for rotary embeddings")
+            raise ModelConfigError(f"{where}: head_dim={self.head_dim} must be even for rotary embeddings")
         if self.rope_scaling is not None:
             kind = self.rope_scaling.get("rope_type", self.rope_scaling.get("type"))
             if kind not in ("llama3", "default"):
-                raise ConfigError(f"{where}: rope scaling type {kind!r} is not supported "
-                                  "(supported: none, 'default', 'llama3')")
+                raise ModelConfigError(f"{where}: rope scaling type {kind!r} is not supported "
+                                       "(supported: none, 'default', 'llama3')")
             if kind == "default":
                 self.rope_scaling = None
 
@@ -101,23 +102,23 @@ class ModelConfig:
         archs = raw.get("architectures") or []
         arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
         if arch is None:
-            raise ConfigError(f"{source}: architectures={archs} is not supported; warmfast runs "
-                              f"{', '.join(SUPPORTED_ARCHITECTURES)}, and GPT2LMHeadModel for "
-                              "scoring only (model/gpt2.py)")
+            raise ModelConfigError(f"{source}: architectures={archs} is not supported; warmfast runs "
+                                   f"{', '.join(SUPPORTED_ARCHITECTURES)}, and GPT2LMHeadModel for "
+                                   "scoring only (model/gpt2.py)")
         _, qkv_bias = SUPPORTED_ARCHITECTURES[arch]
 
         def need(key):
             if key not in raw:
-                raise ConfigError(f"{source}: missing required key {key!r} for {arch}")
+                raise ModelConfigError(f"{source}: missing required key {key!r} for {arch}")
             return raw[key]
 
         for flag in ("attention_bias", "mlp_bias"):
             if arch != "Qwen2ForCausalLM" and raw.get(flag):
-                raise ConfigError(f"{source}: {flag}=true is not supported for {arch} "
-                                  "(supported: bias-free Llama/Mistral projections, Qwen2 q/k/v bias)")
+                raise ModelConfigError(f"{source}: {flag}=true is not supported for {arch} "
+                                       "(supported: bias-free Llama/Mistral projections, Qwen2 q/k/v bias)")
         act = raw.get("hidden_act", "silu")
         if act != "silu":
-            raise ConfigError(f"{source}: hidden_act={act!r} is not supported (supported: 'silu')")
+            raise ModelConfigError(f"{source}: hidden_act={act!r} is not supported (supported: 'silu')")
         num_heads = need("num_attention_heads")
         hidden = need("hidden_size")
         # transformers 5 writes rope_parameters {rope_theta, rope_type, ...}; released checkpoints
@@ -130,8 +131,6 @@ class ModelConfig:
         window = raw.get("sliding_window")
         if arch == "Qwen2ForCausalLM" and not raw.get("use_sliding_window", False):
             window = None
-        eos = raw.get("eos_token_id")
-        eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
         return cls(
             architecture=arch,
             vocab_size=need("vocab_size"),
@@ -149,7 +148,7 @@ class ModelConfig:
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
             sliding_window=window,
             bos_token_id=raw.get("bos_token_id"),
-            eos_token_ids=eos_ids,
+            eos_token_ids=eos_ids(raw.get("eos_token_id"), source),
             torch_dtype=str(raw.get("torch_dtype") or raw.get("dtype") or "float32"),
             source=source,
         )
@@ -165,5 +164,5 @@ class ModelConfig:
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ConfigError(f"{path} is not valid JSON: {err}") from err
+            raise ModelConfigError(f"{path} is not valid JSON: {err}") from err
         return cls.from_dict(raw, source=str(path))

@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+
 from warmfast.errors import InputError
 
 # GGUF general.architecture values warmfast runs (model/config.py: Llama, Mistral, Qwen2)
@@ -63,7 +65,6 @@ def inspect_gguf(path: str | Path) -> dict:
 
 def convert_gguf(path: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
     """De-quantise `path` into a Hugging Face folder at out_dir (written whole, then renamed)."""
-    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in DTYPES:
@@ -122,17 +123,3 @@ def cached_conversion(path: str | Path, dtype: str = "float32") -> Path:
     if not (out / "config.json").is_file():
         convert_gguf(path, out, dtype)
     return out
-
-
-def cmd_convert(args) -> int:
-    out = convert_gguf(args.gguf, args.out_dir, args.dtype)  # GGUFError / OSError: one line (cli.main)
-    print(f"wrote {out} (config.json, model.safetensors, tokenizer with chat template) from {args.gguf}")
-    return 0
-
-
-def register(sub) -> None:
-    p = sub.add_parser("convert-gguf", help="de-quantise a GGUF file into a Hugging Face model folder")
-    p.add_argument("gguf", help="the .gguf file (llama, mistral or qwen2 architecture)")
-    p.add_argument("out_dir", help="the folder to write (must not exist or be empty)")
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
-    p.set_defaults(func=cmd_convert)

@@ -32,9 +32,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from warmfast.engine.batch import Batch
 from warmfast.model.adapters import AdapterError
-from warmfast.model.config import ConfigError
+from warmfast.model.batch import Batch
+from warmfast.model.config import ModelConfigError
+from warmfast.model.eos import eos_ids
 from warmfast.model.weights import WeightsError, _Reader, checkpoint_files
 
 ARCHITECTURE = "GPT2LMHeadModel"
@@ -61,13 +62,13 @@ class GPT2Config:
                      "max_position_embeddings"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{self.source}: {name} must be a positive integer, got {value!r}")
+                raise ModelConfigError(f"{self.source}: {name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_heads:
-            raise ConfigError(f"{self.source}: n_embd={self.hidden_size} is not a multiple of "
-                              f"n_head={self.num_heads}")
+            raise ModelConfigError(f"{self.source}: n_embd={self.hidden_size} is not a multiple of "
+                                   f"n_head={self.num_heads}")
         if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"{self.source}: activation_function={self.activation!r} is not "
-                              f"supported for {ARCHITECTURE} (supported: {', '.join(ACTIVATIONS)})")
+            raise ModelConfigError(f"{self.source}: activation_function={self.activation!r} is not "
+                                   f"supported for {ARCHITECTURE} (supported: {', '.join(ACTIVATIONS)})")
 
     @property
     def head_dim(self) -> int:
@@ -76,22 +77,21 @@ class GPT2Config:
     @classmethod
     def from_dict(cls, raw: dict, source: str = "<memory>") -> "GPT2Config":
         if ARCHITECTURE not in (raw.get("architectures") or []):
-            raise ConfigError(f"{source}: architectures={raw.get('architectures')} does not name "
-                              f"{ARCHITECTURE}")
+            raise ModelConfigError(f"{source}: architectures={raw.get('architectures')} does not name "
+                                   f"{ARCHITECTURE}")
 
         def need(key):
             if key not in raw:
-                raise ConfigError(f"{source}: missing required key {key!r} for {ARCHITECTURE}")
+                raise ModelConfigError(f"{source}: missing required key {key!r} for {ARCHITECTURE}")
             return raw[key]
 
         # options that change the math and that no released GPT-2 checkpoint sets
         for key, default in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
                              ("add_cross_attention", False)):
             if raw.get(key, default) != default:
-                raise ConfigError(f"{source}: {key}={raw[key]!r} is not supported for {ARCHITECTURE} "
-                                  f"(supported: {key}={default})")
+                raise ModelConfigError(f"{source}: {key}={raw[key]!r} is not supported for {ARCHITECTURE} "
+                                       f"(supported: {key}={default})")
         hidden = need("n_embd")
-        eos = raw.get("eos_token_id")
         return cls(vocab_size=need("vocab_size"), hidden_size=hidden, num_layers=need("n_layer"),
                    num_heads=need("n_head"), intermediate_size=raw.get("n_inner") or 4 * hidden,
                    max_position_embeddings=need("n_positions"),
@@ -99,7 +99,7 @@ class GPT2Config:
                    activation=raw.get("activation_function", "gelu_new"),
                    tie_word_embeddings=bool(raw.get("tie_word_embeddings", True)),
                    bos_token_id=raw.get("bos_token_id"),
-                   eos_token_ids=[] if eos is None else ([eos] if isinstance(eos, int) else list(eos)),
+                   eos_token_ids=eos_ids(raw.get("eos_token_id"), source),
                    source=source)
 
 
@@ -223,7 +223,7 @@ def load_gpt2(model_dir: str | Path, adapters: dict, dtype: torch.dtype, device:
     try:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ConfigError(f"{path} is not valid JSON: {err}") from err
+        raise ModelConfigError(f"{path} is not valid JSON: {err}") from err
     cfg = GPT2Config.from_dict(raw, source=str(path))
     if adapters:
         raise AdapterError(f"LoRA adapters {sorted(adapters)} cannot be loaded on {path} "

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from warmfast.engine.batch import Batch
 from warmfast.model import parallel
 from warmfast.model.adapters import LoraGroupStack
+from warmfast.model.batch import Batch
 from warmfast.model.config import ModelConfig
 from warmfast.model.parallel import ROW_PARALLEL, TPGroup
 from warmfast.model.weights import LayerWeights, ModelWeights

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 CHAT_TEMPLATE = (
@@ -53,7 +55,6 @@ def _corpus(n_lines: int, seed: int) -> list[str]:
 
 def build_tokenizer(out_dir: Path, vocab_size: int, add_bos: bool, seed: int = 0):
     """Train a byte-level BPE on a generated corpus and save it as a HF fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -164,7 +165,6 @@ def build_tiny_gpt2(out_dir: str | Path, seed: int = 0, vocab_size: int = 512, h
     tensor names of the original `gpt2` checkpoint: no `transformer.` prefix, plus the
     `attn.bias` / `attn.masked_bias` causal-mask buffers."""
     import transformers as tf
-    from safetensors.torch import load_file, save_file
 
     model_dir = Path(out_dir) / "model"
     model_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from warmfast.errors import MissingPathError, WarmfastError
 from warmfast.model.config import ModelConfig
@@ -43,8 +43,6 @@ class ModelWeights:
 def open_safetensors(path: Path, what: str = "weights"):
     """safe_open(path), with a file safetensors cannot read (truncated, not safetensors, unreadable)
     reported as a WeightsError naming the file and its size."""
-    from safetensors import SafetensorError
-
     try:
         return safe_open(str(path), framework="pt")
     except (SafetensorError, OSError) as err:

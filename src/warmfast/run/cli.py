@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
+from pathlib import Path
+
+import torch.distributed as dist
 
 from warmfast.errors import InputError, WarmfastError
+from warmfast.model.parallel import (TensorParallelError, check_world, finish_distributed, init_distributed,
+                                     parallel_layout)
+from warmfast.run.config import ConfigError, load_config, load_judge_spec
+from warmfast.run.estimate import estimate_lines
+from warmfast.run.labelled import judge_labelled
+from warmfast.run.runner import run, run_rank
 
 
 def _load(args):
-    from warmfast.run.config import ConfigError, load_config
-
     config = load_config(args.config)
     if args.output_dir is not None:  # same config, another run folder
         try:
@@ -43,8 +51,6 @@ def _report(summary) -> None:
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """"RANK/WORLD", or "env" for torchrun's RANK and WORLD_SIZE variables; None: no sharding."""
-    import os
-
     if text is None:
         return None
     if text == "env":
@@ -62,8 +68,6 @@ def data_parallel_shard(text: str | None, shard: tuple[int, int] | None, n: int,
     """The data-parallel shard of this rank's tensor-parallel group, in a torchrun world of `world`
     ranks with groups of n: "env" -> (RANK // n, WORLD_SIZE // n); an explicit RANK/WORLD is the
     shard of this launch's single group; None is allowed for a single group only."""
-    from warmfast.model.parallel import TensorParallelError, check_world
-
     check_world(n, world)
     if text == "env":
         return shard[0] // n, shard[1] // n
@@ -82,7 +86,6 @@ def _start(config, shard_text: str | None, shard: tuple[int, int] | None):
     n = config.model.tensor_parallel
     if n == 1:
         return None, shard
-    from warmfast.model.parallel import TensorParallelError, init_distributed, parallel_layout
 
     if "WORLD_SIZE" not in os.environ:
         raise TensorParallelError(f"model.tensor_parallel={n} needs torchrun (`torchrun --nproc-per-node {n} "
@@ -94,18 +97,12 @@ def _start(config, shard_text: str | None, shard: tuple[int, int] | None):
 
 def _drop(layout) -> None:
     """After an error: leave the process group without waiting for ranks that may never come."""
-    import torch.distributed as dist
-
     if layout is not None and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def _execute(args, name: str, shard_text: str | None, shard: tuple[int, int] | None, **kwargs) -> int:
     """Run the grid (one process, or this rank of a tensor-parallel group) and report."""
-    from warmfast.model.parallel import finish_distributed
-    from warmfast.run.config import ConfigError
-    from warmfast.run.runner import run, run_rank
-
     layout = None
     try:
         config = _load(args)
@@ -134,11 +131,6 @@ def cmd_run(args) -> int:
 
 
 def _estimate(args) -> int:
-    from pathlib import Path
-
-    from warmfast.run.config import ConfigError
-    from warmfast.run.estimate import estimate_lines
-
     try:
         lines = estimate_lines(_load(args), args.card, Path(args.records))
     except ConfigError as err:
@@ -149,8 +141,6 @@ def _estimate(args) -> int:
 
 
 def cmd_judge(args) -> int:
-    from warmfast.run.config import ConfigError
-
     if (args.config is None) == (args.labelled is None):
         raise InputError("give either a run CONFIG or --labelled DIR --judge FILE")
     if args.labelled is None:  # a run's stored generations (one tensor-parallel group under torchrun)
@@ -162,11 +152,6 @@ def cmd_judge(args) -> int:
 
 
 def _judge_labelled(args) -> int:
-    from pathlib import Path
-
-    from warmfast.run.config import ConfigError, load_judge_spec
-    from warmfast.run.labelled import judge_labelled
-
     if args.judge is None:
         raise ConfigError("--labelled needs --judge FILE (e.g. configs/judges/openai.yaml)")
     spec = load_judge_spec(Path(args.judge))

@@ -22,20 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from warmfast.engine.requests import SamplingParams
-from warmfast.errors import WarmfastError
+from warmfast.errors import ConfigError  # noqa: F401 (run.config.ConfigError: the name callers use)
+from warmfast.tasks.item import CAPABILITY_TASKS, GRID_TASKS
+from warmfast.yaml_config import read_yaml
 
 ARM_KINDS = ("original", "adapter", "system_prompt")
-GRID_TASKS = ("triviaqa", "truthfulqa", "disinfo", "medqa")
-CAPABILITY_TASKS = ("mmlu", "gsm8k", "advbench")
 JUDGE_KINDS = ("logprob", "openai", "none")
 EXPORT_FORMATS = ("csv", "parquet")
-
-
-class ConfigError(WarmfastError, ValueError):
-    """A run configuration that cannot be used; the message names the file and the key."""
 
 
 def _need(cond: bool, key: str, message: str) -> None:
@@ -430,46 +424,10 @@ def config_from_dict(raw: Any, source: str = "<dict>", base_dir: Path | None = N
         raise ConfigError(f"{source}: {err}") from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML lets
-    the last one win silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
-            if isinstance(key, (str, int, float, bool)):
-                seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep)
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    """YAML text -> Python objects; an error is one ConfigError line naming source, line and column."""
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
-        what = " ".join(x for x in (err.context, err.problem) if x)
-        raise ConfigError(f"{where}: not valid YAML: {what}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(err).split())}") from None
-
-
 def _read_yaml(path: Path, key: str) -> Any:
     if not path.is_file():
         raise ConfigError(f"{key}: file not found: {path}")
-    return parse_yaml(_read_text(path), str(path))
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    return read_yaml(path)
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -477,7 +435,7 @@ def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: run config not found" + (" (a folder, not a file)" if path.is_dir() else ""))
-    raw = parse_yaml(_read_text(path), str(path))
+    raw = read_yaml(path)
     return config_from_dict(raw, str(path), path.parent)
 
 

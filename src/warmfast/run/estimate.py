@@ -19,6 +19,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from warmfast.run.config import GRID_TASKS, ConfigError, resolve_text
+from warmfast.run.plan import _capability_rows, _grid_rows, arm_messages, prepared_items
+from warmfast.tasks.protocol import load_protocol_json
+
 log = logging.getLogger("warmfast")
 
 CHARS_PER_TOKEN = 4.0
@@ -66,10 +70,6 @@ def _tokens(config):
 
 def grid_work(config) -> Work:
     """The plan's generation and judge work, without model weights or adapters."""
-    from warmfast.run.config import GRID_TASKS, ConfigError, resolve_text
-    from warmfast.run.plan import _capability_rows, _grid_rows, arm_messages, prepared_items
-    from warmfast.tasks.protocol import load_protocol_json
-
     protocol = load_protocol_json(config.protocol)
     count, how = _tokens(config)
     w = Work(notes=[f"prompt tokens counted with {how}"])

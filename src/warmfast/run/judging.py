@@ -19,11 +19,19 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from warmfast.judge import extract
+from warmfast.judge.logprob import LogprobJudge, LogprobJudgeConfig
+from warmfast.judge.openai import OpenAIJudge, OpenAIJudgeConfig
 from warmfast.judge.prompts import JudgeItem, JudgePrompt, Verdict
+from warmfast.judge.refusal import ADVBENCH_EXTRA_PHRASES, RefusalRule, compat_phrases
+from warmfast.openai_client import ClientConfig
 from warmfast.run.config import GRID_TASKS, ConfigError, JudgeSpec, RunConfig, resolve_text
-from warmfast.run.store import Generation, JobRecord, Store, content_key
+from warmfast.run.store import Generation, JobRecord, Judgement, Store, content_key, judgement_key
 
 log = logging.getLogger("warmfast.run")
+# Extraction verdicts were once keyed by content_key({"source": inspect.getsource(judge.extract)});
+# this is that key for the extract.py of RULES_VERSION 1 (warmfast up to commit e4d1b09).
+LEGACY_EXTRACT_SOURCE_KEY = "7559c0af0c8a0daf010ffaa6d58997f99e6e9821f0f73520e4af9feefa23bd3e"
 SELF_JUDGED_WARNING = ("no separate judge is configured (judge.model: generation): the subject model judged its "
                        "own answers, which can favour it; configure a judge model or endpoint for study figures")
 
@@ -38,6 +46,9 @@ class Stage:
     tasks: tuple[str, ...]
     spec: dict
     judge: JudgeFn
+    # specs under which this stage's verdicts were keyed by an earlier warmfast, for the same
+    # rules: a verdict found under one is carried over to today's key (carry_over), not re-made
+    legacy_specs: tuple[dict, ...] = ()
 
     @property
     def judge_name(self) -> str:
@@ -60,15 +71,12 @@ def refusal_phrases(config: RunConfig, protocol: dict) -> tuple[str, ...]:
     if not isinstance(phrases, list) or not phrases:
         raise ConfigError(f"refusal.phrases: resolved to {phrases!r}, expected a non-empty list of phrases")
     if config.refusal.compat:  # the authors' pattern list (their mojibake entry), used as regexes
-        from warmfast.judge.refusal import compat_phrases
 
         return compat_phrases(phrases)
     return tuple(p.lower() for p in phrases)
 
 
 def refusal_stage(config: RunConfig, protocol: dict, tasks: tuple[str, ...]) -> Stage:
-    from warmfast.judge.refusal import RefusalRule
-
     rule = RefusalRule(refusal_phrases(config, protocol), name="config", regex=config.refusal.compat)
 
     def judge(pairs, store):
@@ -85,8 +93,6 @@ def refusal_stage(config: RunConfig, protocol: dict, tasks: tuple[str, ...]) -> 
 
 
 def advbench_stage(config: RunConfig, protocol: dict) -> Stage:
-    from warmfast.judge.refusal import ADVBENCH_EXTRA_PHRASES, RefusalRule
-
     phrases = refusal_phrases(config, protocol)
     if config.refusal.advbench_extra:
         phrases = tuple(dict.fromkeys(phrases + ADVBENCH_EXTRA_PHRASES))
@@ -104,10 +110,6 @@ def advbench_stage(config: RunConfig, protocol: dict) -> Stage:
 
 
 def extraction_stage(task: str) -> Stage:
-    import inspect
-
-    from warmfast.judge import extract
-
     def judge(pairs, store):
         out = []
         for job, gen in pairs:
@@ -122,10 +124,12 @@ def extraction_stage(task: str) -> Stage:
                                {"extracted": found, "gold": gold}))
         return out
 
-    # the rules' identity is their source: a changed rule re-grades, an unchanged one never does
-    rules = content_key({"source": inspect.getsource(extract)})
-    return Stage("capability", f"{task}_extraction", (task,), {"kind": "extraction", "task": task, "rules": rules},
-                 judge)
+    # the rules' identity is their version (judge/extract.py): a changed rule re-grades, an unchanged one never does
+    spec = {"kind": "extraction", "task": task, "rules_version": extract.RULES_VERSION}
+    legacy = ()
+    if extract.RULES_VERSION == 1:  # the same rules, keyed by extract.py's source text before versions
+        legacy = ({"kind": "extraction", "task": task, "rules": LEGACY_EXTRACT_SOURCE_KEY},)
+    return Stage("capability", f"{task}_extraction", (task,), spec, judge, legacy)
 
 
 class LLMJudge:
@@ -141,17 +145,12 @@ class LLMJudge:
                              None if j.system is None else resolve_text(j.system, protocol, "judge.system"))
         self._impl = None
         if j.kind == "logprob":
-            from warmfast.judge.logprob import LogprobJudgeConfig
-
             self.name = "logprob_judge"
             self._cfg = LogprobJudgeConfig(prompt, j.template, j.verdict_prefix, engine_adapter, chunk_size)
             self._engine_loader, self._model_id = engine_loader, model_id
             self.spec = {"kind": "logprob", "model": model_id, "adapter": j.adapter, "prompt": prompt.spec(),
                          "template": j.template, "verdict_prefix": j.verdict_prefix, "answers": j.answers}
         elif j.kind == "openai":
-            from warmfast.judge.openai import OpenAIJudgeConfig
-            from warmfast.openai_client import ClientConfig
-
             self.name = "openai_judge"
             if j.api_key_env is not None and not os.environ.get(j.api_key_env):
                 raise ConfigError(f"judge.api_key_env: the variable {j.api_key_env} is not set; export the key "
@@ -168,12 +167,8 @@ class LLMJudge:
     def __call__(self, items: Sequence[JudgeItem], store: Store | None, progress: bool = False) -> list[Verdict]:
         if self._impl is None:
             if self.kind == "logprob":
-                from warmfast.judge.logprob import LogprobJudge
-
                 self._impl = LogprobJudge(self._engine_loader(), self._cfg, self._model_id)
             else:
-                from warmfast.judge.openai import OpenAIJudge
-
                 self._impl = OpenAIJudge(self._cfg, store)
         return self._impl.judge(items, progress=progress)
 
@@ -211,3 +206,26 @@ def build_stages(config: RunConfig, protocol: dict, judge_engine, judge_model_id
     if "advbench" in tasks:
         stages.append(advbench_stage(config, protocol))
     return stages
+
+
+def carry_over(stage: Stage, store: Store, keys: dict[str, str], gens: dict[str, Generation],
+               have: dict[str, Judgement]) -> dict[str, Judgement]:
+    """Verdicts of `stage` stored under one of its legacy specs, stored again under today's keys
+    (one transaction) and returned by key. keys: {job key: today's judgement key}; have: those
+    already stored. A store from before a key change keeps every verdict its rules still give."""
+    missing = {job: key for job, key in keys.items() if key not in have}
+    moved: dict[str, Judgement] = {}
+    for spec in stage.legacy_specs:
+        old = {job: judgement_key(job, stage.role, spec, gens[job].text) for job, key in missing.items()
+               if key not in moved}
+        found = store.judgements(old.values())
+        for job, old_key in old.items():
+            if old_key in found:
+                f = found[old_key]
+                moved[missing[job]] = Judgement(missing[job], job, stage.role, stage.judge_name, f.verdict, f.score,
+                                                f.confidence, f.detail)
+    if moved:
+        store.add_judgements(moved.values())
+        log.info("%s: %d verdict(s) stored under the earlier key format carried over to today's keys (%s)",
+                 stage.name, len(moved), store.path)
+    return moved

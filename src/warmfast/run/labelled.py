@@ -13,10 +13,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from warmfast.engine.api import Engine
+from warmfast.judge.agreement import agreement_by, read_study_outputs
 from warmfast.judge.prompts import JudgeItem
 from warmfast.run.config import ConfigError, JudgeSpec
 from warmfast.run.judging import LLMJudge
+from warmfast.run.plan import adapter_fingerprint, model_fingerprint
 from warmfast.run.store import Store
+from warmfast.tasks.item import TaskDataError
+from warmfast.tasks.protocol import load_protocol_json
+from warmfast.tasks.study_rows import item_from_study_row
 
 
 @dataclass
@@ -40,7 +46,6 @@ class LabelledResult:
 def _engine_loader(j: JudgeSpec):
     if j.kind != "logprob":
         return (lambda: None), ""
-    from warmfast.run.plan import adapter_fingerprint, model_fingerprint
 
     model_dir = Path(j.model)
     if j.model == "generation" or not (model_dir / "config.json").is_file():
@@ -51,10 +56,8 @@ def _engine_loader(j: JudgeSpec):
         ident += f"+{adapter_fingerprint(Path(j.adapter), 'judge.adapter')}"
 
     def load():
-        import warmfast as wf
-
-        return wf.Engine.from_pretrained(model_dir, adapters={"judge": j.adapter} if j.adapter else {},
-                                         device=j.device or "cpu", dtype=j.dtype or "float32")
+        return Engine.from_pretrained(model_dir, adapters={"judge": j.adapter} if j.adapter else {},
+                                      device=j.device or "cpu", dtype=j.dtype or "float32")
 
     return load, ident
 
@@ -62,11 +65,6 @@ def _engine_loader(j: JudgeSpec):
 def judge_labelled(root: str | Path, judge: JudgeSpec, out_dir: str | Path, per_task: int | None = None,
                    progress: bool = True) -> LabelledResult:
     """Grade every labelled output under `root` (at most `per_task` rows per task, in file order)."""
-    from warmfast.judge.agreement import agreement_by, read_study_outputs
-    from warmfast.tasks.item import TaskDataError
-    from warmfast.tasks.protocol import load_protocol_json
-    from warmfast.tasks.study_rows import item_from_study_row
-
     out_dir = Path(out_dir)
     df = read_study_outputs(root)
     if per_task is not None:

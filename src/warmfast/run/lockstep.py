@@ -37,6 +37,7 @@ from typing import Any
 
 import torch.distributed as dist
 
+from warmfast.engine.api import Engine
 from warmfast.model.parallel import ParallelLayout, TensorParallelError
 
 
@@ -60,12 +61,10 @@ class Leader:
 
     def load(self, **kwargs) -> MirroredEngine:
         """Engine.from_pretrained(**kwargs) on every rank of the group (each on its own device)."""
-        import warmfast as wf
-
         self._send("load", kwargs)
         tp = self.layout.tp
-        engine = self._step(lambda: wf.Engine.from_pretrained(**kwargs, device=self.device,
-                                                              tensor_parallel=tp.size, tp_group=tp))
+        engine = self._step(lambda: Engine.from_pretrained(**kwargs, device=self.device,
+                                                           tensor_parallel=tp.size, tp_group=tp))
         return MirroredEngine(engine, self)
 
     def call(self, engine, method: str, args: tuple, kwargs: dict) -> Any:
@@ -104,8 +103,6 @@ class MirroredEngine:
 
 def follow(layout: ParallelLayout, device: str) -> int:
     """A follower's whole run: serve the leader's commands until "stop"; returns the calls served."""
-    import warmfast as wf
-
     tp = layout.tp
     if tp.rank == 0:
         raise TensorParallelError("follow: TP rank 0 leads; it runs run/runner.py `run` instead")
@@ -117,7 +114,7 @@ def follow(layout: ParallelLayout, device: str) -> int:
         if kind == "load":
             engine = None
             gc.collect()
-            engine = wf.Engine.from_pretrained(**rest[0], device=device, tensor_parallel=tp.size, tp_group=tp)
+            engine = Engine.from_pretrained(**rest[0], device=device, tensor_parallel=tp.size, tp_group=tp)
         elif kind == "call":
             method, args, kwargs = rest
             if engine is None:

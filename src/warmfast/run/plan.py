@@ -23,15 +23,23 @@ import hashlib
 import json
 import logging
 import os
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from warmfast.engine.api import GenerateRequest
+from warmfast.model.adapter_config import AdapterError, canonical_config
+from warmfast.model.tiny import build_tiny
 from warmfast.run.config import (CAPABILITY_TASKS, GRID_TASKS, ArmSpec, ConfigError, RunConfig, SamplingSpec,
                                  resolve_text)
 from warmfast.run.config import TaskSpec as ConfigTaskSpec
 from warmfast.run.store import JobRecord, canonical_json, content_key
+from warmfast.tasks.grid import CLEAN, COMPAT, build_grid
+from warmfast.tasks.item import TaskDataError
+from warmfast.tasks.prepare import TaskSpec, prepare_task
+from warmfast.tasks.protocol import load_materials, load_protocol_json
 
 if TYPE_CHECKING:
     from warmfast.tasks.item import Item
@@ -88,8 +96,6 @@ def model_fingerprint(model_dir: Path) -> str:
 def _safetensors_content(path: Path, key: str) -> str:
     """SHA-256 of a safetensors file's tensors (name, dtype, shape, bytes), sorted by name: the
     same tensors saved again (another order, other metadata) hash the same."""
-    import struct
-
     h = hashlib.sha256()
     with path.open("rb") as f:
         try:
@@ -115,8 +121,6 @@ def adapter_fingerprint(adapter_dir: Path, key: str) -> str:
     """Content identity of a PEFT adapter folder: its tensors' content and its canonical config
     (PEFT defaults filled in, lists sorted, provenance such as base_model_name_or_path left out;
     model/adapter_config.py `canonical_config`). Re-saving the same adapter keeps it."""
-    from warmfast.model.adapter_config import AdapterError, canonical_config
-
     conf_path = adapter_dir / "adapter_config.json"
     weights = [p for p in (adapter_dir / "adapter_model.safetensors", adapter_dir / "adapter_model.bin") if p.is_file()]
     if not conf_path.is_file() or not weights:
@@ -152,8 +156,6 @@ def resolve_model(config: RunConfig) -> tuple[Path, dict[str, Path]]:
     spec = config.model
     tiny_adapters: dict[str, Path] = {}
     if spec.tiny is not None:
-        from warmfast.model.tiny import build_tiny
-
         tiny_dir = Path(config.output_dir) / "tiny_model"
         marker = tiny_dir / "built.json"
         if marker.is_file() and json.loads(marker.read_text()) == spec.tiny:
@@ -205,9 +207,6 @@ class PromptRow:
 
 def _grid_rows(config: RunConfig, task, items, protocol_path) -> list[PromptRow]:
     """The 28-prompt grid of items that already carry their wrong answers (prepare_task)."""
-    from warmfast.tasks.grid import CLEAN, COMPAT, build_grid
-    from warmfast.tasks.protocol import load_materials
-
     by_key = {it.key: it for it in items}
     layout = COMPAT if config.grid.layout == "compat" else CLEAN
     rows = []
@@ -242,8 +241,6 @@ def library_task_spec(config: RunConfig, task: ConfigTaskSpec) -> LibraryTaskSpe
     """The tasks library's TaskSpec of one configured task: the run config's three seeds kept apart
     (tasks.<t>.sample_seed, grid.wrong_answer_seed, grid.relative_seed), n as configured (null =
     every item), MedQA vignettes that cannot be rewritten dropped before the sample is drawn."""
-    from warmfast.tasks.prepare import TaskSpec
-
     return TaskSpec(task.name, path=task.path, n=task.n, sycophancy_eval=task.sycophancy_eval,
                     medqa_unconvertible="drop", sample_seed=task.sample_seed,
                     wrong_answer_seed=config.grid.wrong_answer_seed, relative_seed=config.grid.relative_seed)
@@ -252,9 +249,6 @@ def library_task_spec(config: RunConfig, task: ConfigTaskSpec) -> LibraryTaskSpe
 def prepared_items(config: RunConfig, task: ConfigTaskSpec) -> list[Item]:
     """One configured task's items through the library path (tasks/prepare.py prepare_task): load,
     MedQA first-person rewrite, seeded sample, sycophancy-eval answer pairs, wrong answers."""
-    from warmfast.tasks.item import TaskDataError
-    from warmfast.tasks.prepare import prepare_task
-
     try:
         prepared = prepare_task(library_task_spec(config, task))
     except TaskDataError as err:  # the message names the file (data path or answer.jsonl)
@@ -296,8 +290,6 @@ def arm_messages(arm: ArmSpec, text: str, protocol: dict) -> list[dict]:
 
 
 def build_plan(config: RunConfig) -> Plan:
-    from warmfast.tasks.protocol import load_protocol_json
-
     protocol = load_protocol_json(config.protocol)
     model_dir, adapter_dirs = resolve_model(config)
     model_id = f"{config.model.name}@{model_fingerprint(model_dir)}"
@@ -369,10 +361,8 @@ def read_plan_manifest(run_dir: str | Path) -> dict[str, list[str]] | None:
 
 def generate_request(job: JobRecord):
     """The engine request of a job, built from its spec alone (adapter name = arm name)."""
-    import warmfast as wf
-
     s, sampling = job.spec, job.spec["sampling"]
-    return wf.GenerateRequest(messages=s["messages"], adapter=s["arm"] if s["adapter"] is not None else None,
-                              max_new_tokens=sampling["max_new_tokens"], temperature=sampling["temperature"],
-                              top_p=sampling["top_p"], top_k=sampling["top_k"], min_p=sampling["min_p"],
-                              seed=s["seed"], stop=list(sampling["stop"]), request_id=s["request_id"])
+    return GenerateRequest(messages=s["messages"], adapter=s["arm"] if s["adapter"] is not None else None,
+                           max_new_tokens=sampling["max_new_tokens"], temperature=sampling["temperature"],
+                           top_p=sampling["top_p"], top_k=sampling["top_k"], min_p=sampling["min_p"],
+                           seed=s["seed"], stop=list(sampling["stop"]), request_id=s["request_id"])

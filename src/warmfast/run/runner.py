@@ -29,15 +29,16 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from warmfast.engine.api import Engine
 from warmfast.errors import RequestError
 from warmfast.model.parallel import ParallelLayout, rank_device
-from warmfast.run.config import RunConfig
+from warmfast.run.config import ConfigError, RunConfig
 from warmfast.run.export import export_rows
-from warmfast.run.judging import Stage, build_stages
+from warmfast.run.judging import Stage, build_stages, carry_over
+from warmfast.run.lock import RunLock
 from warmfast.run.lockstep import Leader, follow
 from warmfast.run.plan import Plan, adapter_fingerprint, build_plan, generate_request, model_fingerprint
 from warmfast.run.shard import rank_chunks
-from warmfast.run.lock import RunLock
 from warmfast.run.signals import GracefulStop
 from warmfast.run.store import Generation, JobRecord, Judgement, Store, StoreError, judgement_key
 
@@ -97,13 +98,9 @@ class EngineHolder:
 
     def get(self):
         if self.engine is None:
-            import warmfast as wf
-
             m = self.plan.config.model
             # checked only when a model is needed: merging a finished run needs none
             if self.leader is None and m.tensor_parallel != 1:
-                from warmfast.run.config import ConfigError
-
                 raise ConfigError(f"model.tensor_parallel: {m.tensor_parallel} ranks per engine need "
                                   f"torchrun: `torchrun --nproc-per-node {m.tensor_parallel} -m warmfast "
                                   "run CONFIG` (add --shard env for several groups), or set it to 1")
@@ -114,7 +111,7 @@ class EngineHolder:
             if self.leader is not None:
                 self.engine = self.leader.load(**kwargs)
             else:
-                self.engine = wf.Engine.from_pretrained(**kwargs, device=self.device)
+                self.engine = Engine.from_pretrained(**kwargs, device=self.device)
         return self.engine
 
     def release(self) -> None:
@@ -182,6 +179,8 @@ def judge(chunks: list[list[JobRecord]], plan: Plan, store: Store, stages: list[
         for job_key, k in keys.items():
             keymap[(stage.role, job_key)] = k
         have = store.judgements(keys.values())
+        if stage.legacy_specs:  # verdicts stored under an earlier key format (run/judging.py)
+            have.update(carry_over(stage, store, keys, gens, have))
         todo = [[j for j in b if keys[j.key] not in have] for b in batches]
         n_todo = sum(len(b) for b in todo)
         bar = tqdm(total=len(keys), initial=len(keys) - n_todo, unit="answer", desc=stage.name,
@@ -238,8 +237,6 @@ def run_rank(config: RunConfig, layout: ParallelLayout, progress: bool = True, g
     shard, normally (layout.dp_rank, layout.dp_size). Every rank of the world calls this."""
     n = config.model.tensor_parallel
     if n != layout.tp.size:
-        from warmfast.run.config import ConfigError
-
         raise ConfigError(f"model.tensor_parallel: {n} but the process layout has tensor-parallel "
                           f"groups of {layout.tp.size}")
     device = rank_device(config.model.device)
@@ -332,7 +329,6 @@ def _judge_engine(plan: Plan, engines: EngineHolder):
         ident = plan.model_id + (f"+{j.adapter}:{adapter_fingerprint(plan.adapters[j.adapter], 'judge.adapter')}"
                                  if j.adapter else "")
         return engines.get, ident
-    from warmfast.run.config import ConfigError
 
     model_dir = Path(j.model)
     if not (model_dir / "config.json").is_file():
@@ -342,15 +338,13 @@ def _judge_engine(plan: Plan, engines: EngineHolder):
         ident += f"+{adapter_fingerprint(Path(j.adapter), 'judge.adapter')}"
 
     def load():
-        import warmfast as wf
-
         # the generation model is done: free its memory first (on every rank of a TP group); the
         # judge model then loads unsharded on this process alone (TP rank 0, see run/lockstep.py)
         engines.release()
         m = plan.config.model
         adapters = {"judge": j.adapter} if j.adapter else {}
-        return wf.Engine.from_pretrained(model_dir, adapters=adapters, device=j.device or engines.device,
-                                         dtype=j.dtype or m.dtype, backend=m.backend,
-                                         max_batch_tokens=m.max_batch_tokens)
+        return Engine.from_pretrained(model_dir, adapters=adapters, device=j.device or engines.device,
+                                      dtype=j.dtype or m.dtype, backend=m.backend,
+                                      max_batch_tokens=m.max_batch_tokens)
 
     return load, ident

@@ -18,7 +18,6 @@ compared by content.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from warmfast.errors import WarmfastError
+from warmfast.keys import canonical_json, content_key
 
 SCHEMA_VERSION = 1
 
@@ -80,16 +80,6 @@ _CONTENT_COLUMNS = {
 
 class StoreError(WarmfastError, RuntimeError):
     """A store file warmfast cannot use (other schema version, not a warmfast store, ...)."""
-
-
-def canonical_json(value: object) -> str:
-    """JSON with sorted keys and no whitespace: equal content gives equal bytes (hence equal hashes)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def content_key(content: Mapping[str, object]) -> str:
-    """SHA-256 hex digest of `content`'s canonical JSON: the identity of a job, judgement or request."""
-    return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

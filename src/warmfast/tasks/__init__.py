@@ -2,7 +2,7 @@
 
 Importing this package loads no torch (tests hold that). Modules and their public functions:
 
-item.py         Item (task, key, question, correct_answers, wrong_answer, extra), TASKS, GRID_TASKS,
+item.py         Item (task, key, question, correct_answers, wrong_answer, extra), TASKS, GRID_TASKS, CAPABILITY_TASKS,
                 TaskDataError (every bad file / record / config error names the file, row and key)
 loaders.py      load_triviaqa, load_truthfulqa, load_disinfo, load_medqa, load_mmlu, load_gsm8k,
                 load_advbench, load_task(task, path=None), LOADERS; path=None reads the copy shipped
@@ -28,11 +28,11 @@ Typical use:
     rows = [g.to_row() for g in grid]                            # the study's column layout
 """
 from .grid import CLEAN, COMPAT, PROMPT_TYPES, GridPrompt, PromptLayout, build_grid, build_prompt, grid_cells
-from .item import GRID_TASKS, TASKS, Item, TaskDataError
+from .item import CAPABILITY_TASKS, GRID_TASKS, TASKS, Item, TaskDataError
 from .loaders import LOADERS, load_task
 from .prepare import DEFAULT_SIZES, PreparedTask, TaskSpec, prepare_task
 from .protocol import GridMaterials, load_materials
 
 __all__ = ["CLEAN", "COMPAT", "PROMPT_TYPES", "GridPrompt", "PromptLayout", "build_grid", "build_prompt",
-           "grid_cells", "GRID_TASKS", "TASKS", "Item", "TaskDataError", "LOADERS", "load_task",
+           "grid_cells", "GRID_TASKS", "CAPABILITY_TASKS", "TASKS", "Item", "TaskDataError", "LOADERS", "load_task",
            "DEFAULT_SIZES", "PreparedTask", "TaskSpec", "prepare_task", "GridMaterials", "load_materials"]

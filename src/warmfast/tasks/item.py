@@ -1,9 +1,10 @@
-"""The one record every task loader returns.
+"""The one record every task loader returns, and the task names (the one task registry).
 
 Public API:
     Item                  frozen dataclass: task, key, question, correct_answers, wrong_answer, extra
     TASKS                 the task names warmfast knows
     GRID_TASKS            the four tasks that get the 28-prompt grid
+    CAPABILITY_TASKS      the others: MMLU, GSM8K (answer extraction), AdvBench (refusal)
     TaskDataError         raised for a malformed or missing data file (names the file and key)
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from warmfast.errors import WarmfastError
 
 TASKS = ("triviaqa", "truthfulqa", "disinfo", "medqa", "mmlu", "gsm8k", "advbench")
 GRID_TASKS = ("triviaqa", "truthfulqa", "disinfo", "medqa")
+CAPABILITY_TASKS = tuple(t for t in TASKS if t not in GRID_TASKS)
 
 
 class TaskDataError(WarmfastError, ValueError):

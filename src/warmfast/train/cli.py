@@ -13,53 +13,31 @@ line naming the problem; what was already rewritten or trained stays on disk.
 """
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from pathlib import Path
 
 from warmfast.cli_common import output_dir_arg
-from warmfast.train.sharegpt import ShareGPTError
-
-
-def _clean_errors(cmd: str):
-    """Turn the errors a user can fix into one-line messages (exit status 2)."""
-    from warmfast.openai_client import EndpointError
-    from warmfast.run.store import StoreError
-    from warmfast.train.rewrite import RewriteError
-
-    known = (FileNotFoundError, FileExistsError, ShareGPTError, RewriteError, EndpointError,
-             StoreError, ValueError)
-
-    def wrap(fn):
-        @functools.wraps(fn)
-        def run(args):
-            try:
-                return fn(args)
-            except known as err:
-                print(f"warmfast {cmd}: {type(err).__name__}: {err}", file=sys.stderr)
-                return 2
-        return run
-    return wrap
+from warmfast.engine.api import Engine
+from warmfast.errors import InputError
+from warmfast.run.store import Store
+from warmfast.train import rewrite as rewriting
+from warmfast.train.dataset import DatasetConfig, build_split, read_train_jsonl, read_validation_jsonl
+from warmfast.train.query_type import QueryTypeRules, load_protocol
+from warmfast.train.rewrite import RewriteConfig
+from warmfast.train.sft import SFTConfig, train
+from warmfast.train.sharegpt import load_sharegpt
+from warmfast.train.sociot import SocioTConfig
+from warmfast.train.sociot_run import (GenSettings, config_record, discover_arms, generate_responses,
+                                       score_table, write_outputs)
+from warmfast.train.toxicity import make_toxicity_filter
+from warmfast.yaml_config import read_yaml
 
 
 def _yaml(path: str | None) -> dict:
-    if not path:
-        return {}
-    from warmfast.run.config import parse_yaml  # duplicate keys are an error; one line per problem
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config {p} does not exist")
-    return parse_yaml(p.read_text(encoding="utf-8"), str(p)) or {}
+    return read_yaml(path, "config") or {} if path else {}
 
 
 def cmd_sharegpt(args) -> int:
-    from warmfast.train.dataset import DatasetConfig, build_split
-    from warmfast.train.query_type import QueryTypeRules, load_protocol
-    from warmfast.train.sharegpt import load_sharegpt
-    from warmfast.train.toxicity import make_toxicity_filter
-
     convs = load_sharegpt(args.file, limit=args.limit)
     rules = QueryTypeRules.from_protocol(load_protocol(args.protocol))
     tox = make_toxicity_filter(args.toxicity, args.detoxify_checkpoint)
@@ -76,11 +54,6 @@ def cmd_sharegpt(args) -> int:
 
 
 def cmd_rewrite(args) -> int:
-    from warmfast.run.store import Store
-    from warmfast.train.dataset import read_train_jsonl
-    from warmfast.train.query_type import load_protocol
-    from warmfast.train.rewrite import RewriteConfig, rewrite, write_outputs
-
     conf = _yaml(args.config)
     for key in ("backend", "model", "base_url", "api_key_env", "temperature", "max_new_tokens",
                 "seed", "device", "dtype", "max_workers", "chunk_size", "max_retries"):
@@ -90,7 +63,7 @@ def cmd_rewrite(args) -> int:
         conf["api_key_env"] = None  # a local server without authentication
     unknown = sorted(set(conf) - set(RewriteConfig.__dataclass_fields__) - {"style"})
     if unknown:
-        raise ValueError(f"{args.config}: unknown keys {unknown}; known: "
+        raise InputError(f"{args.config}: unknown keys {unknown}; known: "
                          f"{sorted(RewriteConfig.__dataclass_fields__)}")
     cfg = RewriteConfig(style=args.style, **conf)
     system_prompt = load_protocol(args.protocol)["rewrite_system_prompts"][args.style]
@@ -98,18 +71,16 @@ def cmd_rewrite(args) -> int:
     out = Path(args.out)
     store = Store(Path(args.store) if args.store else out / "rewrite_store.sqlite")
     try:
-        new, rows, summary = rewrite(examples, cfg, system_prompt, store)
+        new, rows, summary = rewriting.rewrite(examples, cfg, system_prompt, store)
     finally:
         store.close()
-    paths = write_outputs(out, new, rows, summary)
+    paths = rewriting.write_outputs(out, new, rows, summary)
     print(json.dumps(summary, indent=2))
     print(f"wrote {paths['train']} and {paths['pairs']}")
     return 0
 
 
 def cmd_train(args) -> int:
-    from warmfast.train.sft import SFTConfig, train
-
     over = {k: getattr(args, k) for k in ("model", "train_file", "out_dir", "epochs", "lr",
                                           "effective_batch", "micro_batch", "max_examples",
                                           "device", "dtype", "seed", "max_len")}
@@ -120,7 +91,7 @@ def cmd_train(args) -> int:
     else:
         missing = [f"--{k.replace('_', '-')}" for k in ("model", "train_file", "out_dir") if over[k] is None]
         if missing:
-            raise ValueError(f"give {', '.join(missing)} (or a YAML config that sets them)")
+            raise InputError(f"give {', '.join(missing)} (or a YAML config that sets them)")
         cfg = SFTConfig(**{k: v for k, v in over.items() if v is not None})
     resume = args.resume
     if resume == "latest":
@@ -135,29 +106,21 @@ def cmd_train(args) -> int:
 
 
 def cmd_sociot(args) -> int:
-    import warmfast as wf
-    from warmfast.train.dataset import read_validation_jsonl
-    from warmfast.train.query_type import load_protocol
-    from warmfast.train.sociot import SocioTConfig
-    from warmfast.train.sociot_run import (GenSettings, config_record, discover_arms,
-                                           generate_responses, score_table, write_outputs)
-
     runs = {}
     for r in args.run or []:
         name, sep, path = r.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"--run expects NAME=DIR (a `warmfast train` out_dir), got {r!r}")
+            raise InputError(f"--run expects NAME=DIR (a `warmfast train` out_dir), got {r!r}")
         runs[name] = path
     arms = discover_arms(runs)
     prompts = read_validation_jsonl(args.prompts)[: args.n_prompts]
     if not prompts:
-        raise ValueError(f"{args.prompts} holds no validation prompts")
+        raise InputError(f"{args.prompts} holds no validation prompts")
     cfg = SocioTConfig.from_protocol(load_protocol(args.protocol), mode=args.mode, seed=args.seed,
                                      **({"bootstrap": args.bootstrap} if args.bootstrap is not None else {}))
     gen = GenSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
-    engine = wf.Engine.from_pretrained(args.model, adapters={a.name: a.path for a in arms if a.path},
-                                       device=args.device, dtype=args.dtype)
-    from warmfast.run.store import Store
+    engine = Engine.from_pretrained(args.model, adapters={a.name: a.path for a in arms if a.path},
+                                    device=args.device, dtype=args.dtype)
 
     store = Store(Path(args.store) if args.store else Path(args.out) / "sociot_store.sqlite")
     try:
@@ -166,7 +129,7 @@ def cmd_sociot(args) -> int:
     finally:
         store.close()
     scorer_dir = args.scorer or args.model
-    scorer = engine if scorer_dir == args.model else wf.Engine.from_pretrained(
+    scorer = engine if scorer_dir == args.model else Engine.from_pretrained(
         scorer_dir, device=args.device, dtype=args.dtype)
     table, meta = score_table(scorer, rows, arms, cfg)
     meta.update(config_record(cfg, gen, args.model, scorer_dir, arms))
@@ -194,7 +157,7 @@ def register(sub) -> None:
     p.add_argument("--toxicity-threshold", type=float, default=0.5)
     p.add_argument("--detoxify-checkpoint", default=None)
     p.add_argument("--protocol", default=None, help="protocol.json (default: warmfast's copy)")
-    p.set_defaults(func=_clean_errors("sharegpt")(cmd_sharegpt))
+    p.set_defaults(func=cmd_sharegpt)
 
     p = sub.add_parser("rewrite", help="rewrite every assistant turn warm or cold (resumable)")
     p.add_argument("config", nargs="?", help="YAML (configs/train_rewrite.yaml); flags override it")
@@ -213,7 +176,7 @@ def register(sub) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--protocol", default=None)
-    p.set_defaults(func=_clean_errors("rewrite")(cmd_rewrite))
+    p.set_defaults(func=cmd_rewrite)
 
     p = sub.add_parser("train", help="LoRA SFT with checkpoints at fractional epochs")
     p.add_argument("config", nargs="?", help="YAML (configs/train.yaml); flags override it")
@@ -227,7 +190,7 @@ def register(sub) -> None:
         p.add_argument(f"--{name}", type=typ, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
-    p.set_defaults(func=_clean_errors("train")(cmd_train))
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sociot", help="SocioT warmth of the base model and every checkpoint")
     p.add_argument("--model", required=True, help="base model folder (generates the responses)")
@@ -247,4 +210,4 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--protocol", default=None)
-    p.set_defaults(func=_clean_errors("sociot")(cmd_sociot))
+    p.set_defaults(func=cmd_sociot)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from warmfast.errors import InputError
 from warmfast.train.query_type import CATEGORIES, QueryTypeRules
 from warmfast.train.sharegpt import Conversation
 from warmfast.train.toxicity import ToxicityFilter
@@ -35,14 +36,14 @@ class DatasetConfig:
 
     def __post_init__(self):
         if self.n_train < 1 or self.n_validation < 0:
-            raise ValueError(f"n_train must be >= 1 and n_validation >= 0; got {self.n_train}, "
+            raise InputError(f"n_train must be >= 1 and n_validation >= 0; got {self.n_train}, "
                              f"{self.n_validation}")
         if self.max_turns < 2:
-            raise ValueError(f"max_turns must be >= 2, got {self.max_turns}")
+            raise InputError(f"max_turns must be >= 2, got {self.max_turns}")
         if self.max_turn_chars is not None and self.max_turn_chars < 1:
-            raise ValueError(f"max_turn_chars must be >= 1 or None, got {self.max_turn_chars}")
+            raise InputError(f"max_turn_chars must be >= 1 or None, got {self.max_turn_chars}")
         if not 0.0 < self.toxicity_threshold <= 1.0:
-            raise ValueError(f"toxicity_threshold must be in (0, 1], got {self.toxicity_threshold}")
+            raise InputError(f"toxicity_threshold must be in (0, 1], got {self.toxicity_threshold}")
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def _draw(pools: dict[str, list], n: int, seed: int, purpose: str) -> list[tuple
         pool = pools.get(cat, [])
         if len(pool) < k:
             have = {c: len(p) for c, p in pools.items()}
-            raise ValueError(f"{purpose}: query type {cat!r} has {len(pool)} eligible conversations, "
+            raise InputError(f"{purpose}: query type {cat!r} has {len(pool)} eligible conversations, "
                              f"{k} needed for {n} balanced over 6 types (available: {have}); use a "
                              "larger ShareGPT file or a smaller n")
         out.extend((cat, x) for x in random.Random(f"{seed}:{purpose}:{cat}").sample(pool, k))
@@ -155,12 +156,12 @@ def read_train_jsonl(path: str | Path) -> list[TrainExample]:
             out.append(TrainExample(d["id"], d.get("source_id", d["id"]), d.get("category", ""),
                                     d["messages"]))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path} line {n}: not a training record with 'id' and 'messages' "
+            raise InputError(f"{path} line {n}: not a training record with 'id' and 'messages' "
                              f"({type(err).__name__}: {err})") from err
         msgs = out[-1].messages
         if not msgs or not all(isinstance(m, dict) and m.get("role") in ("user", "assistant", "system")
                                and isinstance(m.get("content"), str) for m in msgs):
-            raise ValueError(f"{path} line {n} (id {d['id']!r}): 'messages' must be a non-empty list "
+            raise InputError(f"{path} line {n} (id {d['id']!r}): 'messages' must be a non-empty list "
                              "of {role: user|assistant|system, content: str}")
     return out
 
@@ -176,5 +177,5 @@ def read_validation_jsonl(path: str | Path) -> list[ValidationPrompt]:
                 d = json.loads(line)
                 out.append(ValidationPrompt(d["id"], d["source_id"], d["category"], d["prompt"]))
             except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path} line {n}: not a validation prompt ({err})") from err
+                raise InputError(f"{path} line {n}: not a validation prompt ({err})") from err
     return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from warmfast.errors import InputError
 from warmfast.tasks.protocol import load_protocol_json
 from warmfast.train.sharegpt import Conversation
 
@@ -44,7 +45,7 @@ class QueryTypeRules:
     def __post_init__(self):
         for name, words in vars(self).items():
             if not words or not all(isinstance(w, str) and w for w in words):
-                raise ValueError(f"query_type_rules.{name} must be a non-empty list of non-empty "
+                raise InputError(f"query_type_rules.{name} must be a non-empty list of non-empty "
                                  f"strings, got {words!r}")
 
     @classmethod
@@ -53,7 +54,7 @@ class QueryTypeRules:
         if not isinstance(rules, dict):
             raise KeyError(f"protocol has no 'query_type_rules' object; keys are {sorted(protocol)}")
         if tuple(rules.get("order", CATEGORIES)) != CATEGORIES:
-            raise ValueError(f"query_type_rules.order is {rules.get('order')}; warmfast applies "
+            raise InputError(f"query_type_rules.order is {rules.get('order')}; warmfast applies "
                              f"{list(CATEGORIES)}")
         names = [f for f in cls.__dataclass_fields__]
         missing = [n for n in names if n not in rules]

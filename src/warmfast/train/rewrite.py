@@ -25,8 +25,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from warmfast.errors import WarmfastError
-from warmfast.run.store import Store, content_key
+from warmfast.engine.api import Engine, GenerateRequest
+from warmfast.errors import InputError, WarmfastError
+from warmfast.keys import content_key
+from warmfast.openai_client import ClientConfig, EndpointError, OpenAIClient
+from warmfast.run.store import Store
 from warmfast.train.dataset import TrainExample
 from warmfast.train.rewrite_checks import check_rewrite
 
@@ -60,17 +63,17 @@ class RewriteConfig:
 
     def __post_init__(self):
         if self.style not in ("warm", "cold"):
-            raise ValueError(f"rewrite style must be 'warm' or 'cold', got {self.style!r}")
+            raise InputError(f"rewrite style must be 'warm' or 'cold', got {self.style!r}")
         if self.backend not in ("engine", "openai"):
-            raise ValueError(f"rewrite backend must be 'engine' or 'openai', got {self.backend!r}")
+            raise InputError(f"rewrite backend must be 'engine' or 'openai', got {self.backend!r}")
         if not self.model:
-            raise ValueError("rewrite needs model: a model folder (engine) or a model name (openai)")
+            raise InputError("rewrite needs model: a model folder (engine) or a model name (openai)")
         if self.backend == "openai" and not self.base_url:
-            raise ValueError("the openai backend needs base_url (e.g. https://api.openai.com/v1)")
+            raise InputError("the openai backend needs base_url (e.g. https://api.openai.com/v1)")
         if "{user}" not in self.user_template or "{answer}" not in self.user_template:
-            raise ValueError("user_template must contain {user} and {answer}")
+            raise InputError("user_template must contain {user} and {answer}")
         if self.chunk_size < 1 or self.max_workers < 1 or self.max_new_tokens < 1 or self.temperature < 0:
-            raise ValueError(f"chunk_size, max_workers, max_new_tokens must be >= 1 and temperature "
+            raise InputError(f"chunk_size, max_workers, max_new_tokens must be >= 1 and temperature "
                              f">= 0; got {self.chunk_size}, {self.max_workers}, {self.max_new_tokens}, "
                              f"{self.temperature}")
 
@@ -120,16 +123,14 @@ def _check_lengths(pending: list[Job], examples: list[TrainExample], cfg: Rewrit
 
 def _run_engine(pending: list[Job], examples: list[TrainExample], cfg: RewriteConfig,
                 system_prompt: str, store: Store, engine) -> None:
-    import warmfast as wf
-
     if engine is None:
-        engine = wf.Engine.from_pretrained(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        engine = Engine.from_pretrained(cfg.model, device=cfg.device, dtype=cfg.dtype)
     _check_lengths(pending, examples, cfg, system_prompt, engine)
     bar = tqdm(total=len(pending), desc=f"rewrite {cfg.style} (engine)")
     for i in range(0, len(pending), cfg.chunk_size):
         chunk = pending[i:i + cfg.chunk_size]
-        reqs = [wf.GenerateRequest(messages=_messages(j, system_prompt), max_new_tokens=cfg.max_new_tokens,
-                                   temperature=cfg.temperature, seed=cfg.seed) for j in chunk]
+        reqs = [GenerateRequest(messages=_messages(j, system_prompt), max_new_tokens=cfg.max_new_tokens,
+                                temperature=cfg.temperature, seed=cfg.seed) for j in chunk]
         for j, r in zip(chunk, engine.generate(reqs)):
             store.cache_response(j.key, j.request, {"text": r.text, "finish_reason": r.finish_reason})
         bar.update(len(chunk))
@@ -137,8 +138,6 @@ def _run_engine(pending: list[Job], examples: list[TrainExample], cfg: RewriteCo
 
 
 def _run_openai(pending: list[Job], cfg: RewriteConfig, system_prompt: str, store: Store, client) -> None:
-    from warmfast.openai_client import ClientConfig, EndpointError, OpenAIClient
-
     if client is None:
         client = OpenAIClient(ClientConfig(base_url=cfg.base_url, api_key_env=cfg.api_key_env,
                                            max_retries=cfg.max_retries, timeout_s=cfg.timeout_s))

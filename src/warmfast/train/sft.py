@@ -24,10 +24,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from tqdm import tqdm
 
+from warmfast.errors import InputError
 from warmfast.train.dataset import read_train_jsonl
 from warmfast.train.sft_data import Tokenized, collate, tokenize_chat
+from warmfast.yaml_config import read_yaml
 
 log = logging.getLogger(__name__)
 # settings a resumed run must share with the run that wrote the checkpoint (they fix the stream,
@@ -62,36 +65,32 @@ class SFTConfig:
 
     def __post_init__(self):
         if self.r < 1 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRA settings r={self.r}, alpha={self.alpha}, dropout={self.dropout}: "
+            raise InputError(f"LoRA settings r={self.r}, alpha={self.alpha}, dropout={self.dropout}: "
                              "need r >= 1, alpha > 0, 0 <= dropout < 1")
         if self.lr <= 0 or self.max_len < 2 or self.epochs <= 0:
-            raise ValueError(f"lr={self.lr}, max_len={self.max_len}, epochs={self.epochs} must be positive "
+            raise InputError(f"lr={self.lr}, max_len={self.max_len}, epochs={self.epochs} must be positive "
                              "(max_len >= 2)")
         if self.micro_batch < 1 or self.effective_batch < 1 or self.effective_batch % self.micro_batch:
-            raise ValueError(f"effective_batch={self.effective_batch} must be a positive multiple of "
+            raise InputError(f"effective_batch={self.effective_batch} must be a positive multiple of "
                              f"micro_batch={self.micro_batch}")
         self.checkpoints = sorted(float(e) for e in self.checkpoints)
         bad = [e for e in self.checkpoints if not 0 < e <= self.epochs]
         if bad or not self.checkpoints:
-            raise ValueError(f"checkpoints {self.checkpoints} must be non-empty and in (0, epochs={self.epochs}]")
+            raise InputError(f"checkpoints {self.checkpoints} must be non-empty and in (0, epochs={self.epochs}]")
         if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"dtype must be auto, float32 or bfloat16; got {self.dtype!r}")
+            raise InputError(f"dtype must be auto, float32 or bfloat16; got {self.dtype!r}")
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "SFTConfig":
-        from warmfast.run.config import parse_yaml  # duplicate keys are an error
-
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"training config {path} does not exist")
-        raw = parse_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
+        raw = read_yaml(path, "training config") or {}
         raw.update({k: v for k, v in overrides.items() if v is not None})
         unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+            raise InputError(f"{path}: unknown keys {unknown}; known: {sorted(cls.__dataclass_fields__)}")
         missing = [k for k in ("model", "train_file", "out_dir") if k not in raw]
         if missing:
-            raise ValueError(f"{path}: missing required keys {missing}")
+            raise InputError(f"{path}: missing required keys {missing}")
         return cls(**raw)
 
 
@@ -104,11 +103,11 @@ def plan_steps(n: int, cfg: SFTConfig) -> tuple[list[int], dict[int, float]]:
     total = math.floor(cfg.epochs * n)
     marks = {math.floor(e * n): e for e in cfg.checkpoints}
     if len(marks) != len(cfg.checkpoints):
-        raise ValueError(f"with {n} examples, checkpoints {cfg.checkpoints} fall on the same example "
+        raise InputError(f"with {n} examples, checkpoints {cfg.checkpoints} fall on the same example "
                          f"counts {[math.floor(e * n) for e in cfg.checkpoints]}; use fewer checkpoints "
                          "or more examples")
     if 0 in marks:
-        raise ValueError(f"checkpoint at epoch {marks[0]} falls before the first example with {n} examples")
+        raise InputError(f"checkpoint at epoch {marks[0]} falls before the first example with {n} examples")
     ends, pos = [], 0
     cuts = sorted(set(marks) | {total})
     for cut in cuts:
@@ -188,13 +187,13 @@ def train(cfg: SFTConfig, resume: str | Path | None = None, progress: bool = Tru
     dev, dtype = _device_dtype(cfg)
     examples = read_train_jsonl(cfg.train_file)[: cfg.max_examples]
     if not examples:
-        raise ValueError(f"{cfg.train_file} holds no training examples")
+        raise InputError(f"{cfg.train_file} holds no training examples")
     tok, model = _load_model(cfg, dev, dtype)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     data = [tokenize_chat(tok, ex.id, ex.messages, cfg.max_len) for ex in examples]
     empty = [d.id for d in data if d.n_targets == 0]
     if empty:
-        raise ValueError(f"{len(empty)} examples have no assistant token within max_len={cfg.max_len} "
+        raise InputError(f"{len(empty)} examples have no assistant token within max_len={cfg.max_len} "
                          f"(first: {empty[:3]}); raise max_len or drop them")
     n = len(data)
     cut = sum(d.truncated for d in data)
@@ -267,8 +266,6 @@ def _save(path: Path, model, opt, sched, dev, step: int, pos: int, n: int, epoch
 
 
 def _resume(path: Path, model, opt, sched, dev, n: int, cfg: SFTConfig, set_state) -> tuple[int, int]:
-    from safetensors.torch import load_file
-
     state_file, weights = path / "trainer_state.pt", path / "adapter_model.safetensors"
     for f in (state_file, weights):
         if not f.is_file():
@@ -280,14 +277,14 @@ def _resume(path: Path, model, opt, sched, dev, n: int, cfg: SFTConfig, set_stat
     now["model"], saved["model"] = (str(Path(m).resolve()) for m in (now["model"], saved["model"]))
     differ = {k: (saved.get(k), now[k]) for k in RESUME_KEYS if saved.get(k) != now[k]}
     if differ:
-        raise ValueError(f"cannot resume from {path}: settings differ from the run that wrote it "
+        raise InputError(f"cannot resume from {path}: settings differ from the run that wrote it "
                          f"(key: (checkpoint, now)): {differ}")
     if st["n_examples"] != n:
-        raise ValueError(f"cannot resume from {path}: it was trained on {st['n_examples']} examples, "
+        raise InputError(f"cannot resume from {path}: it was trained on {st['n_examples']} examples, "
                          f"{cfg.train_file} now gives {n}")
     result = set_state(model, load_file(str(weights)))
     if getattr(result, "unexpected_keys", None):
-        raise ValueError(f"{weights}: keys the model does not have: {result.unexpected_keys[:3]}")
+        raise InputError(f"{weights}: keys the model does not have: {result.unexpected_keys[:3]}")
     opt.load_state_dict(st["optimizer"])
     sched.load_state_dict(st["scheduler"])
     _set_rng_state(st["rng"], dev)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from warmfast.errors import InputError
+
 
 @dataclass(frozen=True)
 class Tokenized:
@@ -34,7 +36,7 @@ def _render(tok, messages: list[dict], gen_prompt: bool) -> str:
 def tokenize_chat(tok, example_id: str, messages: list[dict], max_len: int) -> Tokenized:
     """Render `messages` with the chat template, tokenize, mark assistant tokens, cut to max_len."""
     if getattr(tok, "chat_template", None) is None:
-        raise ValueError(f"the tokenizer of {getattr(tok, 'name_or_path', '?')} has no chat template; "
+        raise InputError(f"the tokenizer of {getattr(tok, 'name_or_path', '?')} has no chat template; "
                          "SFT renders conversations with the model's own template")
     full = _render(tok, messages, False)
     spans = []
@@ -44,7 +46,7 @@ def tokenize_chat(tok, example_id: str, messages: list[dict], max_len: int) -> T
         start = _render(tok, messages[:i], True)
         end = _render(tok, messages[: i + 1], False)
         if not (end.startswith(start) and full.startswith(end)):
-            raise ValueError(f"example {example_id!r}: the chat template's rendering of the first "
+            raise InputError(f"example {example_id!r}: the chat template's rendering of the first "
                              f"{i} messages is not a prefix of the whole conversation; cannot find "
                              "the assistant tokens")
         spans.append((len(start), len(end)))

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from warmfast.errors import WarmfastError
+from warmfast.errors import InputError, WarmfastError
 
 ROLE_OF_SPEAKER = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant",
                    "bing": "assistant", "assistant": "assistant", "system": "system"}
@@ -31,7 +31,7 @@ class Turn:
 
     def __post_init__(self):
         if self.role not in ("user", "assistant", "system"):
-            raise ValueError(f"Turn.role must be user, assistant or system; got {self.role!r}")
+            raise InputError(f"Turn.role must be user, assistant or system; got {self.role!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class Conversation:
         (the protocol's 20) and ends on an assistant turn; () when no user->assistant pair exists.
         """
         if max_turns < 2:
-            raise ValueError(f"max_turns must be >= 2, got {max_turns}")
+            raise InputError(f"max_turns must be >= 2, got {max_turns}")
         turns = [t for t in self.turns if t.role != "system"]
         start = next((i for i, t in enumerate(turns) if t.role == "user"), len(turns))
         out: list[Turn] = []

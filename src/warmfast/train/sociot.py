@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from warmfast.engine.api import ScoreRequest
+from warmfast.errors import InputError
+
 
 @dataclass(frozen=True)
 class SocioTConfig:
@@ -51,11 +54,11 @@ class SocioTConfig:
 
     def __post_init__(self):
         if self.mode not in ("reference", "masked"):
-            raise ValueError(f"SocioT mode must be 'reference' or 'masked', got {self.mode!r}")
+            raise InputError(f"SocioT mode must be 'reference' or 'masked', got {self.mode!r}")
         if not self.warm_words or not self.cold_words:
-            raise ValueError("SocioT needs at least one warm and one cold word")
+            raise InputError("SocioT needs at least one warm and one cold word")
         if self.truncate_chars < 1 or self.bootstrap < 0 or self.pad_id < 0:
-            raise ValueError(f"truncate_chars={self.truncate_chars} must be >= 1, bootstrap="
+            raise InputError(f"truncate_chars={self.truncate_chars} must be >= 1, bootstrap="
                              f"{self.bootstrap} >= 0, pad_id={self.pad_id} >= 0")
 
     @classmethod
@@ -75,15 +78,13 @@ def frame(word: str, text: str, cfg: SocioTConfig) -> str:
 
 def frame_set_requests(ids: list[list[int]], cfg: SocioTConfig, adapter: str | None):
     """ScoreRequests for one frame set: (context = first token, continuation = the rest)."""
-    import warmfast as wf
-
     width = max(len(r) for r in ids)
     reqs = []
     for r in ids:
         if len(r) < 2:
-            raise ValueError(f"a SocioT frame tokenized to {len(r)} token(s); nothing to score")
+            raise InputError(f"a SocioT frame tokenized to {len(r)} token(s); nothing to score")
         cont = list(r[1:]) + ([cfg.pad_id] * (width - len(r)) if cfg.mode == "reference" else [])
-        reqs.append(wf.ScoreRequest(context=[r[0]], continuation=cont, adapter=adapter))
+        reqs.append(ScoreRequest(context=[r[0]], continuation=cont, adapter=adapter))
     return reqs
 
 
@@ -113,7 +114,7 @@ def sociot_warmth(engine, texts: list[str], cfg: SocioTConfig, adapters: list[st
     plain GPT-2, i.e. None everywhere)."""
     adapters = adapters if adapters is not None else [None] * len(texts)
     if len(adapters) != len(texts):
-        raise ValueError(f"{len(texts)} texts but {len(adapters)} adapters")
+        raise InputError(f"{len(texts)} texts but {len(adapters)} adapters")
     sets, reqs = [], []
     for i, (text, adapter) in enumerate(zip(texts, adapters)):
         if not isinstance(text, str):
@@ -135,7 +136,7 @@ def summarize(values: list[float], n_boot: int, seed: int) -> dict:
     """Mean, analytic SE (ddof=1), bootstrap SE and 95% percentile interval over responses."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
-        raise ValueError("no warmth values to summarize")
+        raise InputError("no warmth values to summarize")
     out = {"n": int(x.size), "mean": float(x.mean()),
            "se": float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else float("nan")}
     if n_boot > 0:

@@ -18,6 +18,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from warmfast.engine.api import GenerateRequest
+from warmfast.errors import InputError
+from warmfast.keys import content_key
 from warmfast.train.dataset import ValidationPrompt
 from warmfast.train.sociot import SocioTConfig, sociot_warmth, summarize
 
@@ -39,7 +42,7 @@ class GenSettings:
 
     def __post_init__(self):
         if self.max_new_tokens < 1 or self.temperature < 0 or self.max_prompt_chars < 1:
-            raise ValueError(f"generation settings out of range: {self}")
+            raise InputError(f"generation settings out of range: {self}")
 
 
 def discover_arms(runs: dict[str, str | Path]) -> list[Arm]:
@@ -59,7 +62,7 @@ def discover_arms(runs: dict[str, str | Path]) -> list[Arm]:
             else:
                 m = re.fullmatch(r"epoch-([0-9.]+)", d.name)
                 if m is None:
-                    raise ValueError(f"{d}: cannot tell its epoch (no train_state.json, name not epoch-<e>)")
+                    raise InputError(f"{d}: cannot tell its epoch (no train_state.json, name not epoch-<e>)")
                 epoch = float(m.group(1))
             found.append(Arm(f"{series}@{epoch:g}", series, epoch, d))
         if not found:
@@ -85,9 +88,6 @@ def generate_responses(engine, arms: list[Arm], prompts: list[ValidationPrompt],
     mixes all arms in its batches; with a `store` each chunk's answers are kept as it finishes
     and a rerun generates only what is missing (keys: model, adapter weights digest, prompt,
     settings)."""
-    import warmfast as wf
-    from warmfast.run.store import content_key
-
     digests = {a.name: adapter_digest(a.path) for a in arms}
     jobs = []  # (arm, prompt, key, request)
     for p in prompts:
@@ -100,10 +100,10 @@ def generate_responses(engine, arms: list[Arm], prompts: list[ValidationPrompt],
     pending = [j for j in jobs if j[2] not in done]
     for i in tqdm(range(0, len(pending), chunk_size), desc="sociot responses", disable=not progress):
         chunk = pending[i:i + chunk_size]
-        reqs = [wf.GenerateRequest(messages=[{"role": "user", "content": spec["prompt"]}],
-                                   adapter=None if a.name == "base" else a.name,
-                                   max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
-                                   seed=gen.seed) for a, _, _, spec in chunk]
+        reqs = [GenerateRequest(messages=[{"role": "user", "content": spec["prompt"]}],
+                                adapter=None if a.name == "base" else a.name,
+                                max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
+                                seed=gen.seed) for a, _, _, spec in chunk]
         for (a, p, key, spec), r in zip(chunk, engine.generate(reqs, progress=progress)):
             done[key] = {"text": r.text, "finish_reason": r.finish_reason}
             if store is not None:

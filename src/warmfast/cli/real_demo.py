@@ -16,17 +16,25 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 import yaml
+
+from warmfast.analysis.real_outcome import benchmarks_table, outcome
+from warmfast.model.gguf import cached_conversion
+from warmfast.model.smollm2 import smollm2_folder
+from warmfast.run.config import config_from_dict
+from warmfast.run.runner import run
+from warmfast.yaml_config import read_yaml
 
 STEPS = ("model", "train", "grid", "report")
 
 
 def study_config_path() -> Path:
     candidates = [Path(str(resources.files("warmfast").joinpath("configs", "smollm2-study.yaml"))),
-                  Path(__file__).resolve().parents[2] / "configs" / "smollm2-study.yaml"]
+                  Path(__file__).resolve().parents[3] / "configs" / "smollm2-study.yaml"]
     for path in candidates:
         if path.is_file():
             return path
@@ -52,9 +60,10 @@ class Progress:
         print(f"[{name}] done in {self.done[name]['seconds']:.0f}s", flush=True)
 
 
-def _cli(argv: list[str]) -> None:
-    from warmfast.cli import main
+Main = Callable[[list[str]], int]  # the `warmfast` program, warmfast.cli.main
 
+
+def _cli(main: Main, argv: list[str]) -> None:
     rc = main(argv)
     if rc:
         raise RuntimeError(f"`warmfast {' '.join(argv)}` failed with status {rc} (message above)")
@@ -67,16 +76,16 @@ def _last_checkpoint(run_dir: Path) -> Path:
     return found[-1]
 
 
-def train_part(out: Path, model: Path, s: dict, sociot_scorer: str | None, prog: Progress) -> None:
+def train_part(main: Main, out: Path, model: Path, s: dict, sociot_scorer: str | None, prog: Progress) -> None:
     sharegpt = s.get("sharegpt") or str(resources.files("warmfast").joinpath("data", "demo", "sharegpt_sample.json"))
     data, seed = out / "data", str(s["seed"])
-    prog.run("sharegpt", lambda: _cli([
+    prog.run("sharegpt", lambda: _cli(main, [
         "sharegpt", sharegpt, "--out", str(data), "--n-train", str(s["n_train"]),
         "--n-validation", str(s["n_validation"]), "--max-turn-chars", str(s["max_turn_chars"]),
         "--toxicity", "keyword", "--seed", seed]))
     for style in ("warm", "cold"):
         rewritten = out / f"rewrite_{style}"
-        prog.run(f"rewrite_{style}", lambda: _cli([  # resumes from its store when killed
+        prog.run(f"rewrite_{style}", lambda: _cli(main, [  # resumes from its store when killed
             "rewrite", "--style", style, "--input", str(data / "train.jsonl"), "--out", str(rewritten),
             "--backend", "engine", "--model", str(model), "--max-new-tokens", str(s["rewrite_tokens"]),
             "--limit", str(s["max_examples"]), "--temperature", "0.8", "--seed", seed]))
@@ -84,14 +93,14 @@ def train_part(out: Path, model: Path, s: dict, sociot_scorer: str | None, prog:
 
         def train(adapters=adapters, rewritten=rewritten):
             resume = ["--resume", "latest"] if any(adapters.glob("epoch-*")) else []
-            _cli(["train", "--model", str(model), "--train-file", str(rewritten / "train.jsonl"),
+            _cli(main, ["train", "--model", str(model), "--train-file", str(rewritten / "train.jsonl"),
                   "--out-dir", str(adapters), "--epochs", str(s["epochs"]), "--checkpoints", s["checkpoints"],
                   "--effective-batch", str(s["effective_batch"]), "--micro-batch", str(s["micro_batch"]),
                   "--lr", str(s["lr"]), "--max-len", str(s["max_len"]), "--max-examples", str(s["max_examples"]),
                   "--device", "cpu", "--dtype", "float32", "--seed", seed, *resume])
         prog.run(f"train_{style}", train)
     scorer = ["--scorer", sociot_scorer] if sociot_scorer else []
-    prog.run("sociot", lambda: _cli([
+    prog.run("sociot", lambda: _cli(main, [
         "sociot", "--model", str(model), "--run", f"warm={out / 'adapters' / 'warm'}",
         "--run", f"cold={out / 'adapters' / 'cold'}", "--prompts", str(data / "validation.jsonl"),
         "--out", str(out / "sociot"), "--max-new-tokens", str(s["sociot_tokens"]), "--seed", seed, *scorer]))
@@ -109,35 +118,29 @@ def grid_config(raw: dict, out: Path, model: Path) -> dict:
 
 
 def grid_part(out: Path, raw: dict, model: Path) -> None:
-    from warmfast.run.config import config_from_dict
-    from warmfast.run.runner import run
-
     filled = grid_config(raw, out, model)
     (out / "grid.yaml").write_text(yaml.safe_dump(filled, sort_keys=False))
     summary = run(config_from_dict(filled, str(out / "grid.yaml")), progress=True)
     print("[grid] " + "\n[grid] ".join(summary.lines()))
 
 
-def report_part(out: Path) -> None:
-    from warmfast.real_outcome import benchmarks_table, outcome
-
+def report_part(main: Main, out: Path) -> None:
     result = outcome(out / "grid" / "results.csv")
     result["steps"] = json.loads((out / "steps.json").read_text())
     (out / "outcome.json").write_text(json.dumps(result, indent=1) + "\n")
     bench = out / "benchmarks.csv"
     benchmarks_table(out / "grid" / "results.csv").to_csv(bench, index=False)
-    _cli(["report", str(out / "grid"), "--out", str(out / "report"), "--sociot", str(out / "sociot" / "sociot.csv"),
-          "--benchmarks", str(bench), "--title", "warmfast: the warmth study at 135M scale (SmolLM2-135M-Instruct)"])
+    _cli(main, ["report", str(out / "grid"), "--out", str(out / "report"),
+                "--sociot", str(out / "sociot" / "sociot.csv"),
+                "--benchmarks", str(bench),
+                "--title", "warmfast: the warmth study at 135M scale (SmolLM2-135M-Instruct)"])
     for line in result["lines"]:
         print("[outcome] " + line)
 
 
-def run_real_demo(outdir: Path, config: str | Path | None = None, gguf: str | None = None,
+def run_real_demo(main: Main, outdir: Path, config: str | Path | None = None, gguf: str | None = None,
                   sociot_scorer: str | None = None) -> int:
-    from warmfast.model.gguf import cached_conversion
-    from warmfast.smollm2 import smollm2_folder
-
-    raw = yaml.safe_load(Path(config or study_config_path()).read_text(encoding="utf-8"))
+    raw = read_yaml(config or study_config_path(), "study config")
     s = raw.pop("study")
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,9 +148,9 @@ def run_real_demo(outdir: Path, config: str | Path | None = None, gguf: str | No
     t0 = time.perf_counter()
     model = cached_conversion(gguf) if gguf else smollm2_folder()
     print(f"[model] {model}")
-    train_part(out, model, s, sociot_scorer, prog)
+    train_part(main, out, model, s, sociot_scorer, prog)
     prog.run("grid", lambda: grid_part(out, raw, model))
-    prog.run("report", lambda: report_part(out))
+    prog.run("report", lambda: report_part(main, out))
     print(f"Done in {time.perf_counter() - t0:.0f}s (this invocation). Report: {out / 'report' / 'report.html'}; "
           f"outcome: {out / 'outcome.json'}. A 135M model: the method end to end, not the study's results.")
     return 0
