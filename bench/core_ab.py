@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import importlib.util
 import json
+import os
 import platform
 import random
 import subprocess
@@ -78,7 +79,8 @@ def main() -> None:
     record = {"bench": "core_ab", "before_commit": BEFORE, "preset": args.preset,
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
               "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "reps": args.reps}
+              "torch": torch.__version__, "reps": args.reps,
+              "loadavg_1m_at_start": os.getloadavg()[0]}  # a shared machine's load swings the ratios
     with torch.inference_mode():
         for name, reqs in score_sets.items():
             a, c = old_s.score(eng, reqs, 8192), eng.score(reqs)

@@ -103,3 +103,29 @@ def test_admission_keeps_one_block_of_growth_per_running_sequence():
     assert sch.schedule().kind == "decode"  # seq 1 waits instead of being admitted to be preempted
     sch.finish(first.seqs[0])
     assert [s.seq_id for s in sch.schedule().seqs] == [1]  # an empty cache always admits
+
+
+def test_prefill_only_rows_take_no_blocks_and_abort_frees_everything():
+    # score rows (max_new_tokens 0) ride beside generations: admitted under the token budget,
+    # never given KV blocks, so a pool that holds one generation still takes every score row
+    sch = Scheduler(SchedulerConfig(num_blocks=6, block_size=4, max_batch_size=8, max_batch_tokens=64))
+    gen = Sequence(0, list(range(10)), 8)  # 17 positions: 5 blocks
+    rows = [Sequence(-1 - i, list(range(30)), 0) for i in range(4)]  # 30 tokens each, no blocks
+    sch.add(gen)
+    for r in rows:
+        sch.add(r)
+    work = sch.schedule()
+    assert work.prefill == [gen, rows[0]]  # the token budget (10 + 30 + 30 > 64) holds the rest back
+    assert sch.blocks.num_free == 6 - 3 and rows[0].seq_id not in sch.blocks.tables
+    sch.finish(rows[0])
+    gen.output.append(1)
+    work = sch.schedule()
+    assert work.decode == [gen] and work.prefill == rows[1:3]  # 1 + 30 + 30 <= 64
+    sch.finish(rows[1])
+    sch.finish(rows[2])
+    sch.abort(rows[3])  # waiting
+    sch.abort(gen)  # running, holding blocks
+    sch.check()
+    assert not sch.has_work() and sch.blocks.num_free == 6 and not sch.blocks.tables
+    with pytest.raises(RuntimeError, match="is aborted"):
+        sch.abort(gen)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from warmfast.engine.backend import select_backend
 from warmfast.engine import generator, scorer
+from warmfast.engine.backend import select_backend
 from warmfast.engine.core import CoreConfig, EngineCore
 from warmfast.engine.device import check_device, resolve_dtype
 from warmfast.engine.requests import (GenerateRequest, GenerateResult, RequestOutput, ScoreRequest,  # noqa: F401

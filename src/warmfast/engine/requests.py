@@ -159,7 +159,7 @@ class TokenLogprob:
 class GenerateResult:
     text: str
     token_ids: list[int]
-    finish_reason: str  # "stop" or "length" ("abort" only in a core's output after abort())
+    finish_reason: str  # "stop" or "length"
     logprobs: list[TokenLogprob] | None = None  # one per token id (GenerateRequest.logprobs)
     prompt_logprobs: list[float] | None = None  # prompt tokens 1.. (GenerateRequest.prompt_logprobs)
 
