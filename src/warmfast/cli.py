@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "warmfast.train.cli",
     "warmfast.integrations.lm_eval_cli",  # `warmfast lm-eval` (needs the lm-eval extra when run)
     "warmfast.model.gguf",  # convert-gguf
+    "warmfast.serve.cli",  # `warmfast serve` (fastapi, uvicorn, prometheus_client when run)
 ]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # commands that keep each finished batch in a store: an interruption loses only the batch in flight
