@@ -74,6 +74,8 @@ class _Gen:
     out: OutputState
     logprobs: list[TokenLogprob] | None
     prompt_logprobs: list[float] | None = None
+    prompt_top: list[TokenLogprob] | None = None  # prompt_logprobs with logprobs=k (GenerateResult)
+    stop_token: TokenLogprob | None = None
     emitted: int = 0  # characters of text already in outputs
 
 
@@ -363,6 +365,9 @@ class EngineCore:
             if isinstance(u, _Gen):
                 n = len(u.seq.prompt) - 1
                 u.prompt_logprobs = lp[k:k + n]
+                if u.gen.params.logprobs is not None and eng.tp is None:  # the top-k needs full logits
+                    logits = sel[k:k + n] @ eng.model.weights.lm_head.T  # [n, V]
+                    u.prompt_top = _token_logprobs(logits, targets[k:k + n], [u.gen.params.logprobs] * n)
             else:
                 n = len(u.targets)
                 res = ScoreResult(logprob=float(sum(lp[k:k + n])), token_logprobs=lp[k:k + n],
@@ -395,13 +400,16 @@ class EngineCore:
             if g.logprobs is not None:
                 new_lp = [lp] if new else []
                 g.logprobs.extend(new_lp)
+                if not new:
+                    g.stop_token = lp
             rid = g.seq.seq_id
             if done:
                 self.sched.finish(g.seq)
                 del self._gens[rid]
                 text = g.out.text
                 res = GenerateResult(text=text, token_ids=list(g.out.token_ids), finish_reason=g.out.finish_reason,
-                                     logprobs=g.logprobs, prompt_logprobs=g.prompt_logprobs)
+                                     logprobs=g.logprobs, prompt_logprobs=g.prompt_logprobs,
+                                     prompt_top=g.prompt_top, stop_token=g.stop_token)
                 outputs.append(RequestOutput(rid, new, text[g.emitted:], new_lp, finished=True, result=res))
             else:
                 delta = ""
