@@ -155,6 +155,7 @@ class EngineLoop:
                 aloop.call_soon_threadsafe(_settle, fut, result, error)
 
     def _add(self, job: Job) -> None:
+        i = 0
         try:
             for i, req in enumerate(job.requests):
                 rid = self.core.add_request(req)
@@ -167,7 +168,9 @@ class EngineLoop:
                 del self._owner[rid]
             self._release(len(job.requests))
             job.open = 0
-            job.post(("error", err))
+            msg = str(err)  # "GenerateRequest #<core id>: ..." names the request by its place here
+            msg = msg.split(": ", 1)[1] if msg.startswith(type(job.requests[i]).__name__ + " #") else msg
+            job.post(("error", type(err)(f"choice {i}: {msg}" if len(job.requests) > 1 else msg)))
 
     def _abort(self, job: Job) -> None:
         dropped = 0
@@ -178,6 +181,7 @@ class EngineLoop:
                 dropped += 1
         job.open = 0
         self._release(dropped)
+        self.stats.waiting, self.stats.running = len(self.core.sched.waiting), len(self.core.sched.running)
 
     def _release(self, n: int) -> None:
         with self._lock:
