@@ -48,6 +48,10 @@ def register(sub) -> None:
                    help="chat completions without max_tokens / max_completion_tokens")
     p.add_argument("--allow-adapter-updates", action="store_true",
                    help="enable POST /v1/load_lora_adapter and /v1/unload_lora_adapter")
+    p.add_argument("--max-adapters", type=int, default=None,
+                   help="adapter slots, for adapters loaded later (Engine.from_pretrained max_adapters)")
+    p.add_argument("--max-lora-rank", type=int, default=None,
+                   help="largest LoRA rank a later load may bring (Engine.from_pretrained max_lora_rank)")
     p.set_defaults(func=run)
 
 
@@ -71,12 +75,20 @@ def run(args) -> int:
         raise InputError(f"--adapter {name}= has the base model's served name; rename it or pass --served-model-name")
     api_key = args.api_key if args.api_key is not None else os.environ.get(KEY_ENV) or None
 
-    def load():
-        import warmfast as wf
+    import inspect
 
+    import warmfast as wf
+
+    capacity = {k: v for k, v in (("max_adapters", args.max_adapters), ("max_lora_rank", args.max_lora_rank))
+                if v is not None}
+    for k in capacity:
+        if k not in inspect.signature(wf.Engine.from_pretrained).parameters:
+            raise InputError(f"--{k.replace('_', '-')}: this warmfast engine has no live adapter loading")
+
+    def load():
         return wf.Engine.from_pretrained(args.model, adapters=adapters, device=args.device, dtype=args.dtype,
                                          backend=args.backend, max_batch_tokens=args.max_batch_tokens,
-                                         max_seq_len=args.max_seq_len)
+                                         max_seq_len=args.max_seq_len, **capacity)
 
     knobs = {"max_batch_size": args.max_batch_size, "max_batch_tokens": args.max_batch_tokens,
              "kv_blocks": args.kv_blocks}
