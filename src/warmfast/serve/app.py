@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from warmfast.engine.requests import GenerateResult
+from warmfast.engine.tokens import TokenizerCache
 from warmfast.errors import InputError, RequestError, UnknownAdapterError, WarmfastError
 from warmfast.serve import responses as R
 from warmfast.serve.errors import APIError, from_validation
@@ -64,8 +65,6 @@ class Server:
         if self.loop.state == "failed":
             raise APIError(503, f"the engine failed: {self.loop.failure}")
         if self.tok is None:  # first request after loading: the HTTP side's tokenizer
-            from warmfast.engine.tokens import TokenizerCache
-
             self.tok = TokenizerCache(self.loop.engine.tok.hf.name_or_path)
             self.fmt = R.Formatter(self.tok)
 

@@ -73,6 +73,8 @@ class CompletionRequest(Sampling):
 
     @model_validator(mode="after")
     def _echo(self):
+        if self.max_tokens is None:  # an explicit null: OpenAI's default
+            self.max_tokens = 16
         if self.max_tokens == 0 and not self.echo:
             raise ValueError("max_tokens 0 is allowed only with echo=true (the prompt's log-probs alone)")
         if self.echo and self.stream:
