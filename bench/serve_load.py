@@ -7,7 +7,8 @@ each its own seed), spread over the base model and every adapter, bounded by `--
   library  one EngineCore in this process, the same requests, a client's next request added when
            its previous one finishes (what the server does, minus HTTP, JSON and threads)
 Reported for each: requests/s, generated tokens/s, p50/p99 latency and time to first token;
-the ratios server/library are the overhead of the HTTP layer. One JSON record to --output-dir.
+the ratios server/library are the overhead of the HTTP layer (the library runs before and after
+the server, the faster run is compared: the machine may be shared). One JSON record to --output-dir.
 
   python bench/serve_load.py                                    # a tiny random Llama + 3 adapters
   python bench/serve_load.py --clients 16 --requests 4 --new 64
@@ -74,13 +75,23 @@ def run_server(url: str, jobs: list[list[dict]], deadline_s: float) -> dict:
                 ttft.append(first)
                 tokens[0] += n
 
+    before = scrape(url)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=client, args=(reqs,)) for reqs in jobs]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return summary(lat, ttft, tokens[0], time.perf_counter() - t0)
+    out = summary(lat, ttft, tokens[0], time.perf_counter() - t0)
+    after = scrape(url)
+    steps = after["warmfast_engine_steps_total"] - before["warmfast_engine_steps_total"]
+    rows = after["warmfast_batch_rows_total"] - before["warmfast_batch_rows_total"]
+    return out | {"engine_steps": int(steps), "rows_per_step": round(rows / max(steps, 1), 2)}
+
+
+def scrape(url: str) -> dict[str, float]:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln and not ln.startswith("#")}
 
 
 def run_library(eng, base_name: str, jobs: list[list[dict]], deadline_s: float, max_batch: int) -> dict:
@@ -114,7 +125,9 @@ def run_library(eng, base_name: str, jobs: list[list[dict]], deadline_s: float, 
                     tokens += len(out.result.token_ids)
                     del owner[out.request_id]
                     add(c)
-    return summary(lat, ttft, tokens, time.perf_counter() - t_begin)
+        steps, rows = sum(core.steps.values()), core.batch_rows
+    return summary(lat, ttft, tokens, time.perf_counter() - t_begin) | {
+        "engine_steps": steps, "rows_per_step": round(rows / max(steps, 1), 2)}
 
 
 def free_port() -> int:
@@ -154,6 +167,8 @@ def main() -> None:
     eng = wf.Engine.from_pretrained(args.model, adapters=adapters)
     jobs = workload(args, eng.model.cfg.vocab_size, models)
 
+    run_library(eng, base, [reqs[:1] for reqs in jobs[:2]], 60, args.max_batch)  # warm-up
+    library_before = run_library(eng, base, jobs, args.max_seconds, args.max_batch)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "warmfast", "-q", "serve", "--model", args.model, "--port", str(port),
@@ -178,8 +193,8 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    run_library(eng, base, [reqs[:1] for reqs in jobs[:2]], 60, args.max_batch)  # warm-up
-    library = run_library(eng, base, jobs, args.max_seconds, args.max_batch)
+    library_after = run_library(eng, base, jobs, args.max_seconds, args.max_batch)
+    library = max((library_before, library_after), key=lambda r: r["tokens_per_s"])  # the less disturbed
 
     record = {
         "bench": "serve_load", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -189,6 +204,7 @@ def main() -> None:
                   "vocab": eng.model.cfg.vocab_size, "adapters": len(adapters)},
         "clients": args.clients, "requests_per_client": args.requests, "prompt": args.prompt, "new": args.new,
         "max_batch": args.max_batch, "systems": {"server": server, "library": library},
+        "library_runs": [library_before, library_after],  # before and after the server's run
         "server_over_library": {k: round(server[k] / library[k], 3) for k in
                                 ("tokens_per_s", "requests_per_s", "latency_p50_s", "ttft_p50_s")},
     }
