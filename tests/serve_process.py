@@ -55,11 +55,11 @@ class ServerProcess:
 
         return openai.OpenAI(base_url=self.url + "/v1", api_key=self.api_key or "none", **kw)
 
-    def post(self, path: str, body, **kw) -> httpx.Response:
+    def post(self, path: str, body, timeout: float = 60, **kw) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         if isinstance(body, (bytes, str)):
-            return httpx.post(self.url + path, content=body, headers=headers, timeout=60, **kw)
-        return httpx.post(self.url + path, json=body, headers=headers, timeout=60, **kw)
+            return httpx.post(self.url + path, content=body, headers=headers, timeout=timeout, **kw)
+        return httpx.post(self.url + path, json=body, headers=headers, timeout=timeout, **kw)
 
     def get(self, path: str) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

@@ -4,6 +4,7 @@ non-zero), concurrent streaming clients over several adapters share batches and 
 gets alone, errors come in OpenAI's shape and map to the SDK's exception types."""
 import json
 import threading
+import time
 
 import httpx
 import openai
@@ -235,3 +236,15 @@ def test_client_disconnect_aborts_the_request(setup):
     assert server.metric("warmfast_requests_in_flight") == 0
     assert server.metric("warmfast_engine_requests_finished_total") == finished0  # aborted, not finished
     assert server.metric("warmfast_running_sequences") == 0
+    # a plain (not streamed) request whose client gives up waiting
+    with pytest.raises(httpx.ReadTimeout):
+        server.post("/v1/completions", body | {"stream": False}, timeout=0.3)
+    _wait_for(lambda: server.metric("warmfast_requests_in_flight") == 0)
+    assert server.metric("warmfast_engine_requests_finished_total") == finished0
+
+
+def _wait_for(cond, timeout_s: float = 20.0) -> None:
+    t0 = time.monotonic()
+    while not cond() and time.monotonic() - t0 < timeout_s:
+        time.sleep(0.1)
+    assert cond()

@@ -97,15 +97,19 @@ class Server:
     async def collect(self, job: Job, request: Request) -> list[GenerateResult]:
         """Every result of the job; aborts it if the client goes away while waiting."""
         results: list = [None] * len(job.requests)
-        left = len(results)
+        left, checked = len(results), time.monotonic()
         try:
             while left:
                 try:
-                    i, out = await asyncio.wait_for(job.events.get(), timeout=1.0)
+                    i, out = await asyncio.wait_for(job.events.get(), timeout=0.25)
                 except asyncio.TimeoutError:
+                    i = out = None
+                if time.monotonic() - checked > 0.25:  # outputs may come every step: look anyway
+                    checked = time.monotonic()
                     if await request.is_disconnected():
                         self.loop.abort(job)
-                        raise APIError(499, "the client disconnected") from None
+                        raise APIError(499, "the client disconnected")
+                if i is None:
                     continue
                 if i == "error":
                     raise engine_error(out)
@@ -172,19 +176,7 @@ def create_app(server: Server) -> FastAPI:
         log.error("warmfast serve: %s %s failed", request.method, request.url.path, exc_info=err)
         return APIError(500, f"internal error: {type(err).__name__}: {err}").response()
 
-    @app.middleware("http")
-    async def _auth_and_count(request: Request, call_next):
-        key = s.settings.api_key
-        if key is not None and request.url.path not in OPEN_PATHS:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
-                response = APIError(401, "Incorrect API key provided (Authorization: Bearer ...)",
-                                    code="invalid_api_key").response()
-                s.metrics.count(request.url.path, 401)
-                return response
-        response = await call_next(request)
-        s.metrics.count(request.url.path, response.status_code)
-        return response
+    app.add_middleware(_AuthAndCount, server=s)  # plain ASGI: a client's disconnect still reaches handlers
 
     @app.get("/health")
     async def health():
@@ -313,6 +305,39 @@ def create_app(server: Server) -> FastAPI:
         return {"status": "ok", "message": f"adapter {body.lora_name!r} unloaded"}
 
     return app
+
+
+class _AuthAndCount:
+    """The API key check (all paths but /health and /metrics) and the HTTP counters of /metrics.
+    A plain ASGI middleware: Starlette's BaseHTTPMiddleware would hide http.disconnect from the
+    handlers (Request.is_disconnected), so a gone client's request would run on."""
+
+    def __init__(self, app, server: Server):
+        self.app, self.server = app, server
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        s, path = self.server, scope["path"]
+        key = s.settings.api_key
+        if key is not None and path not in OPEN_PATHS:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, f"Bearer {key}".encode()):
+                s.metrics.count(path, 401)
+                response = APIError(401, "Incorrect API key provided (Authorization: Bearer ...)",
+                                    code="invalid_api_key").response()
+                return await response(scope, receive, send)
+        status = [500]
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            s.metrics.count(path, status[0])
 
 
 def _check_updates(s: Server) -> None:
