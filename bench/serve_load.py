@@ -148,6 +148,7 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=300.0, help="per system: no new request after this")
     ap.add_argument("--output-dir", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
+    load_start = os.getloadavg()[0]  # other work on the machine skews every timing here
 
     import torch
 
@@ -196,10 +197,12 @@ def main() -> None:
     library_after = run_library(eng, base, jobs, args.max_seconds, args.max_batch)
     library = max((library_before, library_after), key=lambda r: r["tokens_per_s"])  # the less disturbed
 
+    load_after = os.getloadavg()
     record = {
         "bench": "serve_load", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.node(), "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(), "device": "cpu", "torch": torch.__version__,
+        "os_cpus": os.cpu_count(), "loadavg_1min": {"start": round(load_start, 2), "end": round(load_after[0], 2)},
         "model": {"hidden": eng.model.cfg.hidden_size, "layers": eng.model.cfg.num_layers,
                   "vocab": eng.model.cfg.vocab_size, "adapters": len(adapters)},
         "clients": args.clients, "requests_per_client": args.requests, "prompt": args.prompt, "new": args.new,
