@@ -62,8 +62,8 @@ def serve(args) -> int:
 
     def load():
         return Engine.from_pretrained(args.model, adapters=adapters, device=args.device, dtype=args.dtype,
-                                         backend=args.backend, max_batch_tokens=args.max_batch_tokens,
-                                         max_seq_len=args.max_seq_len, **capacity)
+                                      backend=args.backend, max_batch_tokens=args.max_batch_tokens,
+                                      max_seq_len=args.max_seq_len, **capacity)
 
     knobs = {"max_batch_size": args.max_batch_size, "max_batch_tokens": args.max_batch_tokens,
              "kv_blocks": args.kv_blocks}
@@ -91,54 +91,54 @@ def serve(args) -> int:
     return 0
 
 
-class _Uvicorn:
-    """uvicorn.Server with warmfast's signal handling: the first SIGTERM/SIGINT drains, a second
-    one stops at once; the server also stops if the engine fails to load."""
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server with warmfast's signal handling: the first SIGTERM/SIGINT drains, a second
+    one stops at once; it also stops if the engine fails to load."""
 
-    def __init__(self, config, server):
-        outer = self
-        self.server, self.drained, self.stop_signal = server, False, None
-
-        class Inner(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self):
-                previous = {sig: signal.signal(sig, outer._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-                try:
-                    yield
-                finally:
-                    for sig, handler in previous.items():
-                        signal.signal(sig, handler)
-
-        self.inner = Inner(config)
+    def __init__(self, config, app_server: Server):
+        super().__init__(config)
+        self.app_server, self.drained, self.stop_signal = app_server, False, None
         self.aloop: asyncio.AbstractEventLoop | None = None
 
+    @contextlib.contextmanager
+    def capture_signals(self):  # uvicorn's own would re-raise the signal after shutting down
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
     def _on_signal(self, signum, frame) -> None:
-        if self.server.draining:  # the second one: stop now
+        s = self.app_server
+        if s.draining:  # the second one: stop now
             self.stop_signal = signum
-            self.inner.should_exit = self.inner.force_exit = True
+            self.should_exit = self.force_exit = True
             return
         log.info("warmfast serve: %s: draining %d requests in flight; new ones get 503",
-                 signal.Signals(signum).name, self.server.loop.in_flight)
-        self.server.draining = True
+                 signal.Signals(signum).name, s.loop.in_flight)
+        s.draining = True
         if self.aloop is not None:
             self.aloop.call_soon_threadsafe(lambda: self.aloop.create_task(self._drain()))
 
     async def _drain(self) -> None:
-        while self.server.loop.in_flight > 0 and self.server.loop.state != "failed":
+        loop = self.app_server.loop
+        while loop.in_flight > 0 and loop.state != "failed":
             await asyncio.sleep(0.05)
         self.drained = True
-        self.inner.should_exit = True
+        self.should_exit = True
 
     async def _watch_loading(self) -> None:
-        while self.server.loop.state == "loading":
+        loop = self.app_server.loop
+        while loop.state == "loading":
             await asyncio.sleep(0.1)
-        if self.server.loop.state == "failed":
-            self.inner.should_exit = True
+        if loop.state == "failed":
+            self.should_exit = True
 
-    async def serve(self) -> None:
+    async def serve(self, sockets=None) -> None:
         self.aloop = asyncio.get_running_loop()
         watcher = self.aloop.create_task(self._watch_loading())
         try:
-            await self.inner.serve()
+            await super().serve(sockets)
         finally:
             watcher.cancel()
