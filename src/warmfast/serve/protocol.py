@@ -9,7 +9,7 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from warmfast.engine.sampling import MAX_LOGPROBS
+MAX_LOGPROBS = 20  # OpenAI's top_logprobs limit; the engine's own (SamplingParams) is the same
 
 Prompt = Union[str, list[str], list[int], list[list[int]]]  # noqa: UP007 (pydantic reads the order)
 
