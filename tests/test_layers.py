@@ -36,6 +36,7 @@ LAZY_WARMFAST = {
     ("integrations/lm_eval_cli.py", "warmfast.integrations"): "the lm-eval backend needs the lm-eval extra",
     ("integrations/inspect_provider.py", "warmfast.integrations.inspect_api"):
         "inspect_ai imports every provider at start; the engine loads when a warmfast model is used",
+    ("serve/cli.py", "warmfast.serve.server"): "fastapi and uvicorn load only when a server runs",
 }
 
 

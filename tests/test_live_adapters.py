@@ -315,3 +315,27 @@ def test_live_loads_on_smollm2_equal_loaded_at_start():
                                          max_lora_rank=16)
     live = logprobs(eng, arms)
     assert live == logprobs(at_start, arms) and len({round(x, 4) for x in live}) == len(live)
+
+
+def test_core_holds_an_adapter_until_its_requests_finish(tiny):
+    # the engine core counts unfinished requests per adapter: unloading one in use is refused,
+    # and finishing, aborting or closing the core lets go of it
+    paths = tiny("llama", 2)
+    eng = wf.Engine.from_pretrained(paths.model_dir, adapters=paths.adapters)
+    a, b = eng.adapter_names
+    with eng.core() as core:
+        gen = core.add_request(wf.GenerateRequest(prompt="the cat", adapter=a, max_new_tokens=3))
+        core.add_request(wf.ScoreRequest(context="the dog", continuation=" ran", adapter=b))
+        with pytest.raises(AdapterInUseError):
+            eng.unload_adapter(a)
+        with pytest.raises(AdapterInUseError):
+            eng.unload_adapter(b)
+        core.step()  # the score row finishes in the step that admits it
+        eng.unload_adapter(b)
+        core.abort(gen)
+        eng.unload_adapter(a)
+    eng.load_adapter(a, paths.adapters[a])
+    core = eng.core()
+    core.add_request(wf.GenerateRequest(prompt="the cat", adapter=a, max_new_tokens=3))
+    core.close()  # a core closed with work left lets go of it too
+    eng.unload_adapter(a)

@@ -161,3 +161,27 @@ def test_malformed_replies_are_retried_then_named(endpoint, monkeypatch):
                                             r"that is not JSON: b'<html>oops</html>'"):
         client.chat([{"role": "user", "content": "q"}], model="m")
     assert len(ep.seen) == 3
+
+
+def test_the_key_stays_out_of_every_log_line(endpoint, monkeypatch, caplog):
+    """Debug logging of warmfast, the openai SDK and httpx over a call that is retried and one that
+    fails: the key appears nowhere (it travels only in the Authorization header)."""
+    import logging
+
+    monkeypatch.setenv("WARMFAST_TEST_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)
+    for name in ("openai", "httpx", "httpcore", "warmfast"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    ep = endpoint(script=[429, 500, 401])
+    client = OpenAIClient(_cfg(ep.base_url, max_retries=3))
+    with pytest.raises(EndpointError, match="HTTP 401"):
+        client.chat([{"role": "user", "content": "q"}], model="m")
+    assert len(ep.seen) == 3 and all(s["auth"] == f"Bearer {SECRET}" for s in ep.seen)
+    assert caplog.records and SECRET not in caplog.text
+
+
+def test_no_key_sends_no_authorization_header(endpoint):
+    ep = endpoint()
+    client = OpenAIClient(ClientConfig(base_url=ep.base_url, api_key_env=None, backoff_s=0.01))
+    assert client.chat([{"role": "user", "content": "q"}], model="m").text == "CORRECT"
+    assert ep.seen[0]["auth"] is None

@@ -1,11 +1,12 @@
-"""A small client for OpenAI-compatible chat-completions endpoints (OpenAI, vLLM, llama.cpp, ...).
+"""A small client for OpenAI-compatible chat-completions endpoints (OpenAI, vLLM, `warmfast serve`, ...).
 
-Used by the LLM judge and by the training layer's rewriter. Only the standard library: one POST to
-`{base_url}/chat/completions` per request.
+Used by the LLM judge and by the training layer's rewriter. The HTTP is the official `openai` SDK
+(one `chat.completions.create` per request, read raw so that a malformed reply is caught here);
+the retry policy is ours, so it follows ClientConfig (the SDK's own retries are off).
 
-- The API key is read from an environment variable whose *name* is configured; the key itself is
-  kept in a private attribute, sent only in the Authorization header, and never appears in a repr,
-  a log line or an error message.
+- The API key is read from an environment variable whose *name* is configured; the key itself
+  lives only inside the SDK client (sent in the Authorization header) and never appears in a repr,
+  a log line, an error message or a stored result.
 - Rate limits, server errors (429, 5xx, timeouts, refused connections) and malformed 200 replies
   (not JSON, no choices[0].message.content) are retried with exponential backoff
   (`backoff_s * 2**attempt`, capped, stretched by a random jitter, a server's Retry-After
@@ -18,13 +19,12 @@ import json
 import logging
 import os
 import random
-import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+import openai
 
 from warmfast.errors import InputError, WarmfastError
 
@@ -107,14 +107,17 @@ class OpenAIClient:
 
     def __init__(self, config: ClientConfig):
         self.config = config
-        self._api_key: str | None = None
+        key = None
         if config.api_key_env is not None:
             key = os.environ.get(config.api_key_env)
             if not key:
                 raise EndpointError(f"the API key variable {config.api_key_env} is not set (or empty); export "
                                     f"it, or set api_key_env: null for an endpoint without authentication")
-            self._api_key = key
         self.url = config.base_url.rstrip("/") + "/chat/completions"
+        # the SDK insists on a key; without one, no Authorization header is sent at all
+        self._sdk = openai.OpenAI(base_url=config.base_url.rstrip("/"), api_key=key or "unused",
+                                  timeout=config.timeout_s, max_retries=0)
+        self._headers = {"Authorization": openai.Omit()} if key is None else None
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIClient(url={self.url!r}, api_key_env={self.config.api_key_env!r})"
@@ -129,19 +132,19 @@ class OpenAIClient:
         wait = min(wait, self.config.max_backoff_s)
         return wait * (1.0 + random.uniform(0.0, self.config.jitter))
 
-    def _post(self, body: bytes, parse=None):
-        """POST body; returns parse(reply JSON) (the JSON itself without parse). A reply that is not
-        JSON, or that parse refuses (raises _Malformed), is retried like a server error."""
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key is not None:
-            headers["Authorization"] = f"Bearer {self._api_key}"
+    def _post(self, body: dict, parse=None):
+        """One chat completion with `body`; returns parse(reply JSON) (the JSON itself without
+        parse). A reply that is not JSON, or that parse refuses (raises _Malformed), is retried
+        like a server error."""
+        body = dict(body)
+        kwargs = {"model": body.pop("model"), "messages": body.pop("messages")}
         last_problem = ""
         for attempt in range(self.config.max_retries + 1):
-            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
             retry_after = None
             try:
-                with urllib.request.urlopen(request, timeout=self.config.timeout_s) as resp:
-                    payload = resp.read()
+                raw = self._sdk.chat.completions.with_raw_response.create(**kwargs, extra_body=body,
+                                                                     extra_headers=self._headers)
+                payload = raw.http_response.content
                 try:
                     data = json.loads(payload)
                     return data if parse is None else parse(data)
@@ -149,20 +152,20 @@ class OpenAIClient:
                     last_problem = f"malformed reply: a body that is not JSON: {payload[:200]!r}"
                 except _Malformed as err:
                     last_problem = f"malformed reply: {err}"
-            except urllib.error.HTTPError as err:
-                message = err.read()[:500].decode("utf-8", "replace")
-                if err.code not in RETRY_STATUSES:
-                    raise EndpointError(f"{self.url} answered HTTP {err.code}: {message}") from None
-                retry_after = err.headers.get("Retry-After") if err.headers else None
-                last_problem = f"HTTP {err.code}: {message}"
-            except (urllib.error.URLError, socket.timeout, ConnectionError) as err:
-                reason = getattr(err, "reason", err)
-                last_problem = f"{type(err).__name__}: {reason}"
+            except openai.APIStatusError as err:
+                message = err.response.text[:500]
+                if err.status_code not in RETRY_STATUSES:
+                    raise EndpointError(f"{self.url} answered HTTP {err.status_code}: {message}") from None
+                retry_after = err.response.headers.get("Retry-After")
+                last_problem = f"HTTP {err.status_code}: {message}"
+            except openai.APIConnectionError as err:  # refused, DNS, timeouts (APITimeoutError)
+                cause = err.__cause__ or err
+                last_problem = f"{type(cause).__name__}: {cause}"
             if attempt == self.config.max_retries:
                 break
             wait = self._wait_s(attempt, retry_after)
             log.info("%s: %s; retry %d/%d in %.2fs", self.url, last_problem, attempt + 1,
-                        self.config.max_retries, wait)
+                     self.config.max_retries, wait)
             time.sleep(wait)
         if last_problem.startswith(("HTTP", "malformed")):
             raise EndpointError(f"{self.url} still failing after {self.config.max_retries + 1} tries; "
@@ -181,7 +184,7 @@ class OpenAIClient:
             body["max_tokens"] = max_tokens
         if seed is not None:
             body["seed"] = seed
-        return self._post(json.dumps(body).encode("utf-8"), _chat_response)
+        return self._post(body, _chat_response)
 
     def chat_many(self, calls: Sequence[dict], max_workers: int = 4) -> list[ChatResponse]:
         """Run `chat(**call)` for each call on a small thread pool; results in call order."""

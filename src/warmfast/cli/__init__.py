@@ -28,6 +28,7 @@ from warmfast.cli import demo, engine, gguf
 from warmfast.errors import Stopped, WarmfastError, one_line
 from warmfast.integrations import lm_eval_cli
 from warmfast.run import cli as run_cli
+from warmfast.serve import cli as serve_cli
 from warmfast.train import cli as train_cli
 
 # each module defines register(subparsers) adding one or more commands
@@ -39,6 +40,7 @@ COMMAND_MODULES = [
     train_cli,
     lm_eval_cli,  # `warmfast lm-eval` (needs the lm-eval extra when run)
     gguf,  # convert-gguf
+    serve_cli,  # `warmfast serve` (fastapi, uvicorn, prometheus_client loaded when it runs)
 ]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # commands that keep each finished batch in a store: an interruption loses only the batch in flight

@@ -74,6 +74,8 @@ class _Gen:
     out: OutputState
     logprobs: list[TokenLogprob] | None
     prompt_logprobs: list[float] | None = None
+    prompt_top: list[TokenLogprob] | None = None  # prompt_logprobs with logprobs=k (GenerateResult)
+    stop_token: TokenLogprob | None = None
     emitted: int = 0  # characters of text already in outputs
 
 
@@ -183,6 +185,7 @@ class EngineCore:
         seq = Sequence(rid, g.prompt, p.max_new_tokens, g.slot)
         self.sched.add(seq, where)
         self._gens[rid] = _Gen(seq, g, out, [] if p.logprobs is not None else None)
+        self._hold(g.slot)
 
     def _add_score(self, req: ScoreRequest, rid: int) -> None:
         self.add_score_row(prepare.score_row(self.engine, req, rid, f"ScoreRequest #{rid}"))
@@ -211,6 +214,7 @@ class EngineCore:
         fed.members.append(row)
         self._open[key] = self._open[(row.slot,)] = fed
         self._scores[row.index] = fed
+        self._hold(row.slot)
 
     def abort(self, request_id: int) -> bool:
         """Drop a request that has not finished; its KV blocks go back to the pool. False if the
@@ -218,16 +222,27 @@ class EngineCore:
         if request_id in self._gens:
             g = self._gens.pop(request_id)
             self.sched.abort(g.seq)
+            self._let_go(g.seq.slot)
             return True
         fed = self._scores.pop(request_id, None)
         if fed is None:
             return False
+        self._let_go(fed.seq.slot)
         fed.members = [r for r in fed.members if r.index != request_id]
         if not fed.members:
             self.sched.abort(fed.seq)
             self._close_fed(fed)
             del self._fed[fed.seq.seq_id]
         return True
+
+    def _hold(self, slot: int) -> None:
+        """An unfinished request uses adapter `slot`: Engine.unload_adapter refuses it meanwhile."""
+        if self.engine.adapter_slots is not None:
+            self.engine.adapter_slots.acquire(slot)
+
+    def _let_go(self, slot: int) -> None:
+        if self.engine.adapter_slots is not None:
+            self.engine.adapter_slots.release(slot)
 
     def has_unfinished(self) -> bool:
         return self.sched.has_work()
@@ -237,7 +252,10 @@ class EngineCore:
         return len(self._gens) + len(self._scores)
 
     def close(self) -> None:
-        """Hand the engine's KV pool back (another core may use it from now on)."""
+        """Hand the engine's KV pool back (another core may use it from now on), and drop what is
+        unfinished (its adapters can be unloaded again)."""
+        for rid in list(self._gens) + list(self._scores):
+            self.abort(rid)
         if self.pool is not None:
             self.pool.busy = False
 
@@ -363,11 +381,15 @@ class EngineCore:
             if isinstance(u, _Gen):
                 n = len(u.seq.prompt) - 1
                 u.prompt_logprobs = lp[k:k + n]
+                if u.gen.params.logprobs is not None and eng.tp is None:  # the top-k needs full logits
+                    logits = sel[k:k + n] @ eng.model.weights.lm_head.T  # [n, V]
+                    u.prompt_top = _token_logprobs(logits, targets[k:k + n], [u.gen.params.logprobs] * n)
             else:
                 n = len(u.targets)
                 res = ScoreResult(logprob=float(sum(lp[k:k + n])), token_logprobs=lp[k:k + n],
                                   is_greedy=all(greedy[k:k + n]), num_tokens=n)
                 del self._scores[u.index]
+                self._let_go(u.slot)
                 outputs.append(RequestOutput(u.index, [], "", None, finished=True, result=res))
             k += n
         return outputs
@@ -395,13 +417,17 @@ class EngineCore:
             if g.logprobs is not None:
                 new_lp = [lp] if new else []
                 g.logprobs.extend(new_lp)
+                if not new:
+                    g.stop_token = lp
             rid = g.seq.seq_id
             if done:
                 self.sched.finish(g.seq)
                 del self._gens[rid]
+                self._let_go(g.seq.slot)
                 text = g.out.text
                 res = GenerateResult(text=text, token_ids=list(g.out.token_ids), finish_reason=g.out.finish_reason,
-                                     logprobs=g.logprobs, prompt_logprobs=g.prompt_logprobs)
+                                     logprobs=g.logprobs, prompt_logprobs=g.prompt_logprobs,
+                                     prompt_top=g.prompt_top, stop_token=g.stop_token)
                 outputs.append(RequestOutput(rid, new, text[g.emitted:], new_lp, finished=True, result=res))
             else:
                 delta = ""

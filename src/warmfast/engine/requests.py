@@ -162,6 +162,10 @@ class GenerateResult:
     finish_reason: str  # "stop" or "length"
     logprobs: list[TokenLogprob] | None = None  # one per token id (GenerateRequest.logprobs)
     prompt_logprobs: list[float] | None = None  # prompt tokens 1.. (GenerateRequest.prompt_logprobs)
+    # prompt_logprobs and logprobs=k both asked: prompt tokens 1.. as TokenLogprobs with their top-k,
+    # chosen and top from one log_softmax (so a greedy token's log-prob equals its top entry exactly)
+    prompt_top: list[TokenLogprob] | None = None
+    stop_token: TokenLogprob | None = None  # the EOS that ended it (logprobs asked); not in token_ids
 
 
 @dataclass
