@@ -1,13 +1,15 @@
-"""Batch occupancy of the grid's generation: chunked closed batches (the runner today) vs one call.
+"""Batch occupancy of the grid's generation: chunked closed batches vs one call vs the runner's feed.
 
-The grid runner (run/runner.py) calls Engine.generate once per chunk of `runner.chunk_size` jobs,
-so every chunk ends with a drain: the batch empties while the chunk's longest answers finish, and
-the next chunk starts only then. This bench measures that cost on a mini grid: `--rows` requests
+Before the engine core, the grid runner (run/runner.py) called Engine.generate once per chunk of
+`runner.chunk_size` jobs, so every chunk ended with a drain: the batch emptied while the chunk's
+longest answers finished, and the next chunk started only then. Now it feeds the core
+continuously (runner_feed below). This bench measures that cost on a mini grid: `--rows` requests
 over the base model and every adapter with ragged answer lengths (max_new_tokens uniform in
 [new / 8, new]: a stand-in for EOS arriving at different steps, which a random model does not do),
 generated
   chunked      in chunks of `--chunk` requests, one generate call each (the runner's way)
   continuous   in one generate call (what a runner feeding the engine continuously approaches)
+  runner_feed  the runner's loop: requests added while fewer than two batches are unfinished
 Batch occupancy = mean sequences per forward step / max batch size, from Engine.generate_stats
 summed over the calls. One JSON record goes to --out (machine, date); it is the "before" of the
 engine-core redesign, whose target is occupancy >= 90% of the batch while work remains.
@@ -52,6 +54,27 @@ def run(eng, jobs, chunk: int, batch: int) -> dict:
             "tokens_per_s": round(tokens / secs, 1), "occupancy": round(rows / (steps * batch), 4)}
 
 
+def feed(eng, jobs, batch: int) -> dict:
+    """The runner's way since the engine core (run/runner.py): requests added while fewer than two
+    batches' worth are unfinished, one core step at a time; tokens/s and occupancy."""
+    import warmfast as wf
+    from warmfast.engine.core import CoreConfig, EngineCore
+
+    reqs = [wf.GenerateRequest(prompt=p, adapter=a, max_new_tokens=n, seed=i) for i, (p, a, n) in enumerate(jobs)]
+    tokens = nxt = 0
+    t0 = time.perf_counter()
+    with EngineCore(eng, CoreConfig(max_batch_size=batch), max_lens=[len(p) + n - 1 for p, _, n in jobs]) as core:
+        while nxt < len(reqs) or core.has_unfinished():
+            while nxt < len(reqs) and core.num_unfinished < 2 * batch:
+                core.add_request(reqs[nxt], request_id=nxt)
+                nxt += 1
+            tokens += sum(len(o.result.token_ids) for o in core.step() if o.finished)
+        steps = sum(core.steps.values())
+        secs = time.perf_counter() - t0
+        return {"calls": 1, "steps": steps, "tokens": tokens, "seconds": round(secs, 3),
+                "tokens_per_s": round(tokens / secs, 1), "occupancy": round(core.batch_rows / (steps * batch), 4)}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_args(ap)
@@ -70,13 +93,16 @@ def main(argv=None) -> dict:
     run(eng, jobs[: args.max_batch], args.max_batch, args.max_batch)  # warm-up
     with torch.inference_mode():
         systems = {"chunked": run(eng, jobs, args.chunk, args.max_batch),
-                   "continuous": run(eng, jobs, len(jobs), args.max_batch)}
+                   "continuous": run(eng, jobs, len(jobs), args.max_batch),
+                   "runner_feed": feed(eng, jobs, args.max_batch)}
     record = {**record_header("e2e_grid", args.device, eng.backend), "preset": args.preset,
               "dtype": args.dtype, "adapters": args.adapters, "rank": args.rank, "rows": args.rows,
               "chunk": args.chunk, "max_batch": args.max_batch, "prompt": args.prompt, "new": args.new,
               "systems": systems,
               "ratio_continuous_vs_chunked": round(systems["continuous"]["tokens_per_s"]
-                                                   / systems["chunked"]["tokens_per_s"], 2)}
+                                                   / systems["chunked"]["tokens_per_s"], 2),
+              "ratio_runner_feed_vs_chunked": round(systems["runner_feed"]["tokens_per_s"]
+                                                    / systems["chunked"]["tokens_per_s"], 2)}
     print(f"{args.rows} jobs, batch {args.max_batch}, chunks of {args.chunk}:")
     for name, r in systems.items():
         print(f"  {name:<11} {r['tokens_per_s']:>8.0f} tokens/s  occupancy {r['occupancy']:.0%}  "

@@ -1,9 +1,13 @@
-"""Run a study grid: plan -> generate (chunked, resumable) -> judge (resumable) -> export.
+"""Run a study grid: plan -> generate (continuous, resumable) -> judge (resumable) -> export.
 
-Resumption: every job and judgement is keyed by its content; each chunk's results are one store
-transaction. The plan's job list is cut into fixed chunks (by position in the plan, not by what is
-left), so a resumed run hands the engine exactly the batches an uninterrupted run would have, and
-a kill at any point loses at most the chunk in flight. Nothing finished is ever recomputed.
+Resumption: every job and judgement is keyed by its content. Generation feeds the engine core
+continuously (engine/core.py): jobs are added in plan order while fewer than two batches' worth
+are unfinished, and every step's finished generations are one store transaction, so the batch
+stays full while work remains and a kill at any point loses at most the requests in flight
+(tokens do not depend on what shares a batch: Philox-keyed sampling). The plan's job list is still
+cut into fixed chunks (by position in the plan, not by what is left): they are what shards are
+made of, and judging batches are cut inside them, so a resumed run judges in exactly the batches
+an uninterrupted run would have. Nothing finished is ever recomputed.
 
 Many GPUs or nodes (data parallel): launch one `warmfast run CONFIG --shard env` per rank (torchrun
 sets RANK, WORLD_SIZE, LOCAL_RANK); rank r takes the chunks whose content hash names it
@@ -29,7 +33,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from warmfast.engine import prepare
 from warmfast.engine.api import Engine
+from warmfast.engine.core import CoreConfig, EngineCore
 from warmfast.errors import RequestError
 from warmfast.model.parallel import ParallelLayout, rank_device
 from warmfast.run.config import ConfigError, RunConfig
@@ -124,14 +130,76 @@ class EngineHolder:
 def generate(chunks: list[list[JobRecord]], plan: Plan, store: Store, engines: EngineHolder,
              progress: bool, stop: GracefulStop | None = None) -> tuple[int, int, float]:
     """Generate every job without a stored generation; returns (jobs done now, tokens, seconds).
-    stop: after each chunk's commit, a pending SIGINT/SIGTERM ends the run (run/signals.py)."""
-    cfg = plan.config.runner
+    stop: after each commit, a pending SIGINT/SIGTERM ends the run (run/signals.py)."""
     total = sum(len(c) for c in chunks)
     done = store.done_generations(j.key for c in chunks for j in c)
     if len(done) == total:
         return 0, 0, 0.0
     bar = tqdm(total=total, initial=len(done), unit="job", desc="generate", disable=not progress,
                dynamic_ncols=True)
+    try:
+        if engines.leader is not None:  # tensor parallel: run/lockstep.py mirrors whole calls
+            return _generate_chunks(chunks, plan, store, engines, done, bar, stop)
+        return _generate_continuous([j for c in chunks for j in c if j.key not in done], plan, store,
+                                    engines.get(), len(done), total, bar, stop)
+    finally:
+        bar.close()
+
+
+def _job_error(j: JobRecord, err: RequestError) -> RequestError:
+    """The engine's error about a request, naming the job instead of the request's position."""
+    msg = str(err).split(": ", 1)[-1]
+    return RequestError(f"task {j.task}, arm {j.arm}, job {j.key[:12]}: {msg}")
+
+
+def _generate_continuous(todo: list[JobRecord], plan: Plan, store: Store, engine, n_done: int, total: int,
+                         bar, stop: GracefulStop | None) -> tuple[int, int, float]:
+    cfg = plan.config.runner
+    reqs = [generate_request(j) for j in todo]
+    max_lens = None
+    if engine.device.type == "cpu":  # a CPU pool is sized for the longest jobs (CUDA: free memory)
+        max_lens = []
+        for i, (j, r) in enumerate(zip(todo, reqs)):
+            try:
+                max_lens.append(len(prepare.generation(engine, r, f"job {i}").prompt) + r.max_new_tokens - 1)
+            except RequestError as err:
+                raise _job_error(j, err) from err
+    window = 2 * cfg.max_batch_size  # unfinished requests kept in the core: a batch running, one waiting
+    n_jobs = n_tok = 0
+    t0 = time.perf_counter()
+    with EngineCore(engine, CoreConfig(max_batch_size=cfg.max_batch_size, cuda_graphs=cfg.cuda_graphs),
+                    max_lens=max_lens) as core:
+        nxt = 0
+        while nxt < len(todo) or core.has_unfinished():
+            while nxt < len(todo) and core.num_unfinished < window:
+                try:
+                    core.add_request(reqs[nxt], request_id=nxt)
+                except RequestError as err:
+                    raise _job_error(todo[nxt], err) from err
+                nxt += 1
+            finished = [o for o in core.step() if o.finished]
+            if not finished:
+                continue
+            gens = [Generation(todo[o.request_id].key, o.result.text, list(o.result.token_ids),
+                               o.result.finish_reason, len(o.result.token_ids)) for o in finished]
+            store.add_generations(gens)  # one transaction: these jobs are now safe
+            n_jobs += len(gens)
+            n_tok += sum(g.num_tokens for g in gens)
+            steps = sum(core.steps.values())
+            bar.update(len(gens))
+            bar.set_postfix_str(f"{n_tok / (time.perf_counter() - t0):.1f} tok/s, batch "
+                                f"{core.batch_rows / (steps * cfg.max_batch_size):.0%} full")
+            if stop is not None and stop.signum is not None:
+                bar.close()
+                stop.check("generation", n_done + n_jobs, total)
+    return n_jobs, n_tok, time.perf_counter() - t0
+
+
+def _generate_chunks(chunks: list[list[JobRecord]], plan: Plan, store: Store, engines: EngineHolder, done: set,
+                     bar, stop: GracefulStop | None) -> tuple[int, int, float]:
+    """Chunk by chunk, each one Engine.generate call (the tensor-parallel lockstep path)."""
+    cfg = plan.config.runner
+    total = sum(len(c) for c in chunks)
     n_jobs = n_tok = 0
     t0 = time.perf_counter()
     for chunk in chunks:
@@ -139,16 +207,13 @@ def generate(chunks: list[list[JobRecord]], plan: Plan, store: Store, engines: E
         if not todo:
             continue
         engine = engines.get()
-        # all arms of these prompts in one call: the engine batches them together
-        try:
+        try:  # all arms of these prompts in one call: the engine batches them together
             results = engine.generate([generate_request(j) for j in todo], max_batch_size=cfg.max_batch_size,
                                       cuda_graphs=cfg.cuda_graphs)
-        except RequestError as err:  # name the job, not the engine's position in this chunk
+        except RequestError as err:
             if err.index is None:
                 raise
-            j = todo[err.index]
-            msg = str(err).split(": ", 1)[-1]
-            raise RequestError(f"task {j.task}, arm {j.arm}, job {j.key[:12]}: {msg}") from err
+            raise _job_error(todo[err.index], err) from err
         gens = [Generation(j.key, r.text, list(r.token_ids), r.finish_reason, len(r.token_ids))
                 for j, r in zip(todo, results)]
         store.add_generations(gens)  # one transaction: this chunk is now safe
@@ -157,10 +222,8 @@ def generate(chunks: list[list[JobRecord]], plan: Plan, store: Store, engines: E
             bar.close()
             stop.check("generation", len(done) + n_jobs, total)
         n_tok += sum(g.num_tokens for g in gens)
-        dt = time.perf_counter() - t0
         bar.update(len(gens))
-        bar.set_postfix_str(f"{n_tok / dt:.1f} tok/s")
-    bar.close()
+        bar.set_postfix_str(f"{n_tok / (time.perf_counter() - t0):.1f} tok/s")
     return n_jobs, n_tok, time.perf_counter() - t0
 
 
