@@ -151,11 +151,11 @@ def test_errors_map_to_the_sdk_exceptions(setup):
 
 
 def test_concurrent_streaming_clients_each_get_what_they_get_alone(setup):
-    """16 streaming clients over the base model and 3 adapters, sampled (each its own seed): every
+    """32 streaming clients over the base model and 3 adapters, sampled (each its own seed): every
     client's text equals the library's for that request alone, and the engine batched them."""
     server, eng = setup
     steps0, rows0 = server.metric("warmfast_engine_steps_total"), server.metric("warmfast_batch_rows_total")
-    jobs = [(MODELS[i % 4], f"story number {i} begins", 100 + i, 8 + i % 5) for i in range(16)]
+    jobs = [(MODELS[i % 4], f"story number {i} begins", 100 + i, 8 + i % 5) for i in range(32)]
     got: dict[int, str] = {}
     errors = []
 
