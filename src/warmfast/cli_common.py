@@ -51,3 +51,16 @@ def write_atomically(path: Path, lines) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def adapter_flags(pairs: list[str] | None) -> dict[str, str]:
+    """--adapter NAME=DIR flags -> {name: dir}; a malformed or repeated name is an InputError."""
+    out = {}
+    for p in pairs or []:
+        name, sep, path = p.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--adapter expects NAME=DIR, got {p!r}")
+        if name in out:
+            raise InputError(f"--adapter {name}= is given twice ({out[name]} and {path})")
+        out[name] = path
+    return out

@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 import torch.distributed as dist
 
-from warmfast.cli_common import check_output_file, output_dir_arg, write_atomically
+from warmfast.cli_common import adapter_flags, check_output_file, output_dir_arg, write_atomically
 from warmfast.engine.api import Engine, GenerateRequest, ScoreRequest
 from warmfast.engine.device import DTYPE_NAMES
 from warmfast.engine.rows import GENERATE_ROW, SCORE_ROW, parse_rows, read_jsonl
@@ -20,18 +20,6 @@ from warmfast.model.tiny import build_tiny
 from warmfast.tasks.files import read_records
 
 log = logging.getLogger("warmfast")
-
-
-def _adapters(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for p in pairs or []:
-        name, sep, path = p.partition("=")
-        if not sep or not name or not path:
-            raise InputError(f"--adapter expects NAME=DIR, got {p!r}")
-        if name in out:
-            raise InputError(f"--adapter {name}= is given twice ({out[name]} and {path})")
-        out[name] = path
-    return out
 
 
 def _engine(args, adapters: dict[str, str]) -> Engine:
@@ -93,7 +81,7 @@ def _distributed(cmd):
 
 @_distributed
 def cmd_score(args) -> int:
-    adapters = _adapters(args.adapter)
+    adapters = adapter_flags(args.adapter)
     out_path = check_output_file(args.output)
     rows = _rows(args, SCORE_ROW, adapters)
     eng = _engine(args, adapters)
@@ -130,7 +118,7 @@ def _generate_request(v: dict, args, sample: int) -> GenerateRequest:
 
 @_distributed
 def cmd_generate(args) -> int:
-    adapters = _adapters(args.adapter)
+    adapters = adapter_flags(args.adapter)
     out_path = check_output_file(args.output)
     for name in ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "seed"):  # as a row's would be
         GENERATE_ROW.check(name, getattr(args, name), f"--{name.replace('_', '-')}")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import uvicorn
 
+from warmfast.cli_common import adapter_flags
 from warmfast.engine.api import Engine
 from warmfast.errors import InputError, Stopped, WarmfastError
 from warmfast.serve.app import ServeSettings, Server, create_app
@@ -26,19 +27,6 @@ log = logging.getLogger("warmfast.serve")
 KEY_ENV = "WARMFAST_API_KEY"
 
 
-def _adapters(pairs: list[str]) -> dict[str, str]:
-    """--adapter NAME=DIR flags -> {name: dir}."""
-    out = {}
-    for p in pairs:
-        name, sep, path = p.partition("=")
-        if not sep or not name or not path:
-            raise InputError(f"--adapter expects NAME=DIR, got {p!r}")
-        if name in out:
-            raise InputError(f"--adapter {name}= is given twice ({out[name]} and {path})")
-        out[name] = path
-    return out
-
-
 def serve(args) -> int:
     """Run `warmfast serve` with the parsed flags (serve/cli.py) until drained; the exit status."""
     for name in ("max_batch_size", "max_batch_tokens", "max_queued", "default_max_tokens"):
@@ -46,7 +34,7 @@ def serve(args) -> int:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.port < 65536:
         raise InputError(f"--port must be in [0, 65535], got {args.port}")
-    adapters = _adapters(args.adapter)
+    adapters = adapter_flags(args.adapter)
     if not Path(args.model).exists():
         raise InputError(f"--model {args.model}: no such file or folder")
     name = args.served_model_name or Path(args.model).name.removesuffix(".gguf")
