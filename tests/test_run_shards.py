@@ -63,27 +63,29 @@ def test_shard_arguments(monkeypatch, capsys):
     assert "warmfast run: --shard env: RANK and WORLD_SIZE are not set" in capsys.readouterr().err
 
 
-def test_all_arms_share_each_engine_call(tmp_path, tiny, monkeypatch):
-    """Every engine.generate call of a run holds both arms (base rows and adapter rows together)."""
+def test_all_arms_share_the_engine_steps(tmp_path, tiny, monkeypatch):
+    """The runner feeds every arm to one engine core: its forward steps hold base rows and adapter
+    rows together (a runner feeding arm by arm would give steps of one slot)."""
     from warmfast.run import runner
 
-    calls = []
+    steps = []  # the adapter slots of each forward's rows
     real_get = runner.EngineHolder.get
 
     def spying_get(self):
         engine = real_get(self)
         if not getattr(engine, "_spied", False):
-            real_generate = engine.generate
+            real_forward = engine.model.forward
 
-            def generate(requests, **kw):
-                calls.append([r.adapter for r in requests])
-                return real_generate(requests, **kw)
+            def forward(ops, batch, kv_cache=None):
+                steps.append(set(batch.row_slots))
+                return real_forward(ops, batch, kv_cache)
 
-            engine.generate, engine._spied = generate, True
+            engine.model.forward, engine._spied = forward, True
         return engine
 
     monkeypatch.setattr(runner.EngineHolder, "get", spying_get)
     summary = run(_config(tmp_path / "spy", tiny), progress=False, generate_only=True)
-    assert len(calls) == 6 and sum(map(len, calls)) == summary.jobs == 60
-    for adapters in calls:
-        assert adapters.count(None) == adapters.count("warm") == 5
+    assert summary.jobs == summary.generated_now == 60
+    assert steps and steps[0] == {-1, 0}  # the first batch: 5 base and 5 adapter rows of the plan
+    mixed = sum(s == {-1, 0} for s in steps)
+    assert mixed >= 0.9 * len(steps), steps

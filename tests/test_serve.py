@@ -236,9 +236,11 @@ def test_client_disconnect_aborts_the_request(setup):
     assert server.metric("warmfast_requests_in_flight") == 0
     assert server.metric("warmfast_engine_requests_finished_total") == finished0  # aborted, not finished
     assert server.metric("warmfast_running_sequences") == 0
-    # a plain (not streamed) request whose client gives up waiting
+    # a plain (not streamed) request whose client gives up waiting; 16 samples of 480 tokens keep
+    # the engine busy well past the client's timeout even on a fast machine (one finished early
+    # under CI load with a single sample)
     with pytest.raises(httpx.ReadTimeout):
-        server.post("/v1/completions", body | {"stream": False}, timeout=0.3)
+        server.post("/v1/completions", body | {"stream": False, "n": 16}, timeout=0.3)
     _wait_for(lambda: server.metric("warmfast_requests_in_flight") == 0)
     assert server.metric("warmfast_engine_requests_finished_total") == finished0
 
