@@ -217,7 +217,8 @@ def create_app(server: Server) -> FastAPI:
         head = {"id": rid, "object": "text_completion", "created": created, "model": body.model}
         n_prompt = sum(len(x) for x in ids)
         if body.stream:
-            return StreamingResponse(_stream_completion(s, job, body, head, n_prompt), media_type="text/event-stream")
+            return StreamingResponse(_sse(_completion_chunks(s, job, body), body, head, n_prompt),
+                                     media_type="text/event-stream")
         results = await s.collect(job, request)
         texts = [p if isinstance(p, str) else s.tok.hf.decode(p) for p in prompts]
         choices = [R.completion_choice(s.fmt, k, res, body, texts[k // body.n], ids[k // body.n])
@@ -239,7 +240,9 @@ def create_app(server: Server) -> FastAPI:
         await s.started(job)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model}
         if body.stream:
-            return StreamingResponse(_stream_chat(s, job, body, head, len(ids)), media_type="text/event-stream")
+            chunk_head = head | {"object": "chat.completion.chunk"}
+            return StreamingResponse(_sse(_chat_chunks(s, job, body), body, chunk_head, len(ids)),
+                                     media_type="text/event-stream")
         results = await s.collect(job, request)
         choices = [{"index": k, "message": {"role": "assistant", "content": r.text},
                     "logprobs": s.fmt.chat_logprobs(r.logprobs or []) if body.logprobs else None,
@@ -364,47 +367,44 @@ async def _events(s: Server, job: Job):
             s.loop.abort(job)
 
 
-async def _stream_completion(s: Server, job: Job, body: CompletionRequest, head: dict, n_prompt: int):
-    done, offsets = 0, {}
-    try:
-        async for i, out in _events(s, job):
-            choice = {"index": i, "text": out.text, "logprobs": None, "finish_reason": None}
-            if body.logprobs is not None:
-                lps = list(out.logprobs or [])
-                if out.finished and out.result.stop_token is not None:
-                    lps.append(out.result.stop_token)
-                choice["logprobs"] = s.fmt.completion_logprobs(lps, None, None, offsets.get(i, 0))
-                offsets[i] = offsets.get(i, 0) + sum(len(t) for t in choice["logprobs"]["tokens"])
-            if out.finished:
-                choice["finish_reason"] = out.result.finish_reason
-                done += len(out.result.token_ids)
-            yield sse(head | {"choices": [choice]})
-    except APIError as err:
-        yield sse(err.body())
-        return
-    if body.stream_options is not None and body.stream_options.include_usage:
-        yield sse(head | {"choices": [], "usage": R.usage(n_prompt, done)})
-    yield "data: [DONE]\n\n"
-
-
-async def _stream_chat(s: Server, job: Job, body: ChatRequest, head: dict, n_prompt: int):
-    head = head | {"object": "chat.completion.chunk"}
+async def _sse(chunks, body, head: dict, n_prompt: int):
+    """Server-sent events of `chunks` ((choices, tokens finished in them) pairs), then the usage
+    when stream_options asks for it and [DONE]; an engine error mid-stream is an error event."""
     done = 0
-    for i in range(body.n):
-        yield sse(head | {"choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
-                                       "logprobs": None, "finish_reason": None}]})
     try:
-        async for i, out in _events(s, job):
-            choice = {"index": i, "delta": {"content": out.text} if out.text else {},
-                      "logprobs": s.fmt.chat_logprobs(out.logprobs or []) if body.logprobs else None,
-                      "finish_reason": out.result.finish_reason if out.finished else None}
-            if out.finished:
-                done += len(out.result.token_ids)
-            if out.text or out.finished or (body.logprobs and out.logprobs):
-                yield sse(head | {"choices": [choice]})
+        async for choices, tokens in chunks:
+            done += tokens
+            yield sse(head | {"choices": choices})
     except APIError as err:
         yield sse(err.body())
         return
     if body.stream_options is not None and body.stream_options.include_usage:
         yield sse(head | {"choices": [], "usage": R.usage(n_prompt, done)})
     yield "data: [DONE]\n\n"
+
+
+async def _completion_chunks(s: Server, job: Job, body: CompletionRequest):
+    offsets = {}
+    async for i, out in _events(s, job):
+        choice = {"index": i, "text": out.text, "logprobs": None, "finish_reason": None}
+        if body.logprobs is not None:
+            lps = list(out.logprobs or [])
+            if out.finished and out.result.stop_token is not None:
+                lps.append(out.result.stop_token)
+            choice["logprobs"] = s.fmt.completion_logprobs(lps, None, None, offsets.get(i, 0))
+            offsets[i] = offsets.get(i, 0) + sum(len(t) for t in choice["logprobs"]["tokens"])
+        if out.finished:
+            choice["finish_reason"] = out.result.finish_reason
+        yield [choice], len(out.result.token_ids) if out.finished else 0
+
+
+async def _chat_chunks(s: Server, job: Job, body: ChatRequest):
+    for i in range(body.n):
+        yield [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                "finish_reason": None}], 0
+    async for i, out in _events(s, job):
+        choice = {"index": i, "delta": {"content": out.text} if out.text else {},
+                  "logprobs": s.fmt.chat_logprobs(out.logprobs or []) if body.logprobs else None,
+                  "finish_reason": out.result.finish_reason if out.finished else None}
+        if out.text or out.finished or (body.logprobs and out.logprobs):
+            yield [choice], len(out.result.token_ids) if out.finished else 0
