@@ -14,7 +14,6 @@ other) with their share, so a missed goal can be read against the roofline.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time

@@ -7,7 +7,6 @@ Tiny models, fp32, CPU; the tiny adapters have non-zero B and ranks 8, 4, 16, 12
 projections (model/tiny.py ADAPTER_PRESETS).
 """
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -236,39 +235,22 @@ def test_live_loads_on_the_triton_backend(paths, reference):
         assert rel(a.logprob, b.logprob) < 1e-4 and a.is_greedy == b.is_greedy
 
 
-# ---- tensor parallel: every rank makes the same load/unload calls --------------------------------
-def _tp_worker(rank: int, world: int, port: int, model_dir: str, adapters: dict, out_path: str) -> None:
-    from test_tp import gloo_world
-
-    with gloo_world(rank, world, port):
-        eng = wf.Engine.from_pretrained(model_dir, adapters={"adapter_0": adapters["adapter_0"]},
-                                        max_adapters=2, max_lora_rank=16, tensor_parallel=world)
+# ---- tensor parallel: rank 0 loads, then its workers load their slice ---------------------------
+def test_tensor_parallel_live_loads_equal_one_process(paths, reference):
+    adapters = {k: str(v) for k, v in paths.adapters.items()}
+    with wf.Engine.from_pretrained(paths.model_dir, adapters={"adapter_0": adapters["adapter_0"]},
+                                   max_adapters=2, max_lora_rank=16, tensor_parallel=2) as eng:
         eng.load_adapter("adapter_2", adapters["adapter_2"])
         eng.unload_adapter("adapter_0")
         eng.load_adapter("adapter_1", adapters["adapter_1"])  # slot 0 again
-        arms = eng.adapter_names
-        res = {"arms": arms, "logprob": logprobs(eng, arms),
-               "tokens": [g.token_ids for g in eng.generate(gen_reqs(arms))],
-               "qkv_B_rows": eng.model.lora[0]["qkv"].B.shape[1]}
-        with open(f"{out_path}.{rank}", "w") as f:
-            json.dump(res, f)
-
-
-def test_tensor_parallel_live_loads_equal_one_process(paths, reference, tmp_path):
-    import torch.multiprocessing as mp
-    from test_tp import free_port
-
-    out = str(tmp_path / "tp")
-    mp.spawn(_tp_worker, args=(2, free_port(), str(paths.model_dir),
-                               {k: str(v) for k, v in paths.adapters.items()}, out), nprocs=2, join=True)
-    ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(2)]
-    arms = ["adapter_1", "adapter_2"]
+        arms = ["adapter_1", "adapter_2"]
+        assert eng.adapter_names == arms
+        # rank 0 holds its slice (the worker's is checked by the numbers below)
+        assert eng.model.lora[0]["qkv"].B.shape[1] * 2 == reference.model.lora[0]["qkv"].B.shape[1]
+        got_lp, got_tokens = logprobs(eng, arms), [g.token_ids for g in eng.generate(gen_reqs(arms))]
     ref_lp, ref_tokens = logprobs(reference, arms), [g.token_ids for g in reference.generate(gen_reqs(arms))]
-    full_rows = reference.model.lora[0]["qkv"].B.shape[1]
-    for res in ranks:
-        assert res["arms"] == arms and res["qkv_B_rows"] * 2 == full_rows  # each rank holds its slice
-        assert all(rel(a, b) < 1e-5 for a, b in zip(res["logprob"], ref_lp)), (res["logprob"], ref_lp)
-        assert res["tokens"] == ref_tokens
+    assert all(rel(a, b) < 1e-5 for a, b in zip(got_lp, ref_lp)), (got_lp, ref_lp)
+    assert got_tokens == ref_tokens
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="captures real CUDA graphs (runs on a GPU)")

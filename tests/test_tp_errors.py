@@ -1,9 +1,10 @@
-"""Tensor parallelism: clear errors (no process group, world size mismatch, heads not divisible, a
-missing checkpoint shard) on every rank without a hang, and `torchrun ... warmfast score
---tensor-parallel 2` writing what one process writes."""
+"""Tensor parallelism: clear errors and no stray processes. A setting that cannot work (degree,
+divisibility, a second engine, CUDA graphs) is refused before any worker starts or at once; a load
+that fails (a missing checkpoint shard) stops every rank and raises rank 0's error; a worker that
+dies or fails inside a step makes the next call raise TensorParallelError naming the rank and its
+error, and every later call says the engine stopped; `warmfast score/generate --tensor-parallel 2`
+(no torchrun) write what one process writes."""
 import json
-import os
-import re
 import shutil
 import subprocess
 import sys
@@ -11,21 +12,23 @@ import sys
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import warmfast as wf
-from test_tp import free_port, gloo_world, rel
+from test_tp import rel
+from warmfast.errors import InputError, MissingPathError
 from warmfast.model.config import ModelConfig
 from warmfast.model.parallel import TensorParallelError, check_divisible
 
 
-def test_tensor_parallel_without_a_process_group(tiny):
+def test_settings_refused_before_any_worker_starts(tiny):
     paths = tiny("llama", 1)
-    assert not dist.is_initialized()
-    with pytest.raises(TensorParallelError, match=r"tensor_parallel=2 needs an initialised torch.distributed"):
-        wf.Engine.from_pretrained(paths.model_dir, tensor_parallel=2)
     with pytest.raises(TensorParallelError, match="positive integer, got 0"):
         wf.Engine.from_pretrained(paths.model_dir, tensor_parallel=0)
+    odd = tiny("llama", 1, hidden_size=48, num_heads=3, num_kv_heads=1)
+    with pytest.raises(TensorParallelError, match=r"config.json: num_attention_heads=3 is not divisible by "
+                                                  r"tensor_parallel=2"):
+        wf.Engine.from_pretrained(odd.model_dir, tensor_parallel=2)
+    assert not dist.is_initialized()
 
 
 def test_divisibility_names_the_config_value():
@@ -39,61 +42,84 @@ def test_divisibility_names_the_config_value():
         check_divisible(ModelConfig(**{**base, "num_heads": 64, "num_kv_heads": 64}), 64)
 
 
-def _worker(rank: int, world: int, port: int, cases: dict, out_path: str) -> None:
-    seen = {}
-    with gloo_world(rank, world, port):
-        for name, (model_dir, n) in cases.items():
-            try:
-                wf.Engine.from_pretrained(model_dir, tensor_parallel=n)
-                seen[name] = ["no error", ""]
-            except (TensorParallelError, FileNotFoundError) as err:
-                seen[name] = [type(err).__name__, str(err)]
-        with open(f"{out_path}.{rank}", "w") as f:
-            json.dump(seen, f)
-
-
-def test_errors_on_every_rank(tiny, tmp_path):
-    ok = tiny("llama", 1)
-    odd = tiny("llama", 1, hidden_size=48, num_heads=3, num_kv_heads=1)
+def test_a_failed_load_stops_every_rank(tiny, tmp_path):
     sharded = tiny("llama", 1, shard_size="60KB")
     broken = tmp_path / "broken"
     shutil.copytree(sharded.model_dir, broken)
     shards = sorted(broken.glob("model-*.safetensors"))
     assert len(shards) > 1
     shards[-1].unlink()
-    cases = {"world": (str(ok.model_dir), 4), "heads": (str(odd.model_dir), 2), "shard": (str(broken), 2)}
-    out = str(tmp_path / "err")
-    mp.spawn(_worker, args=(2, free_port(), cases, out), nprocs=2, join=True)
-    for r in range(2):
-        seen = json.load(open(f"{out}.{r}"))
-        kind, msg = seen["world"]
-        assert kind == "TensorParallelError" and "tensor_parallel=4 but the torch.distributed world size is 2" in msg
-        kind, msg = seen["heads"]
-        assert kind == "TensorParallelError" and "num_attention_heads=3 is not divisible by tensor_parallel=2" in msg
-        kind, msg = seen["shard"]
-        assert kind == "MissingPathError" and f"shard {shards[-1]} listed in" in msg and "does not exist" in msg
+    with pytest.raises(MissingPathError, match=rf"shard {shards[-1]} listed in .* does not exist"):
+        wf.Engine.from_pretrained(broken, tensor_parallel=2)
+    assert not dist.is_initialized()  # the group is gone: a good engine starts next
+    with wf.Engine.from_pretrained(sharded.model_dir, tensor_parallel=2) as eng:
+        assert eng.score([wf.ScoreRequest("Hello", " world")])[0].num_tokens > 0
 
 
-def test_cli_torchrun_score_equals_one_process(tiny, tmp_path):
+def test_one_engine_per_process_and_closed_means_closed(tiny):
+    paths = tiny("llama", 1)
+    eng = wf.Engine.from_pretrained(paths.model_dir, tensor_parallel=2)
+    with pytest.raises(TensorParallelError, match=r"already has one \(world of 2\): close the other"):
+        wf.Engine.from_pretrained(paths.model_dir, tensor_parallel=2)
+    with pytest.raises(InputError, match="cuda_graphs=True needs device cuda"):
+        eng.generate([wf.GenerateRequest(prompt="Hi", max_new_tokens=2)], cuda_graphs=True)
+    procs = list(eng.tp_workers.procs)
+    eng.close()
+    assert all(p.poll() == 0 for p in procs) and not dist.is_initialized()
+    with pytest.raises(TensorParallelError, match=r"engine is closed \(Engine.close\(\)\); load it again"):
+        eng.score([wf.ScoreRequest("Hello", " world")])
+
+
+def test_a_worker_that_dies_or_fails_is_named(tiny):
+    paths = tiny("llama", 1)
+    req = [wf.GenerateRequest(prompt="The capital of France is", max_new_tokens=4)]
+    eng = wf.Engine.from_pretrained(paths.model_dir, tensor_parallel=2)
+    assert eng.generate(req)[0].token_ids
+    eng.tp_workers.procs[0].kill()  # e.g. the kernel's OOM killer
+    with pytest.raises(TensorParallelError, match=r"tensor-parallel rank 1 exited with code -9"):
+        eng.generate(req)
+    assert not dist.is_initialized()
+    with pytest.raises(TensorParallelError, match=r"stopped after an error: rank 1 exited with code -9; load it again"):
+        eng.score([wf.ScoreRequest("Hello", " world")])
+    # a Python error inside a worker: its message reaches rank 0
+    eng = wf.Engine.from_pretrained(paths.model_dir, tensor_parallel=2)
+    eng.tp_workers.send("no_such_command")
+    with pytest.raises(TensorParallelError, match=r"rank 1 exited with code 1: ValueError: unknown command "
+                                                  r"'no_such_command' from rank 0"):
+        eng.generate(req)
+    eng.close()
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "warmfast", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_score_and_generate_with_tensor_parallel(tiny, tmp_path):
     paths = tiny("qwen2", 3)
     rows = [{"context": c, "continuation": x, "adapter": a}
             for c, x in [("The capital of France is", " Paris."), ("Why is the sky blue?", " Light scatters.")]
             for a in [None, *paths.adapters]]
     inp = tmp_path / "in.jsonl"
     inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gen_in = tmp_path / "gen.jsonl"
+    gen_in.write_text("".join(json.dumps({"prompt": r["context"], "adapter": r["adapter"]}) + "\n" for r in rows))
     adapters = [a for name, p in paths.adapters.items() for a in ("--adapter", f"{name}={p}")]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-           str(free_port()), "-m", "warmfast", "score", "--model", str(paths.model_dir), *adapters,
-           "--input", str(inp), "--output", str(tmp_path / "out.jsonl"), "--tensor-parallel", "2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    model = ["--model", str(paths.model_dir), *adapters, "--tensor-parallel", "2"]
+    done = _cli("score", *model, "--input", str(inp), "--output", str(tmp_path / "out.jsonl"))
     assert done.returncode == 0, done.stderr[-3000:]
-    got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    done = _cli("generate", *model, "--input", str(gen_in), "--output", str(tmp_path / "gen_out.jsonl"),
+                "--max-new-tokens", "5", "--ordered")
+    assert done.returncode == 0, done.stderr[-3000:]
     eng = wf.Engine.from_pretrained(paths.model_dir, adapters=paths.adapters)
     ref = eng.score([wf.ScoreRequest(r["context"], r["continuation"], r["adapter"]) for r in rows])
+    got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(got) == len(rows)
     for g, r in zip(got, ref):
         assert rel(g["logprob"], r.logprob) < 1e-5 and g["is_greedy"] == r.is_greedy
+    ref_gen = eng.generate([wf.GenerateRequest(prompt=r["context"], adapter=r["adapter"], max_new_tokens=5)
+                            for r in rows])
+    got_gen = [json.loads(line) for line in (tmp_path / "gen_out.jsonl").read_text().splitlines()]
+    assert [g["token_ids"] for g in got_gen] == [r.token_ids for r in ref_gen]
 
 
 def test_rank_slices_are_slices_of_the_full_model(tiny):
@@ -141,31 +167,3 @@ def test_rank_slices_are_slices_of_the_full_model(tiny):
                 else:
                     w = sf.A.shape[2] // n
                     assert torch.equal(sp.A, sf.A[:, :, w * r:w * (r + 1)]) and torch.equal(sp.B, sf.B)
-
-
-def test_cli_tensor_parallel_outside_torchrun(tiny, tmp_path, monkeypatch, capsys):
-    from warmfast.cli import main
-
-    for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(var, raising=False)
-    inp = tmp_path / "in.jsonl"
-    inp.write_text(json.dumps({"context": "The capital of France is", "continuation": " Paris."}) + "\n")
-    assert main(["score", "--model", str(tiny("llama", 1).model_dir), "--input", str(inp),
-                 "--output", str(tmp_path / "out.jsonl"), "--tensor-parallel", "2"]) == 2
-    assert re.search(r"launch with torchrun .*lacks \['RANK', 'WORLD_SIZE'", capsys.readouterr().err)
-    assert not (tmp_path / "out.jsonl").exists()
-
-
-def test_cli_score_refuses_a_world_of_several_tp_groups(tiny, tmp_path):
-    # 4 ranks, tensor parallel 2: two groups would each score (and write) every row
-    paths = tiny("llama", 1)
-    inp = tmp_path / "in.jsonl"
-    inp.write_text(json.dumps({"context": "Hello", "continuation": " world"}) + "\n")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "4", "--master-port",
-           str(free_port()), "-m", "warmfast", "score", "--model", str(paths.model_dir),
-           "--input", str(inp), "--output", str(tmp_path / "out.jsonl"), "--tensor-parallel", "2"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode != 0
-    assert "--tensor-parallel 2 needs a world of exactly 2 ranks, got 4" in done.stderr
-    assert not (tmp_path / "out.jsonl").exists()

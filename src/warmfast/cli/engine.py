@@ -8,14 +8,12 @@ import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
-import torch.distributed as dist
 
 from warmfast.cli_common import adapter_flags, check_output_file, output_dir_arg, write_atomically
 from warmfast.engine.api import Engine, GenerateRequest, ScoreRequest
 from warmfast.engine.device import DTYPE_NAMES
 from warmfast.engine.rows import GENERATE_ROW, SCORE_ROW, parse_rows, read_jsonl
 from warmfast.errors import InputError, RequestError
-from warmfast.model.parallel import finish_distributed, init_distributed
 from warmfast.model.tiny import build_tiny
 from warmfast.tasks.files import read_records
 
@@ -23,23 +21,12 @@ log = logging.getLogger("warmfast")
 
 
 def _engine(args, adapters: dict[str, str]) -> Engine:
-    if args.tensor_parallel != 1:  # torchrun started this process: join its world first
-        init_distributed(args.device)
-        if dist.get_world_size() != args.tensor_parallel:  # several groups would each do all the rows
-            raise InputError(f"--tensor-parallel {args.tensor_parallel} needs a "
-                             f"world of exactly {args.tensor_parallel} ranks, got {dist.get_world_size()}; "
-                             "for data parallelism over several groups use `warmfast run CONFIG --shard env`")
     return Engine.from_pretrained(args.model, adapters=adapters, device=args.device, dtype=args.dtype,
                                   backend=args.backend, tensor_parallel=args.tensor_parallel)
 
 
-def _lead(eng) -> bool:
-    """Whether this process reports and writes: always, except tensor-parallel ranks other than 0."""
-    return eng.tp is None or eng.tp.rank == 0
-
-
-def _progress(eng, args) -> bool:
-    return _lead(eng) and not getattr(args, "quiet", False)
+def _progress(args) -> bool:
+    return not getattr(args, "quiet", False)
 
 
 def _rows(args, schema, adapters: dict[str, str]) -> list[tuple[str, dict, dict]]:
@@ -68,18 +55,6 @@ def _at_row(err: RequestError, wheres: list[str]) -> InputError:
     return InputError(f"{wheres[err.index]}: {msg}")
 
 
-def _distributed(cmd):
-    """Run cmd(args); a tensor-parallel world is torn down in step on every rank afterwards."""
-    def run(args) -> int:
-        code = cmd(args)  # an error propagates at once: torchrun then stops the other ranks
-        if args.tensor_parallel != 1:
-            finish_distributed()
-        return code
-    run.__name__, run.__doc__ = cmd.__name__, cmd.__doc__
-    return run
-
-
-@_distributed
 def cmd_score(args) -> int:
     adapters = adapter_flags(args.adapter)
     out_path = check_output_file(args.output)
@@ -89,12 +64,11 @@ def cmd_score(args) -> int:
             for _, v, _ in rows]
     t0 = time.perf_counter()
     try:
-        results = eng.score(reqs, max_batch_tokens=args.batch_tokens, progress=_progress(eng, args))
+        results = eng.score(reqs, max_batch_tokens=args.batch_tokens, progress=_progress(args))
     except RequestError as err:
         raise _at_row(err, [w for w, _, _ in rows]) from err
     dt = time.perf_counter() - t0
-    if not _lead(eng):  # tensor parallel: every rank holds the same results; rank 0 writes them
-        return 0
+    eng.close()
     write_atomically(out_path, (json.dumps({**raw, "logprob": res.logprob, "token_logprobs": res.token_logprobs,
                                             "is_greedy": res.is_greedy, "num_tokens": res.num_tokens}) + "\n"
                                 for (_, _, raw), res in zip(rows, results)))
@@ -116,7 +90,6 @@ def _generate_request(v: dict, args, sample: int) -> GenerateRequest:
         stop=v["stop"], request_id=rid)
 
 
-@_distributed
 def cmd_generate(args) -> int:
     adapters = adapter_flags(args.adapter)
     out_path = check_output_file(args.output)
@@ -136,10 +109,6 @@ def cmd_generate(args) -> int:
         outputs = eng.stream(reqs, max_batch_size=args.max_batch_size, cuda_graphs=args.cuda_graphs)
     except RequestError as err:
         raise _at_row(err, [rows[o][0] for o in owner]) from err
-    if not _lead(eng):  # tensor parallel: rank 0 writes; the others step along
-        for _ in outputs:
-            pass
-        return 0
 
     def line(raw: dict, res: list) -> str:
         if len(res) == 1:
@@ -155,7 +124,7 @@ def cmd_generate(args) -> int:
     per_row: list[list] = [[None] * rows[i][1]["n"] for i in range(len(rows))]
     left = [rows[i][1]["n"] for i in range(len(rows))]
     ready, next_row = set(), 0
-    with tqdm(total=len(reqs), unit="req", desc="generate", disable=not _progress(eng, args)) as bar, \
+    with tqdm(total=len(reqs), unit="req", desc="generate", disable=not _progress(args)) as bar, \
             open(out_path, "w", encoding="utf-8") as f:
         for out in outputs:
             if not out.finished:
@@ -178,6 +147,7 @@ def cmd_generate(args) -> int:
             f.flush()
     stats = eng.generate_stats.summary() if eng.generate_stats is not None else "nothing to generate"
     log.info("generated %s -> %s", stats, out_path)
+    eng.close()
     return 0
 
 
@@ -201,7 +171,8 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    help="auto (default): bfloat16 on a GPU that supports it, float32 on the CPU")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "triton"])
     p.add_argument("--tensor-parallel", type=int, default=1, metavar="N",
-                   help="split the model over N ranks; launch with torchrun --nproc-per-node N")
+                   help="split the model over N ranks: N-1 worker processes start with the engine "
+                        "(N GPUs from --device's index on CUDA)")
     p.add_argument("--input", required=True, metavar="FILE", help="JSONL requests, one object a line")
     p.add_argument("--output", required=True, metavar="FILE", help="JSONL results (the input rows plus results)")
 

@@ -28,17 +28,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from warmfast.engine import prepare
-from warmfast.engine.batch import Batch, build_decode, build_mixed, build_prefill
+from warmfast.engine import executor, prepare
 from warmfast.engine.cuda_graphs import DecodeGraphs, check_graphs_supported
 from warmfast.engine.detok import IncrementalDetokenizer, OutputState, StopCriteria
+from warmfast.engine.executor import StepOut, StepPlan
 from warmfast.engine.kv_cache import PagedKVCache, blocks_for
 from warmfast.engine.requests import (GenerateRequest, GenerateResult, RequestOutput, ScoreRequest, ScoreResult,
                                       TokenLogprob)
 from warmfast.engine.sampling import default_impl, sample_logits
 from warmfast.engine.scheduler import Scheduler, SchedulerConfig, Sequence
 from warmfast.errors import InputError, RequestError
-from warmfast.model import parallel
 from warmfast.model.gpt2 import GPT2Model
 
 
@@ -92,16 +91,11 @@ def pool_blocks(engine, cfg: CoreConfig, max_lens: list[int] | None = None) -> i
     (the scheduler's admission headroom)."""
     if cfg.kv_blocks is not None:
         return cfg.kv_blocks
-    c = engine.model.cfg  # under tensor parallelism: this rank's kv heads
     if engine.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(engine.device)
-        per_block = PagedKVCache.bytes_per_block(c.num_layers, cfg.block_size, c.num_kv_heads,
-                                                 c.head_dim, engine.dtype)
-        n = max(1, int(free * cfg.kv_memory_fraction) // per_block)
-        if engine.tp is not None:  # every rank must schedule alike: the smallest pool of all ranks
-            t = torch.tensor([n], dtype=torch.int64, device=engine.device)
-            n = int(engine.tp.all_reduce(t, op=torch.distributed.ReduceOp.MIN).item())
-        return n
+        if engine.tp_workers is not None:  # the smallest pool of all ranks (rank 0 schedules for all)
+            args = (cfg.block_size, cfg.kv_memory_fraction)
+            return engine.tp_workers.collective(("pool_blocks", *args), lambda: cuda_pool_blocks(engine, *args))
+        return cuda_pool_blocks(engine, cfg.block_size, cfg.kv_memory_fraction)
     if max_lens is None:
         return max(blocks_for(engine.max_seq_len, cfg.block_size),
                    blocks_for(cfg.max_batch_tokens, cfg.block_size)) + cfg.max_batch_size
@@ -109,9 +103,17 @@ def pool_blocks(engine, cfg: CoreConfig, max_lens: list[int] | None = None) -> i
     return max(1, sum(need[:cfg.max_batch_size]) + min(cfg.max_batch_size, len(max_lens)))
 
 
-def _tables(tables: list[list[int]], width: int, device: torch.device) -> torch.Tensor:
-    """Block tables padded with block 0 to [B, width] int32 (entries past a row's length unread)."""
-    return torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32).to(device)
+def cuda_pool_blocks(engine, block_size: int, fraction: float) -> int:
+    """KV blocks that `fraction` of this GPU's free memory holds; tensor parallel: the smallest
+    such number over the ranks (a collective: every rank calls it)."""
+    c = engine.model.cfg  # under tensor parallelism: this rank's kv heads
+    free, _ = torch.cuda.mem_get_info(engine.device)
+    per_block = PagedKVCache.bytes_per_block(c.num_layers, block_size, c.num_kv_heads, c.head_dim, engine.dtype)
+    n = max(1, int(free * fraction) // per_block)
+    if engine.tp is not None:
+        t = torch.tensor([n], dtype=torch.int64, device=engine.device)
+        n = int(engine.tp.all_reduce(t, op=torch.distributed.ReduceOp.MIN).item())
+    return n
 
 
 class EngineCore:
@@ -121,6 +123,7 @@ class EngineCore:
         """max_lens: KV positions of the generations to come, to size a CPU pool (Engine.generate)."""
         cfg = cfg or CoreConfig()
         self.engine, self.cfg = engine, cfg
+        self.core_id = engine.next_core_id()  # names this core's KV cache on every rank
         # The engine keeps the KV pool of its CUDA graphs (graphs hold the pool's addresses): a
         # core with the same block size (and the same kv_blocks, or none asked) reuses the pool,
         # and with cuda_graphs every bucket captured so far; an eager core reuses the idle pool
@@ -258,6 +261,9 @@ class EngineCore:
             self.abort(rid)
         if self.pool is not None:
             self.pool.busy = False
+        if self.engine.tp_workers is not None and self.cache is not None:
+            self.engine.tp_workers.drop_cache(self.core_id)  # the other ranks free their copy
+        self.cache = None
 
     def __enter__(self):
         return self
@@ -280,18 +286,12 @@ class EngineCore:
             self.tokens_fed += s.num_tokens
             if s.prefill_only:
                 self._close_fed(self._fed[s.seq_id])
-        hidden_dec, hidden_pre = self._forward(dec, pre)
-        outputs = self._score_and_prompt(pre, hidden_pre)
+        plan, uses = self._plan(dec, pre)
+        out = self._execute(plan, dec)
+        outputs = self._finish_scores(pre, uses, plan, out)
         gens = [self._gens[s.seq_id] for s in dec] + [self._gens[s.seq_id] for s in pre if not s.prefill_only]
         if gens:
-            ends, off = [], 0
-            for s in pre:
-                off += s.num_tokens
-                if not s.prefill_only:
-                    ends.append(off - 1)
-            last = hidden_dec if not ends else torch.cat(
-                [x for x in (hidden_dec, hidden_pre[torch.tensor(ends, device=hidden_pre.device)]) if x is not None])
-            outputs += self._sample(gens, last)
+            outputs += self._sample(gens, out.logits)
         return outputs
 
     def _close_fed(self, fed: _Fed) -> None:
@@ -300,40 +300,61 @@ class EngineCore:
             if self._open.get(key) is fed:
                 del self._open[key]
 
-    def _forward(self, dec: list[Sequence], pre: list[Sequence]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Hidden states of the decode rows [len(dec), H] and of every prefill token [sum, H]."""
-        eng, dev = self.engine, self.engine.device
-        model, ops = eng.model, eng.ops
-        if not dec and all(s.prefill_only for s in pre):  # score rows only: no cache at all
-            batch = build_prefill([s.prompt for s in pre], [s.slot for s in pre], dev)
-            return None, model.forward(ops, batch)
-        cache = self._cache()
-        d = p = None
-        if pre:
-            tables = [self.sched.table(s) if not s.prefill_only else
-                      [self.num_blocks] * blocks_for(s.num_tokens, self.cfg.block_size) for s in pre]
-            # a score row's keys go to the scratch block (index num_blocks), never read back
-            p = build_prefill([s.tokens for s in pre], [s.slot for s in pre], dev,
-                              _tables(tables, max(len(t) for t in tables), dev))
-        if dec:
-            if not pre and self.graphs is not None and len(dec) <= self.cfg.max_batch_size:
-                return self.graphs.run(dec, [self.sched.table(s) for s in dec], self.cfg.max_batch_size), None
-            tables = [self.sched.table(s) for s in dec]
-            d = build_decode([s.output[-1] for s in dec], [s.num_tokens - 1 for s in dec],
-                             [s.slot for s in dec], _tables(tables, max(len(t) for t in tables), dev), dev)
-        batch: Batch = build_mixed(d, p) if d is not None and p is not None else d if d is not None else p
-        hidden = model.forward(ops, batch, cache)  # [T, H]
-        if d is None:
-            return None, hidden
-        return hidden[:d.num_tokens], (hidden[d.num_tokens:] if p is not None else None)
+    def _plan(self, dec: list[Sequence], pre: list[Sequence]) -> tuple[StepPlan, list]:
+        """The step as data (engine/executor.py), and who uses its scored positions, in order:
+        score rows (prepare.ScoreRow) and generations that asked for prompt log-probs (_Gen)."""
+        cached = bool(dec) or not all(s.prefill_only for s in pre)  # score rows only: no cache at all
+        plan = StepPlan(self.core_id, self.num_blocks, self.cfg.block_size, cached,
+                        sample=bool(dec) or not all(s.prefill_only for s in pre))
+        uses, off = [], 0
+        for s in pre:
+            plan.pre_rows.append(s.prompt if s.prefill_only else s.tokens)
+            plan.pre_slots.append(s.slot)
+            if cached:  # a score row's keys go to the scratch block (index num_blocks), never read back
+                plan.pre_tables.append(self.sched.table(s) if not s.prefill_only else
+                                       [self.num_blocks] * blocks_for(s.num_tokens, self.cfg.block_size))
+            if s.prefill_only:
+                for r in self._fed[s.seq_id].members:
+                    start = off + r.first_scored
+                    plan.score_index.extend(range(start, start + len(r.targets)))
+                    plan.score_targets.extend(r.targets)
+                    uses.append(r)
+            else:
+                g = self._gens[s.seq_id]
+                if g.gen.params.prompt_logprobs and g.prompt_logprobs is None:
+                    n = len(s.prompt) - 1
+                    plan.score_index.extend(range(off, off + n))
+                    plan.score_targets.extend(s.prompt[1:])
+                    if g.gen.params.logprobs is not None:  # the prompt's top-k needs full logits
+                        plan.full_index.extend(range(off, off + n))
+                    uses.append(g)
+                plan.sample_ends.append(off + s.num_tokens - 1)
+            off += s.num_tokens
+        for s in dec:
+            plan.dec_tokens.append(s.output[-1])
+            plan.dec_positions.append(s.num_tokens - 1)
+            plan.dec_slots.append(s.slot)
+            plan.dec_tables.append(self.sched.table(s))
+        return plan, uses
+
+    def _execute(self, plan: StepPlan, dec: list[Sequence]) -> StepOut:
+        """Run the plan here (and, tensor parallel, on every other rank: engine/tensor_parallel.py)."""
+        eng = self.engine
+        if plan.cached and self.cache is None:
+            self._cache()
+        if eng.tp_workers is not None:
+            return eng.tp_workers.collective(("step", plan), lambda: executor.execute(
+                eng, plan, self.cache if plan.cached else None))
+        if (self.graphs is not None and not plan.pre_rows and plan.dec_tokens
+                and len(dec) <= self.cfg.max_batch_size):
+            hidden = self.graphs.run(dec, plan.dec_tables, self.cfg.max_batch_size)
+            return executor.lm_head(eng, plan, hidden)
+        return executor.execute(eng, plan, self.cache if plan.cached else None)
 
     def _cache(self) -> PagedKVCache:
         if self.cache is None:
-            eng, c, cfg = self.engine, self.engine.model.cfg, self.cfg
-            # one extra block past the managed pool: the scratch target of CUDA-graph padding rows
-            # and of score rows in a step that also generates
-            self.cache = PagedKVCache(c.num_layers, self.num_blocks + 1, cfg.block_size, c.num_kv_heads,
-                                      c.head_dim, eng.dtype, eng.device)
+            eng, cfg = self.engine, self.cfg
+            self.cache = executor.new_cache(eng, self.num_blocks, cfg.block_size)
             if cfg.cuda_graphs:
                 self.graphs = DecodeGraphs(eng, self.cache, self.num_blocks, cfg.block_size,
                                            blocks_for(eng.max_seq_len, cfg.block_size))
@@ -342,48 +363,26 @@ class EngineCore:
                     self.pool.busy = True
         return self.cache
 
-    def _score_and_prompt(self, pre: list[Sequence], hidden: torch.Tensor | None) -> list[RequestOutput]:
-        """Log-probs at score positions and at the prompt positions of generations that asked for
-        them: one lm_head pass over those rows only (fused logsumexp and target gather)."""
-        index, targets, uses, off = [], [], [], 0
-        for s in pre:
-            if s.prefill_only:
-                for r in self._fed[s.seq_id].members:
-                    start = off + r.first_scored
-                    index.extend(range(start, start + len(r.targets)))
-                    targets.extend(r.targets)
-                    uses.append(r)
-            else:
-                g = self._gens[s.seq_id]
-                if g.gen.params.prompt_logprobs and g.prompt_logprobs is None:
-                    n = len(s.prompt) - 1
-                    index.extend(range(off, off + n))
-                    targets.extend(s.prompt[1:])
-                    uses.append(g)
-            off += s.num_tokens
+    def _finish_scores(self, pre: list[Sequence], uses: list, plan: StepPlan, out: StepOut) -> list[RequestOutput]:
+        """Score rows' results, and prompt log-probs of generations that asked for them."""
         outputs = []
         for s in pre:  # score rows are done in the step that admits them
             if s.prefill_only:
                 self.sched.finish(s)
                 del self._fed[s.seq_id]
         lp, greedy = [], []
-        if index:
-            eng, dev = self.engine, self.engine.device
-            sel = hidden[torch.tensor(index, device=dev)]  # [N, H] scored positions only
-            tgt = torch.tensor(targets, dtype=torch.int64, device=dev)
-            if eng.tp is None:
-                lpt, am = eng.ops.logprob(sel, eng.model.weights.lm_head, tgt)
-            else:  # vocab-parallel lm_head: logsumexp, target and argmax combined across ranks
-                lpt, am = parallel.logprob(sel, eng.model.weights.lm_head, tgt, eng.tp, eng.model.cfg.vocab_size)
-            lp, greedy = lpt.cpu().tolist(), (am.cpu() == torch.tensor(targets)).tolist()
-        k = 0
+        if plan.score_index:
+            lp = out.score_lp.cpu().tolist()
+            greedy = (out.score_argmax.cpu() == torch.tensor(plan.score_targets)).tolist()
+        k = f = 0
         for u in uses:
             if isinstance(u, _Gen):
                 n = len(u.seq.prompt) - 1
                 u.prompt_logprobs = lp[k:k + n]
-                if u.gen.params.logprobs is not None and eng.tp is None:  # the top-k needs full logits
-                    logits = sel[k:k + n] @ eng.model.weights.lm_head.T  # [n, V]
-                    u.prompt_top = _token_logprobs(logits, targets[k:k + n], [u.gen.params.logprobs] * n)
+                if u.gen.params.logprobs is not None:
+                    u.prompt_top = _token_logprobs(out.full_logits[f:f + n], plan.score_targets[k:k + n],
+                                                   [u.gen.params.logprobs] * n)
+                    f += n
             else:
                 n = len(u.targets)
                 res = ScoreResult(logprob=float(sum(lp[k:k + n])), token_logprobs=lp[k:k + n],
@@ -394,18 +393,11 @@ class EngineCore:
             k += n
         return outputs
 
-    def _sample(self, gens: list[_Gen], last: torch.Tensor) -> list[RequestOutput]:
-        """Each generation's next token from its last hidden state [B, H], drawn at step = the
-        number of tokens it has generated so far (the same step after a preemption)."""
-        eng = self.engine
-        logits = last @ eng.model.weights.lm_head.T  # [B, V] (tensor parallel: [B, V_r])
-        keys = ([g.gen.params for g in gens], [g.gen.key for g in gens], [len(g.seq.output) for g in gens],
-                self.sampler)
-        if eng.tp is None:
-            tokens = sample_logits(logits, *keys)
-        else:  # full logits on every rank; rank 0 samples once and broadcasts the tokens
-            logits = parallel.gather_logits(logits, eng.tp, eng.model.cfg.vocab_size)
-            tokens = parallel.decide_once(eng.tp, lambda: sample_logits(logits, *keys), len(gens), eng.device)
+    def _sample(self, gens: list[_Gen], logits: torch.Tensor) -> list[RequestOutput]:
+        """Each generation's next token from its logits [B, V] (the whole vocabulary), drawn at
+        step = the number of tokens it has generated so far (the same step after a preemption)."""
+        tokens = sample_logits(logits, [g.gen.params for g in gens], [g.gen.key for g in gens],
+                               [len(g.seq.output) for g in gens], self.sampler)
         lps = _token_logprobs(logits, tokens, [g.gen.params.logprobs for g in gens])
         outputs = []
         for g, tok, lp in zip(gens, tokens, lps):

@@ -23,6 +23,9 @@ def check_graphs_supported(engine) -> None:
     if engine.device.type != "cuda" or engine.backend != "triton":
         raise InputError(f"generate: cuda_graphs=True needs device cuda and backend triton, "
                          f"got device {engine.device.type} and backend {engine.backend}")
+    if engine.tp is not None:
+        raise InputError(f"generate: cuda_graphs=True is not supported with tensor parallelism yet "
+                         f"(tensor_parallel={engine.tp.size}); decode steps run eagerly there")
 
 
 def buckets_for(cap: int) -> list[int]:

@@ -1,7 +1,8 @@
 """Tensor parallelism over the GPUs of one node (torch.distributed: NCCL on GPUs, gloo on CPU).
 
-Every rank runs the same program on the same requests (SPMD, launched by torchrun) and holds one
-slice of every large matrix; the activations between blocks stay replicated. With n ranks, rank r:
+Rank 0 schedules and every rank runs the same steps (engine/tensor_parallel.py starts and drives
+the ranks); each holds one slice of every large matrix, and the activations between blocks stay
+replicated. With n ranks, rank r:
 
     q|k|v     column-parallel: heads r*Hq/n.. and kv heads r*Hkv/n.. (GQA groups stay whole)
     gate|up   column-parallel: intermediate rows r*I/n..
@@ -18,13 +19,8 @@ partial delta into its partial output and the one all-reduce that the base GEMM 
 the rank-r intermediates too: exactly the "intermediate all-reduced" result, without a second
 collective per projection and with the LoRA kernels unchanged.
 
-Sampling is decided once: rank 0 samples from the gathered logits and broadcasts the tokens, so
-every rank continues with the same tokens as a single process would.
-
-Data x tensor parallel: a torchrun world of W ranks with tensor_parallel=n (W a multiple of n) is
-W/n data-parallel groups of n consecutive ranks, one tensor-parallel engine each: global rank g is
-TP rank g % n of data-parallel group g // n (`ParallelLayout`, `parallel_layout(n)`). With n equal
-to torchrun's --nproc-per-node (or a divisor of it) every TP group stays inside one node.
+Sampling is decided once: rank 0 samples from the gathered logits; the other ranks never need the
+tokens until rank 0 sends the next step.
 """
 from __future__ import annotations
 
@@ -33,7 +29,6 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -44,10 +39,6 @@ from warmfast.model.config import ModelConfig
 COLUMN_PARALLEL = ("qkv", "gate_up")  # fused groups split over their output rows
 ROW_PARALLEL = ("o", "down")  # fused groups split over their input columns, then all-reduced
 _LAYER_KEY = re.compile(r"^model\.layers\.\d+\.(self_attn|mlp)\.(\w+)\.(weight|bias)$")
-# Waits that may last hours: followers waiting for TP rank 0's next command while it judges over
-# HTTP alone (run/lockstep.py), ranks waiting at the end for slower data-parallel groups. torchrun
-# stops every rank when one dies, so a long wait cannot outlive a crash.
-WAIT_TIMEOUT = timedelta(hours=48)
 
 
 class TensorParallelError(WarmfastError, ValueError):
@@ -61,7 +52,6 @@ class TPGroup:
     rank: int
     size: int
     group: object = None  # torch.distributed.ProcessGroup or None (world)
-    src: int = 0  # global rank of the group's rank 0: it samples and broadcasts
 
     def __post_init__(self):
         if self.size < 1 or not 0 <= self.rank < self.size:
@@ -78,31 +68,6 @@ class TPGroup:
         dist.all_gather(parts, t.contiguous(), group=self.group)
         return torch.stack(parts)
 
-    def broadcast(self, t: torch.Tensor) -> torch.Tensor:
-        """Rank 0's t on every rank (in place); returns t."""
-        dist.broadcast(t, src=self.src, group=self.group)
-        return t
-
-
-@dataclass(frozen=True)
-class ParallelLayout:
-    """This process's place in a world of `dp_size` data-parallel groups of `tp.size` consecutive
-    ranks each (global rank = dp_rank * tp.size + tp.rank); every group is one tensor-parallel engine."""
-
-    tp: TPGroup
-    dp_rank: int
-    dp_size: int
-    control: object  # gloo group of tp's ranks, WAIT_TIMEOUT: TP rank 0's commands (run/lockstep.py)
-    wait: object  # gloo group of the whole world, WAIT_TIMEOUT: the final barrier (finish_distributed)
-
-    def __post_init__(self):
-        if self.dp_size < 1 or not 0 <= self.dp_rank < self.dp_size:
-            raise TensorParallelError(f"ParallelLayout: data-parallel rank {self.dp_rank} is not in "
-                                      f"[0, {self.dp_size})")
-
-
-_LAYOUT: list = []  # [(default process group, ParallelLayout)] of this process, at most one
-
 
 # ---- setup --------------------------------------------------------------------------------------
 def rank_device(device: str) -> str:
@@ -110,85 +75,6 @@ def rank_device(device: str) -> str:
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         return f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return device
-
-
-def init_distributed(device: str) -> None:
-    """Initialise the default process group from torchrun's environment if nobody has: NCCL for a
-    CUDA device (this rank's GPU made current first), gloo otherwise."""
-    if dist.is_initialized():
-        return
-    missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
-    if missing:
-        raise TensorParallelError(f"tensor parallelism needs torch.distributed: launch with torchrun "
-                                  f"(e.g. torchrun --nproc-per-node N -m warmfast ...); the "
-                                  f"environment lacks {missing}")
-    if device.startswith("cuda"):
-        if "LOCAL_RANK" in os.environ:  # NCCL's barrier and object collectives use the current GPU
-            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        dist.init_process_group("nccl")
-    else:
-        dist.init_process_group("gloo")
-
-
-def finish_distributed() -> None:
-    """Leave the default process group in step: every rank waits for the others, then destroys it.
-    A rank that exits while the others still hold gloo/NCCL connections aborts ("terminate called
-    without an active exception"), so the CLI calls this before returning. With a ParallelLayout
-    the wait is on its gloo world group (WAIT_TIMEOUT): data-parallel groups finish at different
-    times, possibly hours apart."""
-    if dist.is_available() and dist.is_initialized():
-        layout = _current_layout()
-        dist.barrier(group=None if layout is None else layout.wait)
-        _LAYOUT.clear()
-        dist.destroy_process_group()
-
-
-def check_world(n: int, world: int) -> None:
-    """Raise unless a world of `world` ranks splits into tensor-parallel groups of n."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise TensorParallelError(f"tensor_parallel must be a positive integer, got {n!r}")
-    if world % n:
-        raise TensorParallelError(
-            f"tensor_parallel={n} but the torch.distributed world size is {world}, which is not a "
-            f"multiple of it; launch n x (number of data-parallel groups) ranks (e.g. torchrun "
-            f"--nproc-per-node {n} per group)")
-
-
-def _current_layout() -> ParallelLayout | None:
-    if _LAYOUT and _LAYOUT[0][0] is dist.group.WORLD:
-        return _LAYOUT[0][1]
-    _LAYOUT.clear()  # made for a process group that has been destroyed since
-    return None
-
-
-def parallel_layout(n: int) -> ParallelLayout:
-    """The data x tensor parallel layout of the initialised world for tensor_parallel=n: W/n groups
-    of n consecutive ranks. Created once per process group (later calls return the same layout);
-    the first call is collective: torch.distributed.new_group must be entered by every rank for
-    every group in the same order, so every rank must call this at the same point."""
-    if not dist.is_available() or not dist.is_initialized():
-        raise TensorParallelError(f"tensor_parallel={n} needs an initialised torch.distributed process "
-                                  "group (launch with torchrun; the CLI initialises it)")
-    world, rank = dist.get_world_size(), dist.get_rank()
-    check_world(n, world)
-    layout = _current_layout()
-    if layout is not None:
-        if layout.tp.size != n:
-            raise TensorParallelError(f"tensor_parallel={n} but this process group is already laid out "
-                                      f"as groups of tensor_parallel={layout.tp.size}")
-        return layout
-    mine = control = None
-    for g in range(world // n):  # every rank creates every group, in this order
-        ranks = list(range(g * n, (g + 1) * n))
-        group = None if n == world else dist.new_group(ranks)  # n == world: the world group itself
-        ctl = dist.new_group(ranks, backend="gloo", timeout=WAIT_TIMEOUT)
-        if rank in ranks:
-            mine, control = group, ctl
-    wait = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
-    layout = ParallelLayout(TPGroup(rank=rank % n, size=n, group=mine, src=rank - rank % n),
-                            dp_rank=rank // n, dp_size=world // n, control=control, wait=wait)
-    _LAYOUT[:] = [(dist.group.WORLD, layout)]
-    return layout
 
 
 def check_divisible(cfg: ModelConfig, n: int) -> None:
@@ -201,31 +87,6 @@ def check_divisible(cfg: ModelConfig, n: int) -> None:
                 f"tensor-parallel degree that divides it (kv heads are split, not replicated)")
     if cfg.vocab_size < n:
         raise TensorParallelError(f"{cfg.source}: vocab_size={cfg.vocab_size} < tensor_parallel={n}")
-
-
-def init_tensor_parallel(n: int, cfg: ModelConfig, group: TPGroup | None = None) -> TPGroup:
-    """This rank's tensor-parallel group of n ranks, after checking that the model splits over it.
-
-    group given (e.g. `parallel_layout(n).tp`): used as it is. Otherwise the world must hold a
-    multiple of n ranks: world == n is the world group itself; a larger world is cut into groups of
-    n consecutive ranks (`parallel_layout`; collective: every rank must load at the same point)."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise TensorParallelError(f"tensor_parallel must be a positive integer, got {n!r}")
-    if group is not None:
-        if group.size != n:
-            raise TensorParallelError(f"tensor_parallel={n} but tp_group has {group.size} ranks")
-        check_divisible(cfg, n)
-        return group
-    if not dist.is_available() or not dist.is_initialized():
-        raise TensorParallelError(
-            f"tensor_parallel={n} needs an initialised torch.distributed process group of {n} "
-            "processes (launch with torchrun --nproc-per-node N; the CLI initialises it)")
-    world = dist.get_world_size()
-    check_world(n, world)
-    check_divisible(cfg, n)
-    if world == n:
-        return TPGroup(rank=dist.get_rank(), size=world)
-    return parallel_layout(n).tp
 
 
 def local_config(cfg: ModelConfig, tp: TPGroup) -> ModelConfig:
@@ -345,14 +206,3 @@ def gather_logits(logits: torch.Tensor, tp: TPGroup, vocab: int) -> torch.Tensor
     parts = tp.all_gather(padded)  # [size, rows, width]
     sizes = [b - a for a, b in (vocab_range(vocab, tp.size, r) for r in range(tp.size))]
     return torch.cat([parts[r, :, :sizes[r]] for r in range(tp.size)], dim=1)
-
-
-def decide_once(tp: TPGroup, choose: Callable[[], list[int]], n: int, device: torch.device) -> list[int]:
-    """Rank 0 runs `choose()` (sampling: n token ids) and broadcasts them; every rank returns them."""
-    out = torch.zeros(n, dtype=torch.int64, device=device)
-    if tp.rank == 0:
-        tokens = choose()
-        if len(tokens) != n:
-            raise TensorParallelError(f"decide_once: chose {len(tokens)} tokens for {n} rows")
-        out.copy_(torch.tensor(tokens, dtype=torch.int64))
-    return tp.broadcast(out).tolist()

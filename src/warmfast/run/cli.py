@@ -1,9 +1,9 @@
 """`warmfast run CONFIG` and `warmfast judge CONFIG`: the study grid from the command line.
 
-Under torchrun, `--shard env` splits the grid over data-parallel groups, and `--tensor-parallel T`
-(or `model.tensor_parallel: T`) makes each group T consecutive ranks running one tensor-parallel
-engine: data-parallel shard (RANK // T, WORLD_SIZE // T); run/runner.py `run_rank` and
-run/lockstep.py say who does what.
+`--tensor-parallel T` (or `model.tensor_parallel: T`) splits the model over T ranks inside the
+engine (engine/tensor_parallel.py): one process, which starts T-1 workers. Under torchrun,
+`--shard env` splits the grid over data-parallel processes, each with its own engine (its T GPUs
+from cuda:LOCAL_RANK*T).
 """
 from __future__ import annotations
 
@@ -12,15 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-import torch.distributed as dist
-
-from warmfast.errors import InputError, WarmfastError
-from warmfast.model.parallel import (TensorParallelError, check_world, finish_distributed, init_distributed,
-                                     parallel_layout)
+from warmfast.errors import InputError
 from warmfast.run.config import ConfigError, load_config, load_judge_spec
 from warmfast.run.estimate import estimate_lines
 from warmfast.run.labelled import judge_labelled
-from warmfast.run.runner import run, run_rank
+from warmfast.run.runner import run
 
 
 def _load(args):
@@ -63,63 +59,14 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(rank), int(world)
 
 
-def data_parallel_shard(text: str | None, shard: tuple[int, int] | None, n: int,
-                        world: int) -> tuple[int, int] | None:
-    """The data-parallel shard of this rank's tensor-parallel group, in a torchrun world of `world`
-    ranks with groups of n: "env" -> (RANK // n, WORLD_SIZE // n); an explicit RANK/WORLD is the
-    shard of this launch's single group; None is allowed for a single group only."""
-    check_world(n, world)
-    if text == "env":
-        return shard[0] // n, shard[1] // n
-    if world != n:
-        what = f"--shard {text}" if text is not None else "a run without --shard"
-        raise TensorParallelError(
-            f"{what} with tensor_parallel={n} in a torchrun world of {world} ranks: the world holds "
-            f"{world // n} tensor-parallel groups, so use --shard env (each group then writes its own "
-            f"store.shard<group>of{world // n}.sqlite)")
-    return shard
-
-
-def _start(config, shard_text: str | None, shard: tuple[int, int] | None):
-    """(ParallelLayout, data-parallel shard) of this rank, or (None, shard) without tensor parallel.
-    Every check that can fail runs before the process group exists, identically on every rank."""
-    n = config.model.tensor_parallel
-    if n == 1:
-        return None, shard
-
-    if "WORLD_SIZE" not in os.environ:
-        raise TensorParallelError(f"model.tensor_parallel={n} needs torchrun (`torchrun --nproc-per-node {n} "
-                                  f"-m warmfast ...`, or --tensor-parallel 1); WORLD_SIZE is not set")
-    dp_shard = data_parallel_shard(shard_text, shard, n, int(os.environ["WORLD_SIZE"]))
-    init_distributed(config.model.device)
-    return parallel_layout(n), dp_shard  # its (dp_rank, dp_size) is dp_shard under --shard env
-
-
-def _drop(layout) -> None:
-    """After an error: leave the process group without waiting for ranks that may never come."""
-    if layout is not None and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _execute(args, name: str, shard_text: str | None, shard: tuple[int, int] | None, **kwargs) -> int:
-    """Run the grid (one process, or this rank of a tensor-parallel group) and report."""
-    layout = None
+def _execute(args, shard: tuple[int, int] | None, **kwargs) -> int:
+    """Run the grid and report."""
     try:
         config = _load(args)
-        layout, shard = _start(config, shard_text, shard)
-        if layout is None:
-            summary = run(config, progress=not args.no_progress, shard=shard, **kwargs)
-        else:  # progress bars and the report on TP rank 0 only (the other ranks return None)
-            summary = run_rank(config, layout, progress=not args.no_progress, shard=shard, **kwargs)
-    except WarmfastError as err:  # config, store, lock, judge endpoint, a stop signal: main() prints it
-        _drop(layout)
-        if isinstance(err, ConfigError):
-            raise ConfigError(_where(args, err)) from err
-        raise
-    if summary is not None:
-        _report(summary)
-    if layout is not None:
-        finish_distributed()  # every rank of every group, in step
+        summary = run(config, progress=not args.no_progress, shard=shard, **kwargs)
+    except ConfigError as err:  # config, store, lock, judge endpoint, a stop signal: main() prints it
+        raise ConfigError(_where(args, err)) from err
+    _report(summary)
     return 0
 
 
@@ -127,7 +74,7 @@ def cmd_run(args) -> int:
     if getattr(args, "estimate", False):  # run/estimate.py: hours on a card, nothing is run
         return _estimate(args)
     shard = parse_shard(args.shard)
-    return _execute(args, "run", args.shard, shard, generate_only=args.generate_only)
+    return _execute(args, shard, generate_only=args.generate_only)
 
 
 def _estimate(args) -> int:
@@ -143,8 +90,8 @@ def _estimate(args) -> int:
 def cmd_judge(args) -> int:
     if (args.config is None) == (args.labelled is None):
         raise InputError("give either a run CONFIG or --labelled DIR --judge FILE")
-    if args.labelled is None:  # a run's stored generations (one tensor-parallel group under torchrun)
-        return _execute(args, "judge", None, None, skip_generation=True)
+    if args.labelled is None:  # a run's stored generations
+        return _execute(args, None, skip_generation=True)
     try:
         return _judge_labelled(args)
     except ConfigError as err:
@@ -172,8 +119,8 @@ def register(sub) -> None:
                    help="run one rank's share into its own store (RANK/WORLD, or 'env' under torchrun); "
                         "a later run without --shard merges the shards and exports")
     p.add_argument("--tensor-parallel", type=int, default=None, metavar="T",
-                   help="ranks per tensor-parallel engine (overrides model.tensor_parallel); under torchrun "
-                        "with --shard env the world is WORLD_SIZE/T data-parallel groups of T ranks")
+                   help="split the model over T ranks (overrides model.tensor_parallel): T-1 worker "
+                        "processes start with the engine; on CUDA T GPUs each")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--estimate", action="store_true",
                    help="print the grid's expected hours on --card (from bench records) and run nothing")
@@ -194,6 +141,6 @@ def register(sub) -> None:
     p.add_argument("--output-dir", default=None, help="run folder (default: output_dir in the config; "
                                                       "--labelled: runs/judge-labelled)")
     p.add_argument("--tensor-parallel", type=int, default=None, metavar="T",
-                   help="ranks of the tensor-parallel engine under torchrun (overrides model.tensor_parallel)")
+                   help="split the model over T ranks (overrides model.tensor_parallel)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_judge)

@@ -79,7 +79,7 @@ class ModelSpec:
     backend: str = "auto"
     max_seq_len: int | None = None
     max_batch_tokens: int = 8192
-    tensor_parallel: int = 1  # ranks per engine; > 1 needs torchrun (run/lockstep.py, docs/scale.md)
+    tensor_parallel: int = 1  # ranks the engine splits the model over (engine/tensor_parallel.py, docs/scale.md)
 
     def __post_init__(self):
         _need(isinstance(self.name, str) and bool(self.name), "name", f"must be a non-empty string, got {self.name!r}")

@@ -14,17 +14,12 @@ sets RANK, WORLD_SIZE, LOCAL_RANK); rank r takes the chunks whose content hash n
 (run/shard.py) into its own store file store.shard<r>of<world>.sqlite. A final `warmfast run CONFIG`
 merges the shard stores (content keys make the merge idempotent), fills any gap and exports.
 
-Data x tensor parallel: `torchrun --nnodes N --nproc-per-node G -m warmfast run CONFIG --shard env
---tensor-parallel T` (or `model.tensor_parallel: T`) makes N*G/T data-parallel groups of T
-consecutive ranks, each one tensor-parallel engine (`run_rank`, model/parallel.py
-`parallel_layout`). The data-parallel shard is (RANK // T, WORLD_SIZE // T): the T ranks of a group
-run the same chunks in lockstep; only TP rank 0 plans, writes store.shard<RANK//T>of<WORLD//T>.sqlite,
-judges and reports, and the others serve its engine calls without touching the store
-(run/lockstep.py, which also says how each kind of judge runs). Tested on CPU with gloo only.
+Tensor parallel: `model.tensor_parallel: T` (or --tensor-parallel T) splits the model over T ranks
+inside the engine (engine/tensor_parallel.py); the runner sees one engine either way. Under
+torchrun each data-parallel process's engine takes its own T GPUs (cuda:LOCAL_RANK*T onwards).
 """
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import time
@@ -37,12 +32,11 @@ from warmfast.engine import prepare
 from warmfast.engine.api import Engine
 from warmfast.engine.core import CoreConfig, EngineCore
 from warmfast.errors import RequestError
-from warmfast.model.parallel import ParallelLayout, rank_device
+from warmfast.model.parallel import rank_device
 from warmfast.run.config import ConfigError, RunConfig
 from warmfast.run.export import export_rows
 from warmfast.run.judging import Stage, build_stages, carry_over
 from warmfast.run.lock import RunLock
-from warmfast.run.lockstep import Leader, follow
 from warmfast.run.plan import Plan, adapter_fingerprint, build_plan, generate_request, model_fingerprint
 from warmfast.run.shard import rank_chunks
 from warmfast.run.signals import GracefulStop
@@ -93,38 +87,29 @@ def plan_chunks(plan: Plan, shard: tuple[int, int] | None = None) -> list[list[J
 
 
 class EngineHolder:
-    """Loads the generation engine (base model + every adapter arm) once, on first use. With a
-    leader (tensor parallel), the engine is loaded on every rank of the group and its calls are
-    mirrored to them (run/lockstep.py)."""
+    """Loads the generation engine (base model + every adapter arm) once, on first use."""
 
-    def __init__(self, plan: Plan, leader: Leader | None = None):
-        self.plan, self.engine, self.leader = plan, None, leader
-        # one rank per GPU under torchrun: "cuda" means this rank's own device, cuda:LOCAL_RANK
-        self.device = rank_device(plan.config.model.device)
+    def __init__(self, plan: Plan):
+        self.plan, self.engine = plan, None
+        # one process per GPU (or per group of tensor_parallel GPUs) under torchrun
+        self.device = plan.config.model.device
+        if plan.config.model.tensor_parallel == 1:
+            self.device = rank_device(self.device)  # "cuda" is cuda:LOCAL_RANK
 
     def get(self):
         if self.engine is None:
             m = self.plan.config.model
-            # checked only when a model is needed: merging a finished run needs none
-            if self.leader is None and m.tensor_parallel != 1:
-                raise ConfigError(f"model.tensor_parallel: {m.tensor_parallel} ranks per engine need "
-                                  f"torchrun: `torchrun --nproc-per-node {m.tensor_parallel} -m warmfast "
-                                  "run CONFIG` (add --shard env for several groups), or set it to 1")
-            kwargs = {"model_dir": str(self.plan.model_dir),
-                      "adapters": {k: str(v) for k, v in self.plan.adapters.items()},
-                      "dtype": m.dtype, "backend": m.backend, "max_batch_tokens": m.max_batch_tokens,
-                      "max_seq_len": m.max_seq_len}
-            if self.leader is not None:
-                self.engine = self.leader.load(**kwargs)
-            else:
-                self.engine = Engine.from_pretrained(**kwargs, device=self.device)
+            self.engine = Engine.from_pretrained(
+                str(self.plan.model_dir), adapters={k: str(v) for k, v in self.plan.adapters.items()},
+                device=self.device, dtype=m.dtype, backend=m.backend, max_batch_tokens=m.max_batch_tokens,
+                max_seq_len=m.max_seq_len, tensor_parallel=m.tensor_parallel)
         return self.engine
 
     def release(self) -> None:
-        if self.engine is not None and self.leader is not None:
-            self.leader.release()
+        """Free the generation engine (and stop its tensor-parallel workers)."""
+        if self.engine is not None:
+            self.engine.close()
         self.engine = None
-        gc.collect()
 
 
 def generate(chunks: list[list[JobRecord]], plan: Plan, store: Store, engines: EngineHolder,
@@ -138,8 +123,6 @@ def generate(chunks: list[list[JobRecord]], plan: Plan, store: Store, engines: E
     bar = tqdm(total=total, initial=len(done), unit="job", desc="generate", disable=not progress,
                dynamic_ncols=True)
     try:
-        if engines.leader is not None:  # tensor parallel: run/lockstep.py mirrors whole calls
-            return _generate_chunks(chunks, plan, store, engines, done, bar, stop)
         return _generate_continuous([j for c in chunks for j in c if j.key not in done], plan, store,
                                     engines.get(), len(done), total, bar, stop)
     finally:
@@ -192,38 +175,6 @@ def _generate_continuous(todo: list[JobRecord], plan: Plan, store: Store, engine
             if stop is not None and stop.signum is not None:
                 bar.close()
                 stop.check("generation", n_done + n_jobs, total)
-    return n_jobs, n_tok, time.perf_counter() - t0
-
-
-def _generate_chunks(chunks: list[list[JobRecord]], plan: Plan, store: Store, engines: EngineHolder, done: set,
-                     bar, stop: GracefulStop | None) -> tuple[int, int, float]:
-    """Chunk by chunk, each one Engine.generate call (the tensor-parallel lockstep path)."""
-    cfg = plan.config.runner
-    total = sum(len(c) for c in chunks)
-    n_jobs = n_tok = 0
-    t0 = time.perf_counter()
-    for chunk in chunks:
-        todo = [j for j in chunk if j.key not in done]
-        if not todo:
-            continue
-        engine = engines.get()
-        try:  # all arms of these prompts in one call: the engine batches them together
-            results = engine.generate([generate_request(j) for j in todo], max_batch_size=cfg.max_batch_size,
-                                      cuda_graphs=cfg.cuda_graphs)
-        except RequestError as err:
-            if err.index is None:
-                raise
-            raise _job_error(todo[err.index], err) from err
-        gens = [Generation(j.key, r.text, list(r.token_ids), r.finish_reason, len(r.token_ids))
-                for j, r in zip(todo, results)]
-        store.add_generations(gens)  # one transaction: this chunk is now safe
-        n_jobs += len(gens)
-        if stop is not None and stop.signum is not None:
-            bar.close()
-            stop.check("generation", len(done) + n_jobs, total)
-        n_tok += sum(g.num_tokens for g in gens)
-        bar.update(len(gens))
-        bar.set_postfix_str(f"{n_tok / (time.perf_counter() - t0):.1f} tok/s")
     return n_jobs, n_tok, time.perf_counter() - t0
 
 
@@ -292,41 +243,13 @@ def shard_store_name(rank: int, world: int) -> str:
     return f"store.shard{rank}of{world}.sqlite"
 
 
-def run_rank(config: RunConfig, layout: ParallelLayout, progress: bool = True, generate_only: bool = False,
-             skip_generation: bool = False, shard: tuple[int, int] | None = None) -> RunSummary | None:
-    """One rank of a tensor-parallel group (config.model.tensor_parallel == layout.tp.size): TP rank
-    0 runs `run` with its engine calls mirrored to the group and returns the summary; the other
-    ranks serve those calls (run/lockstep.py) and return None. shard: this group's data-parallel
-    shard, normally (layout.dp_rank, layout.dp_size). Every rank of the world calls this."""
-    n = config.model.tensor_parallel
-    if n != layout.tp.size:
-        raise ConfigError(f"model.tensor_parallel: {n} but the process layout has tensor-parallel "
-                          f"groups of {layout.tp.size}")
-    device = rank_device(config.model.device)
-    if layout.tp.rank != 0:
-        served = follow(layout, device)
-        log.info("TP rank %d of data-parallel group %d: served %d engine calls", layout.tp.rank,
-                 layout.dp_rank, served)
-        return None
-    leader = Leader(layout, device)
-    try:
-        summary = run(config, progress, generate_only, skip_generation, shard, leader=leader)
-    except Exception as err:
-        leader.abort(err)
-        raise
-    leader.stop()
-    return summary
-
-
 def run(config: RunConfig, progress: bool = True, generate_only: bool = False,
-        skip_generation: bool = False, shard: tuple[int, int] | None = None,
-        leader: Leader | None = None) -> RunSummary:
+        skip_generation: bool = False, shard: tuple[int, int] | None = None) -> RunSummary:
     """The whole run. skip_generation: judge and export what is stored (`warmfast judge`).
 
     shard=(rank, world): generate and judge only this rank's chunks into its own store file
     (`store.shard<rank>of<world>.sqlite`), no export. A later run without shard merges every shard
-    store of the run folder into store.sqlite, computes whatever is still missing, and exports.
-    leader: set by `run_rank` on TP rank 0 (tensor parallel); None = a one-process engine."""
+    store of the run folder into store.sqlite, computes whatever is still missing, and exports."""
     out_dir = Path(config.output_dir)
     if shard is not None:
         rank, world = shard
@@ -338,7 +261,7 @@ def run(config: RunConfig, progress: bool = True, generate_only: bool = False,
         plan = build_plan(config)
         chunks = plan_chunks(plan, shard)
         with GracefulStop() as stop:  # Ctrl-C / SIGTERM: stop after the current commit
-            return _run(plan, chunks, store_path, out_dir, generate_only, skip_generation, shard, leader,
+            return _run(plan, chunks, store_path, out_dir, generate_only, skip_generation, shard,
                         progress, stop)
 
 
@@ -355,16 +278,17 @@ def make_run_folder(out_dir: Path) -> None:
 
 
 def _run(plan: Plan, chunks, store_path: Path, out_dir: Path, generate_only: bool, skip_generation: bool,
-         shard, leader, progress: bool, stop: GracefulStop) -> RunSummary:
+         shard, progress: bool, stop: GracefulStop) -> RunSummary:
     config = plan.config
     store = Store(store_path)
+    engines = None
     try:
         if shard is None:
             for part in sorted(out_dir.glob("store.shard*of*.sqlite")):
                 added = store.merge_from(part)
                 log.info("merged %s: %s", part.name, added)
         store.add_jobs(j for c in chunks for j in c)
-        engines = EngineHolder(plan, leader)
+        engines = EngineHolder(plan)
         # judges are set up (paths, fingerprints, API key variable) before hours of generation,
         # so a wrong judge setting fails now; their models load only when used
         stages = None if generate_only else build_stages(config, plan.protocol, *_judge_engine(plan, engines))
@@ -381,6 +305,8 @@ def _run(plan: Plan, chunks, store_path: Path, out_dir: Path, generate_only: boo
         return summary
     finally:
         store.close()
+        if engines is not None:
+            engines.release()  # the engine's memory, and its tensor-parallel workers, go now
 
 
 def _judge_engine(plan: Plan, engines: EngineHolder):
@@ -401,8 +327,7 @@ def _judge_engine(plan: Plan, engines: EngineHolder):
         ident += f"+{adapter_fingerprint(Path(j.adapter), 'judge.adapter')}"
 
     def load():
-        # the generation model is done: free its memory first (on every rank of a TP group); the
-        # judge model then loads unsharded on this process alone (TP rank 0, see run/lockstep.py)
+        # the generation model is done: free its memory (and its tensor-parallel workers) first
         engines.release()
         m = plan.config.model
         adapters = {"judge": j.adapter} if j.adapter else {}
