@@ -13,6 +13,8 @@ import torch.distributed as dist
 from warmfast.cli_common import adapter_flags, check_output_file, output_dir_arg, write_atomically
 from warmfast.engine.api import Engine, GenerateRequest, ScoreRequest
 from warmfast.engine.device import DTYPE_NAMES
+from warmfast.engine.prepare import prompt_ids
+from warmfast.engine.requests import GenerateResult
 from warmfast.engine.rows import GENERATE_ROW, SCORE_ROW, parse_rows, read_jsonl
 from warmfast.errors import InputError, RequestError
 from warmfast.model.parallel import finish_distributed, init_distributed
@@ -113,14 +115,56 @@ def _generate_request(v: dict, args, sample: int) -> GenerateRequest:
         max_new_tokens=pick("max_new_tokens", args.max_new_tokens), temperature=pick("temperature", args.temperature),
         top_p=pick("top_p", args.top_p), top_k=pick("top_k", args.top_k), min_p=pick("min_p", args.min_p),
         seed=pick("seed", args.seed) + (sample if v["n"] > 1 and rid is None else 0),
-        stop=v["stop"], request_id=rid)
+        stop=v["stop"], request_id=rid, logprobs=pick("logprobs", args.logprobs),
+        prompt_logprobs=pick("prompt_logprobs", args.prompt_logprobs))
+
+
+class LogprobRows:
+    """The log-prob fields of `warmfast generate` output rows (docs/cli.md). One entry per token:
+    {"token_id", "token" (the token decoded alone), "logprob" (log_softmax of the raw logits),
+    "top_logprobs": [{"token_id", "token", "logprob"}, ...] (the row's k most likely, most likely
+    first; [] for k = 0 or no k)}."""
+
+    def __init__(self, eng: Engine):
+        self.eng, self._pieces = eng, {}
+
+    def piece(self, token_id: int) -> str:
+        s = self._pieces.get(token_id)
+        if s is None:
+            s = self._pieces[token_id] = self.eng.tok.hf.decode([token_id], skip_special_tokens=False)
+        return s
+
+    def entry(self, token_id: int, logprob: float | None, top=()) -> dict:
+        return {"token_id": token_id, "token": self.piece(token_id), "logprob": logprob,
+                "top_logprobs": [{"token_id": t, "token": self.piece(t), "logprob": lp} for t, lp in top]}
+
+    def generated(self, res: GenerateResult) -> dict:
+        """logprobs: one entry per token id; stop_token: the EOS that ended it (in neither text nor
+        token_ids), or null. Nothing when the row did not ask for logprobs."""
+        if res.logprobs is None:
+            return {}
+        stop = res.stop_token
+        return {"logprobs": [self.entry(t.token_id, t.logprob, t.top) for t in res.logprobs],
+                "stop_token": None if stop is None else self.entry(stop.token_id, stop.logprob, stop.top)}
+
+    def prompt(self, res: GenerateResult, req: GenerateRequest, where: str) -> dict:
+        """prompt_logprobs: one entry per prompt token; the first has logprob null (nothing
+        conditions it). Nothing when the row did not ask for them."""
+        if res.prompt_logprobs is None:
+            return {}
+        ids = prompt_ids(self.eng, req, where)  # as the core tokenised it (encodes are cached)
+        if res.prompt_top is not None:  # logprobs=k asked too: each entry with its top k
+            rest = [self.entry(t.token_id, t.logprob, t.top) for t in res.prompt_top]
+        else:
+            rest = [self.entry(t, lp) for t, lp in zip(ids[1:], res.prompt_logprobs)]
+        return {"prompt_logprobs": [self.entry(ids[0], None), *rest]}
 
 
 @_distributed
 def cmd_generate(args) -> int:
     adapters = adapter_flags(args.adapter)
     out_path = check_output_file(args.output)
-    for name in ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "seed"):  # as a row's would be
+    for name in ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "logprobs"):  # as a row's would be
         GENERATE_ROW.check(name, getattr(args, name), f"--{name.replace('_', '-')}")
     rows = _rows(args, GENERATE_ROW, adapters)
     reqs, owner = [], []  # owner[i]: the row request i came from
@@ -141,13 +185,20 @@ def cmd_generate(args) -> int:
             pass
         return 0
 
-    def line(raw: dict, res: list) -> str:
+    lp_rows = LogprobRows(eng)
+
+    def line(i: int, res: list) -> str:
+        where, _, raw = rows[i]
+        # the asked logprobs / prompt_logprobs values give way to the lists they asked for
+        row = {k: v for k, v in raw.items() if k not in ("logprobs", "prompt_logprobs")}
         if len(res) == 1:
-            out = {"text": res[0].text, "token_ids": res[0].token_ids, "finish_reason": res[0].finish_reason}
+            out = {"text": res[0].text, "token_ids": res[0].token_ids, "finish_reason": res[0].finish_reason,
+                   **lp_rows.generated(res[0])}
         else:  # OpenAI's n: one choice per sample
-            out = {"choices": [{"index": k, "text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason}
-                               for k, r in enumerate(res)]}
-        return json.dumps({**raw, **out}) + "\n"
+            out = {"choices": [{"index": k, "text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason,
+                                **lp_rows.generated(r)} for k, r in enumerate(res)]}
+        out.update(lp_rows.prompt(res[0], reqs[first[i]], where))  # the same prompt for every sample
+        return json.dumps({**row, **out}) + "\n"
 
     # each row is written (and flushed) as soon as all its samples are done; --ordered holds rows
     # back until every earlier row is written, so the file is in input order
@@ -167,12 +218,12 @@ def cmd_generate(args) -> int:
             if left[o]:
                 continue
             if not args.ordered:
-                f.write(line(rows[o][2], per_row[o]))
+                f.write(line(o, per_row[o]))
                 f.flush()
                 continue
             ready.add(o)
             while next_row in ready:
-                f.write(line(rows[next_row][2], per_row[next_row]))
+                f.write(line(next_row, per_row[next_row]))
                 ready.discard(next_row)
                 next_row += 1
             f.flush()
@@ -217,8 +268,9 @@ def register(sub) -> None:
     p = sub.add_parser("generate", help="sample continuations (JSONL: prompt or messages, adapter, ...)",
                        description="Rows: prompt or messages, adapter, max_new_tokens (or OpenAI's max_tokens), "
                                    "temperature, top_p, top_k, min_p, seed, stop (a string or a list), request_id, "
-                                   "n (samples; the output row then holds choices), id, metadata. A row's value "
-                                   "wins over the flag of the same name.")
+                                   "n (samples; the output row then holds choices), logprobs (k in 0..20: each "
+                                   "token's log-prob and the k most likely tokens), prompt_logprobs (true: the "
+                                   "prompt's too), id, metadata. A row's value wins over the flag of the same name.")
     _engine_args(p)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
@@ -226,6 +278,9 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--min-p", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--logprobs", type=int, default=None, metavar="K",
+                   help="each generated token's log-prob and the K (0..20) most likely tokens at its step")
+    p.add_argument("--prompt-logprobs", action="store_true", help="the log-prob of every prompt token too")
     p.add_argument("--max-batch-size", type=int, default=64, help="sequences per decode step")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="decode steps replay per-batch-size CUDA graphs (CUDA, triton backend)")
