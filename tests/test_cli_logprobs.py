@@ -114,6 +114,18 @@ def test_generate_rows_logprobs_equal_hf(setup, tmp_path):
     assert set(plain) == set(ROWS[4]) | {"text", "token_ids", "finish_reason"}
 
 
+def test_one_token_prompt(setup, tmp_path):
+    """Alone in its step (no other prompt position to score): the prompt's one entry is null, the
+    generated log-probs come as usual."""
+    p, hf = setup
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": [0], "max_new_tokens": 2, "logprobs": 1, "prompt_logprobs": True}])
+    assert main(["generate", "--model", str(p.model_dir), "--input", str(tmp_path / "in.jsonl"),
+                 "--output", str(tmp_path / "out.jsonl")]) == 0
+    (row,) = read_jsonl(tmp_path / "out.jsonl")
+    assert row["prompt_logprobs"] == [{"token_id": 0, "token": hf.tok.decode([0]), "logprob": None, "top_logprobs": []}]
+    check_generated(row["logprobs"], [0], row["token_ids"], None, 1, hf)
+
+
 def test_flags_and_a_generation_ended_by_eos(setup, tmp_path):
     """--logprobs / --prompt-logprobs apply to every row (a row's own value wins); a generation
     ended by EOS reports that token in stop_token, outside token_ids."""

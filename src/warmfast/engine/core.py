@@ -367,8 +367,9 @@ class EngineCore:
                 self.sched.finish(s)
                 del self._fed[s.seq_id]
         lp, greedy = [], []
+        eng = self.engine
         if index:
-            eng, dev = self.engine, self.engine.device
+            dev = eng.device
             sel = hidden[torch.tensor(index, device=dev)]  # [N, H] scored positions only
             tgt = torch.tensor(targets, dtype=torch.int64, device=dev)
             if eng.tp is None:
@@ -381,7 +382,9 @@ class EngineCore:
             if isinstance(u, _Gen):
                 n = len(u.seq.prompt) - 1
                 u.prompt_logprobs = lp[k:k + n]
-                if u.gen.params.logprobs is not None and eng.tp is None:  # the top-k needs full logits
+                if u.gen.params.logprobs is not None and eng.tp is None and n == 0:  # a one-token prompt
+                    u.prompt_top = []
+                elif u.gen.params.logprobs is not None and eng.tp is None:  # the top-k needs full logits
                     logits = sel[k:k + n] @ eng.model.weights.lm_head.T  # [n, V]
                     u.prompt_top = _token_logprobs(logits, targets[k:k + n], [u.gen.params.logprobs] * n)
             else:
