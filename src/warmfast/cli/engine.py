@@ -10,11 +10,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 import torch.distributed as dist
 
+from warmfast.cli.logprob_rows import LogprobRows
 from warmfast.cli_common import adapter_flags, check_output_file, output_dir_arg, write_atomically
 from warmfast.engine.api import Engine, GenerateRequest, ScoreRequest
 from warmfast.engine.device import DTYPE_NAMES
-from warmfast.engine.prepare import prompt_ids
-from warmfast.engine.requests import GenerateResult
 from warmfast.engine.rows import GENERATE_ROW, SCORE_ROW, parse_rows, read_jsonl
 from warmfast.errors import InputError, RequestError
 from warmfast.model.parallel import finish_distributed, init_distributed
@@ -117,47 +116,6 @@ def _generate_request(v: dict, args, sample: int) -> GenerateRequest:
         seed=pick("seed", args.seed) + (sample if v["n"] > 1 and rid is None else 0),
         stop=v["stop"], request_id=rid, logprobs=pick("logprobs", args.logprobs),
         prompt_logprobs=pick("prompt_logprobs", args.prompt_logprobs))
-
-
-class LogprobRows:
-    """The log-prob fields of `warmfast generate` output rows (docs/cli.md). One entry per token:
-    {"token_id", "token" (the token decoded alone), "logprob" (log_softmax of the raw logits),
-    "top_logprobs": [{"token_id", "token", "logprob"}, ...] (the row's k most likely, most likely
-    first; [] for k = 0 or no k)}."""
-
-    def __init__(self, eng: Engine):
-        self.eng, self._pieces = eng, {}
-
-    def piece(self, token_id: int) -> str:
-        s = self._pieces.get(token_id)
-        if s is None:
-            s = self._pieces[token_id] = self.eng.tok.hf.decode([token_id], skip_special_tokens=False)
-        return s
-
-    def entry(self, token_id: int, logprob: float | None, top=()) -> dict:
-        return {"token_id": token_id, "token": self.piece(token_id), "logprob": logprob,
-                "top_logprobs": [{"token_id": t, "token": self.piece(t), "logprob": lp} for t, lp in top]}
-
-    def generated(self, res: GenerateResult) -> dict:
-        """logprobs: one entry per token id; stop_token: the EOS that ended it (in neither text nor
-        token_ids), or null. Nothing when the row did not ask for logprobs."""
-        if res.logprobs is None:
-            return {}
-        stop = res.stop_token
-        return {"logprobs": [self.entry(t.token_id, t.logprob, t.top) for t in res.logprobs],
-                "stop_token": None if stop is None else self.entry(stop.token_id, stop.logprob, stop.top)}
-
-    def prompt(self, res: GenerateResult, req: GenerateRequest, where: str) -> dict:
-        """prompt_logprobs: one entry per prompt token; the first has logprob null (nothing
-        conditions it). Nothing when the row did not ask for them."""
-        if res.prompt_logprobs is None:
-            return {}
-        ids = prompt_ids(self.eng, req, where)  # as the core tokenised it (encodes are cached)
-        if res.prompt_top is not None:  # logprobs=k asked too: each entry with its top k
-            rest = [self.entry(t.token_id, t.logprob, t.top) for t in res.prompt_top]
-        else:
-            rest = [self.entry(t, lp) for t, lp in zip(ids[1:], res.prompt_logprobs)]
-        return {"prompt_logprobs": [self.entry(ids[0], None), *rest]}
 
 
 @_distributed
