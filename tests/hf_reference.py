@@ -40,6 +40,13 @@ class HFReference:
         return [lp[len(ctx) - 1 + j, t].item() for j, t in enumerate(cont)]
 
     @torch.no_grad()
+    def logprob_rows(self, ids: list[int], adapter) -> torch.Tensor:
+        """log_softmax of the fp32 logits at every position of `ids` [len(ids), V]: row j is the
+        distribution of token j + 1."""
+        logits = self._run(adapter, lambda: self.model(torch.tensor([list(ids)])).logits[0])
+        return torch.log_softmax(logits.float(), -1)
+
+    @torch.no_grad()
     def greedy(self, prompt_ids: list[int], adapter, max_new_tokens: int) -> list[int]:
         ids = torch.tensor([prompt_ids])
         out = self._run(adapter, lambda: self.model.generate(

@@ -86,8 +86,8 @@ def test_batcher_puts_every_arm_in_one_batch(setup):
     batcher = Batcher(eng, max_batch_size=16, window_s=2.0)
     reqs = [wf.GenerateRequest(prompt=q, adapter=a, max_new_tokens=6, temperature=0.7, seed=1)
             for q in QUESTIONS[:2] for a in (None, "adapter_0", "adapter_1")]
-    futures = [batcher.submit(Job(r, list(eng.tok.encode_context(r.prompt)), None, Future())) for r in reqs]
-    results = [f.result(timeout=120).result for f in futures]
+    futures = [batcher.submit(Job(r, Future())) for r in reqs]
+    results = [f.result(timeout=120) for f in futures]
     assert calls[0] == len(reqs)  # one Engine.generate call for all arms
     alone = [real([r])[0] for r in reqs]  # each request alone: the same tokens
     assert [r.token_ids for r in results] == [r.token_ids for r in alone]
@@ -109,6 +109,9 @@ def test_bad_provider_arguments(setup):
     import anyio
     with pytest.raises(ValueError, match=r"tool calling is not supported .*\['lookup'\]"):
         anyio.run(api.generate, [ChatMessageUser(content="hi")], [tool], "auto", GenerateConfig())
+    # a bad value fails its own sample at once, never the batch it would have joined
+    with pytest.raises(ValueError, match=r"warmfast/adapter_1: logprobs must be None \(off\) or an int in \[0, 20\].*got 21"):
+        anyio.run(api.generate, [ChatMessageUser(content="hi")], [], "auto", GenerateConfig(logprobs=True, top_logprobs=21))
 
 
 def test_entry_point_registers_the_provider(setup, tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from warmfast.cli.logprob_rows import LogprobRows
 from warmfast.cli_common import adapter_flags, check_output_file, output_dir_arg, write_atomically
 from warmfast.engine.api import Engine, GenerateRequest, ScoreRequest
 from warmfast.engine.device import DTYPE_NAMES
@@ -87,13 +88,14 @@ def _generate_request(v: dict, args, sample: int) -> GenerateRequest:
         max_new_tokens=pick("max_new_tokens", args.max_new_tokens), temperature=pick("temperature", args.temperature),
         top_p=pick("top_p", args.top_p), top_k=pick("top_k", args.top_k), min_p=pick("min_p", args.min_p),
         seed=pick("seed", args.seed) + (sample if v["n"] > 1 and rid is None else 0),
-        stop=v["stop"], request_id=rid)
+        stop=v["stop"], request_id=rid, logprobs=pick("logprobs", args.logprobs),
+        prompt_logprobs=pick("prompt_logprobs", args.prompt_logprobs))
 
 
 def cmd_generate(args) -> int:
     adapters = adapter_flags(args.adapter)
     out_path = check_output_file(args.output)
-    for name in ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "seed"):  # as a row's would be
+    for name in ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "logprobs"):  # as a row's would be
         GENERATE_ROW.check(name, getattr(args, name), f"--{name.replace('_', '-')}")
     rows = _rows(args, GENERATE_ROW, adapters)
     reqs, owner = [], []  # owner[i]: the row request i came from
@@ -110,13 +112,20 @@ def cmd_generate(args) -> int:
     except RequestError as err:
         raise _at_row(err, [rows[o][0] for o in owner]) from err
 
-    def line(raw: dict, res: list) -> str:
+    lp_rows = LogprobRows(eng)
+
+    def line(i: int, res: list) -> str:
+        where, _, raw = rows[i]
+        # the asked logprobs / prompt_logprobs values give way to the lists they asked for
+        row = {k: v for k, v in raw.items() if k not in ("logprobs", "prompt_logprobs")}
         if len(res) == 1:
-            out = {"text": res[0].text, "token_ids": res[0].token_ids, "finish_reason": res[0].finish_reason}
+            out = {"text": res[0].text, "token_ids": res[0].token_ids, "finish_reason": res[0].finish_reason,
+                   **lp_rows.generated(res[0])}
         else:  # OpenAI's n: one choice per sample
-            out = {"choices": [{"index": k, "text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason}
-                               for k, r in enumerate(res)]}
-        return json.dumps({**raw, **out}) + "\n"
+            out = {"choices": [{"index": k, "text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason,
+                                **lp_rows.generated(r)} for k, r in enumerate(res)]}
+        out.update(lp_rows.prompt(res[0], reqs[first[i]], where))  # the same prompt for every sample
+        return json.dumps({**row, **out}) + "\n"
 
     # each row is written (and flushed) as soon as all its samples are done; --ordered holds rows
     # back until every earlier row is written, so the file is in input order
@@ -136,12 +145,12 @@ def cmd_generate(args) -> int:
             if left[o]:
                 continue
             if not args.ordered:
-                f.write(line(rows[o][2], per_row[o]))
+                f.write(line(o, per_row[o]))
                 f.flush()
                 continue
             ready.add(o)
             while next_row in ready:
-                f.write(line(rows[next_row][2], per_row[next_row]))
+                f.write(line(next_row, per_row[next_row]))
                 ready.discard(next_row)
                 next_row += 1
             f.flush()
@@ -188,8 +197,9 @@ def register(sub) -> None:
     p = sub.add_parser("generate", help="sample continuations (JSONL: prompt or messages, adapter, ...)",
                        description="Rows: prompt or messages, adapter, max_new_tokens (or OpenAI's max_tokens), "
                                    "temperature, top_p, top_k, min_p, seed, stop (a string or a list), request_id, "
-                                   "n (samples; the output row then holds choices), id, metadata. A row's value "
-                                   "wins over the flag of the same name.")
+                                   "n (samples; the output row then holds choices), logprobs (k in 0..20: each "
+                                   "token's log-prob and the k most likely tokens), prompt_logprobs (true: the "
+                                   "prompt's too), id, metadata. A row's value wins over the flag of the same name.")
     _engine_args(p)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
@@ -197,6 +207,9 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--min-p", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--logprobs", type=int, default=None, metavar="K",
+                   help="each generated token's log-prob and the K (0..20) most likely tokens at its step")
+    p.add_argument("--prompt-logprobs", action="store_true", help="the log-prob of every prompt token too")
     p.add_argument("--max-batch-size", type=int, default=64, help="sequences per decode step")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="decode steps replay per-batch-size CUDA graphs (CUDA, triton backend)")

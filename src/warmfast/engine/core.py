@@ -379,7 +379,9 @@ class EngineCore:
             if isinstance(u, _Gen):
                 n = len(u.seq.prompt) - 1
                 u.prompt_logprobs = lp[k:k + n]
-                if u.gen.params.logprobs is not None:
+                if u.gen.params.logprobs is not None and n == 0:  # a one-token prompt: nothing to score
+                    u.prompt_top = []
+                elif u.gen.params.logprobs is not None:
                     u.prompt_top = _token_logprobs(out.full_logits[f:f + n], plan.score_targets[k:k + n],
                                                    [u.gen.params.logprobs] * n)
                     f += n

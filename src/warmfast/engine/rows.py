@@ -5,9 +5,11 @@ A schema is a table of `Field`s (name -> check, default, OpenAI aliases); to add
 entry to SCORE_ROW or GENERATE_ROW (e.g. `SCORE_ROW.add(Field("name", check, default))`) and use it where
 the command builds its requests. A field no schema knows is an error that suggests the nearest
 known name (`"adaptor"` -> did you mean 'adapter'?); a field OpenAI's API has and warmfast does not
-run (`frequency_penalty`, `logprobs`, ...) is refused by name. OpenAI's spellings are read with
+run (`frequency_penalty`, `top_logprobs`, ...) is refused by name. OpenAI's spellings are read with
 OpenAI's meaning: `max_tokens` / `max_completion_tokens` = `max_new_tokens`, `stop` as one string =
 one stop string, `n` = that many samples of the prompt (the output row then holds `choices`).
+`logprobs` = k (0..20, as the legacy completions API): each generated token's log-prob and the k
+most likely tokens; `prompt_logprobs` = true: the prompt's too (the output rows: docs/cli.md).
 `id` and `metadata` are carried to the output unchanged, for the caller's own bookkeeping.
 """
 from __future__ import annotations
@@ -112,6 +114,28 @@ def chat_messages(v):
 
 def anything(v):
     return v
+
+
+MAX_LOGPROBS = 20  # as SamplingParams (engine/requests.py) and OpenAI's top_logprobs
+
+
+def logprobs_k(v):
+    if v is None:
+        return None
+    if isinstance(v, bool):  # OpenAI chat's logprobs=true (+ top_logprobs=k) is one number here
+        raise _Bad(f"must be an integer in [0, {MAX_LOGPROBS}] (the most likely tokens listed per token; "
+                   f"0 = the chosen token's log-prob alone), got {v!r}; OpenAI chat's "
+                   "logprobs=true + top_logprobs=k is logprobs=k here")
+    if not _is_int(v) or not 0 <= v <= MAX_LOGPROBS:
+        raise _Bad(f"must be an integer in [0, {MAX_LOGPROBS}] (the most likely tokens listed per token; "
+                   f"0 = the chosen token's log-prob alone), got {_short(v)}")
+    return v
+
+
+def true_or_false(v):
+    if v is None or isinstance(v, bool):
+        return v
+    raise _Bad(f"must be true or false, got {_short(v)}")
 
 
 def _short(v) -> str:
@@ -229,8 +253,12 @@ for _f in (Field("prompt", nonempty(text_or_ids), None), Field("messages", chat_
            Field("top_p", number_in(0.0, 1.0, lo_open=True), None),
            Field("top_k", int_in(0), None), Field("min_p", number_in(0.0, 1.0, hi_open=True), None),
            Field("seed", int_in(0, 2**64), None), Field("stop", stop_strings, list),
-           Field("request_id", int_in(0, 2**64), None), Field("n", int_in(1), 1), *_PASSTHROUGH):
+           Field("request_id", int_in(0, 2**64), None), Field("n", int_in(1), 1),
+           Field("logprobs", logprobs_k, None), Field("prompt_logprobs", true_or_false, None), *_PASSTHROUGH):
     GENERATE_ROW.add(_f)
+del GENERATE_ROW.refused["logprobs"]
+GENERATE_ROW.refused["top_logprobs"] = (f"give logprobs=k instead (an integer in [0, {MAX_LOGPROBS}]: each token's "
+                                        "log-prob and the k most likely tokens at its step)")
 
 
 # ---- files -----------------------------------------------------------------------------------------

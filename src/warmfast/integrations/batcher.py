@@ -3,8 +3,10 @@
 inspect_ai calls a provider's generate() once per sample, concurrently (up to max_connections);
 warmfast is fast when many requests of any adapters share each step. The batcher queues every
 call made on one engine (whichever arm it is for), waits `window_s` for more to arrive, and runs
-them as one Engine.generate call; token log-probs, where asked, come from one extra forward per
-request in the same thread. The engine is only ever driven from that thread.
+them as one Engine.generate call. Token log-probs come from that same generation pass: a request
+with `logprobs=k` gets GenerateResult.logprobs (each generated token's log-prob and the k most
+likely tokens at its step) from the engine core, with no second forward. The engine is only ever
+driven from the batcher's thread.
 """
 from __future__ import annotations
 
@@ -13,44 +15,13 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-import torch
-
-from warmfast.engine.batch import build_prefill
+from warmfast.engine.requests import GenerateRequest, GenerateResult
 
 
 @dataclass
 class Job:
-    request: object  # warmfast.GenerateRequest
-    prompt_ids: list[int]
-    top_logprobs: int | None  # None: no log-probs; 0: the chosen tokens'; k: also the k most likely
-    future: Future
-
-
-@dataclass
-class Done:
-    result: object  # warmfast.GenerateResult
-    logprobs: list[tuple[float, list[tuple[int, float]]]] | None  # per output token: lp, top-k
-
-
-@torch.inference_mode()
-def output_logprobs(engine, prompt_ids: list[int], output_ids: list[int], adapter, top: int):
-    """Log-prob of each output token given the prompt and the output before it, and the `top` most
-    likely tokens at that position: one forward over prompt + output[:-1] under `adapter`."""
-    if not output_ids:
-        return []
-    if engine.tp is not None:
-        raise ValueError("log-probs through the inspect provider are not available with tensor parallelism")
-    tokens = prompt_ids + output_ids[:-1]
-    batch = build_prefill([tokens], [engine.slot(adapter, "logprobs")], engine.device)
-    hidden = engine.model.forward(engine.ops, batch)[len(prompt_ids) - 1:]  # [n_out, H]
-    lp = torch.log_softmax((hidden @ engine.model.weights.lm_head.T).float(), dim=-1)  # [n_out, V]
-    chosen = lp.gather(1, torch.tensor(output_ids, device=lp.device)[:, None])[:, 0].tolist()
-    if top:
-        vals, ids = lp.topk(top, dim=-1)
-        tops = [list(zip(i, v)) for i, v in zip(ids.tolist(), vals.tolist())]
-    else:
-        tops = [[] for _ in output_ids]
-    return list(zip(chosen, tops))
+    request: GenerateRequest  # request.logprobs: None = no log-probs, k = the chosen tokens' and the top k
+    future: Future  # resolves to the request's GenerateResult, or to the error of its batch
 
 
 class Batcher:
@@ -77,20 +48,14 @@ class Batcher:
         while True:
             jobs = self._gather()
             try:
-                results = self.engine.generate([j.request for j in jobs], max_batch_size=self.max_batch_size)
-                done = []
-                for j, r in zip(jobs, results):
-                    lps = None
-                    if j.top_logprobs is not None:
-                        lps = output_logprobs(self.engine, j.prompt_ids, r.token_ids, j.request.adapter,
-                                              j.top_logprobs)
-                    done.append(Done(r, lps))
+                results: list[GenerateResult] = self.engine.generate([j.request for j in jobs],
+                                                                     max_batch_size=self.max_batch_size)
             except Exception as err:  # noqa: BLE001  (handed to every waiting caller, not swallowed)
                 for j in jobs:
                     j.future.set_exception(err)
                 continue
-            for j, d in zip(jobs, done):
-                j.future.set_result(d)
+            for j, r in zip(jobs, results):
+                j.future.set_result(r)
 
 
 _BATCHERS: dict[int, Batcher] = {}

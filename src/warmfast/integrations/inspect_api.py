@@ -14,7 +14,8 @@ sequences per step), batch_window_s (0.05: how long the batcher waits for more r
 Generation: the chat template of the tokenizer (tools are not supported), stop sequences,
 max_tokens (default: what fits in the context, at most 1024), temperature (default 0: greedy),
 top_p, top_k, seed (default 0; warmfast's sampler is keyed by seed and prompt, so every arm draws
-the same random stream), and log-probs (`logprobs`, `top_logprobs`) of the generated tokens.
+the same random stream), and log-probs (`logprobs`, `top_logprobs`) of the generated tokens (the
+engine core's, from the generation pass itself).
 Registered through the `inspect_ai` entry-point group (see docs/integrations.md).
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from inspect_ai.model import (ChatCompletionChoice, ChatMessage, ChatMessageAssi
 from inspect_ai.tool import ToolChoice, ToolInfo
 
 import warmfast as wf
-from warmfast.integrations.batcher import Done, Job, batcher_for
+from warmfast.integrations.batcher import Job, batcher_for
 from warmfast.integrations.engines import BASE, check_device, parse_adapters, resolve_dtype, shared_engine
 
 DEFAULT_MAX_TOKENS = 1024
@@ -74,11 +75,16 @@ class WarmfastAPI(ModelAPI):
         req = wf.GenerateRequest(
             prompt=ids, adapter=self.arm, max_new_tokens=max_new,
             temperature=float(config.temperature or 0.0), top_p=float(config.top_p or 1.0),
-            top_k=int(config.top_k or 0), seed=int(config.seed or 0), stop=[s for s in config.stop_seqs or [] if s])
+            top_k=int(config.top_k or 0), seed=int(config.seed or 0), stop=[s for s in config.stop_seqs or [] if s],
+            logprobs=(config.top_logprobs or 0) if config.logprobs else None)
+        try:  # checked here: a bad value (top_logprobs > 20, ...) fails this sample, not its whole batch
+            req.sampling()
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
         return req, ids
 
-    def _logprobs(self, done: Done) -> Logprobs | None:
-        if done.logprobs is None:
+    def _logprobs(self, res: wf.GenerateResult) -> Logprobs | None:
+        if res.logprobs is None:
             return None
         tok = self.engine.tok.hf
 
@@ -87,10 +93,10 @@ class WarmfastAPI(ModelAPI):
             return text, list(text.encode("utf-8"))
 
         content = []
-        for token_id, (lp, top) in zip(done.result.token_ids, done.logprobs):
-            text, raw = piece(token_id)
-            tops = [TopLogprob(token=piece(i)[0], logprob=v, bytes=piece(i)[1]) for i, v in top]
-            content.append(Logprob(token=text, logprob=lp, bytes=raw, top_logprobs=tops or None))
+        for tl in res.logprobs:  # one per generated token id, in order
+            text, raw = piece(tl.token_id)
+            tops = [TopLogprob(token=piece(i)[0], logprob=v, bytes=piece(i)[1]) for i, v in tl.top]
+            content.append(Logprob(token=text, logprob=tl.logprob, bytes=raw, top_logprobs=tops or None))
         return Logprobs(content=content)
 
     async def generate(self, input: list[ChatMessage], tools: list[ToolInfo], tool_choice: ToolChoice,
@@ -100,17 +106,15 @@ class WarmfastAPI(ModelAPI):
             raise ValueError(f"{where}: tool calling is not supported by the warmfast provider "
                              f"(got tools {[t.name for t in tools]})")
         req, ids = self._request(input, config, where)
-        top = (config.top_logprobs or 0) if config.logprobs else None
         t0 = time.perf_counter()
-        future: Future = self.batcher.submit(Job(req, ids, top, Future()))
+        future: Future = self.batcher.submit(Job(req, Future()))
         while not future.done():  # the batcher runs in its own thread; poll without blocking the loop
             await anyio.sleep(0.005)
-        done: Done = future.result()
-        res = done.result
+        res: wf.GenerateResult = future.result()
         choice = ChatCompletionChoice(
             message=ChatMessageAssistant(content=res.text, model=self.model_name, source="generate"),
             stop_reason="stop" if res.finish_reason == "stop" else "max_tokens",
-            logprobs=self._logprobs(done))
+            logprobs=self._logprobs(res))
         n_out = len(res.token_ids)
         return ModelOutput(model=self.model_name, choices=[choice], time=time.perf_counter() - t0,
                            usage=ModelUsage(input_tokens=len(ids), output_tokens=n_out,
