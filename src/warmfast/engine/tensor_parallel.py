@@ -245,10 +245,12 @@ def _await_joining(procs: list[subprocess.Popen]) -> None:
             if ready:
                 try:
                     said = receive(proc.stdout)
-                except EOFError:
+                except (EOFError, pickle.UnpicklingError):  # gone, or something printed on its report pipe
                     said = None
                 if said == "joining":
                     break
+                if proc.poll() is None:  # alive but not making sense: it cannot join
+                    proc.kill()
                 proc.wait()
                 raise TensorParallelError(f"tensor-parallel rank {rank} exited with code {proc.returncode} "
                                           f"before joining the group" + (f": {said}" if said else

@@ -4,33 +4,30 @@
 
 Its stdin carries rank 0's messages (pickles): first where and what to load, then commands until
 "stop" or until rank 0's process ends (EOF). Its stdout is a report pipe, and nothing else writes
-there: "joining" once the imports are done, and the error if it fails (then it exits). Anything
-printed goes to stderr.
+there once main() runs: "joining" when it is about to join the process group, and the error if it
+fails (then it exits). Anything printed goes to stderr. (An import that fails ends the process
+before main(): rank 0 then reports its exit code and the traceback is on stderr.)
 """
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import traceback
+
+import torch
+import torch.distributed as dist
+
+from warmfast.engine import executor, tensor_parallel
+from warmfast.engine.api import Engine
+from warmfast.engine.core import cuda_pool_blocks
 
 
 def main() -> int:
     reports = os.fdopen(os.dup(1), "wb")  # the report pipe; fd 1 (print, libraries) goes to stderr
     os.dup2(2, 1)
     requests = sys.stdin.buffer
-    import pickle
-
     start = pickle.load(requests)
-    try:
-        import torch
-        import torch.distributed as dist
-
-        from warmfast.engine import executor, tensor_parallel
-        from warmfast.engine.api import Engine
-        from warmfast.engine.core import cuda_pool_blocks
-    except BaseException as err:
-        tensor_parallel_report(reports, err)
-        return 1
     rank, size = start["rank"], start["size"]
     torch.set_num_threads(start["threads"])
     device = torch.device(start["device"])
@@ -84,7 +81,6 @@ def tensor_parallel_report(reports, err: BaseException) -> None:
     """Tell rank 0 why this worker stops (one line), and print the whole traceback to stderr."""
     traceback.print_exc(file=sys.stderr)
     try:
-        import pickle
         pickle.dump(f"{type(err).__name__}: {err}", reports)
         reports.flush()
     except OSError:

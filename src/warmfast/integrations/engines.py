@@ -73,20 +73,22 @@ def check_device(device: str, where: str) -> str:
 
 def shared_engine(pretrained: str | Path, adapters: dict[str, str], device: str = "cpu",
                   dtype: str = "float32", backend: str = "auto", max_seq_len: int | None = None,
-                  max_batch_tokens: int = 8192):
+                  max_batch_tokens: int = 8192, tensor_parallel: int = 1):
     """The process's Engine for these settings, loaded on first use."""
     key = (str(Path(pretrained).resolve()),
            tuple((n, str(Path(p).resolve())) for n, p in adapters.items()),
-           device, dtype, backend, max_seq_len, max_batch_tokens)
+           device, dtype, backend, max_seq_len, max_batch_tokens, tensor_parallel)
     with _LOCK:
         if key not in _ENGINES:
             _ENGINES[key] = Engine.from_pretrained(
                 pretrained, adapters=adapters, device=device, dtype=dtype, backend=backend,
-                max_seq_len=max_seq_len, max_batch_tokens=max_batch_tokens)
+                max_seq_len=max_seq_len, max_batch_tokens=max_batch_tokens, tensor_parallel=tensor_parallel)
         return _ENGINES[key]
 
 
 def release_engines() -> None:
     """Drop every shared engine (tests, or a long-lived process switching models)."""
     with _LOCK:
+        for engine in _ENGINES.values():
+            engine.close()  # a tensor-parallel engine's workers stop now
         _ENGINES.clear()

@@ -40,7 +40,7 @@ class WarmfastAPI(ModelAPI):
                  config: GenerateConfig = GenerateConfig(), pretrained: str | None = None,
                  adapters=None, device: str = "cpu", dtype: str = "auto", backend: str = "auto",
                  max_seq_len: int | None = None, max_batch_size: int = 64,
-                 batch_window_s: float = 0.05) -> None:
+                 batch_window_s: float = 0.05, tensor_parallel: int = 1) -> None:
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
         where = f"inspect --model warmfast/{model_name}"
         if pretrained is None:
@@ -52,7 +52,7 @@ class WarmfastAPI(ModelAPI):
         self.arm = None if model_name == BASE else model_name
         self.engine = shared_engine(pretrained, named, device=check_device(device, where),
                                     dtype=resolve_dtype(dtype, pretrained, where), backend=backend,
-                                    max_seq_len=max_seq_len)
+                                    max_seq_len=max_seq_len, tensor_parallel=int(tensor_parallel))
         self.max_batch_size = int(max_batch_size)
         self.batcher = batcher_for(self.engine, self.max_batch_size, float(batch_window_s))
 

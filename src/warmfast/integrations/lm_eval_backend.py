@@ -70,7 +70,7 @@ class WarmfastLM(TemplateLM):
                  max_length: int | None = None, max_batch_tokens: int = 8192,
                  add_bos_token: bool | None = None, prefix_token_id: int | None = None,
                  trust_remote_code: bool = False, batch_size=1, max_batch_size: int | None = None,
-                 device: str | None = "cpu") -> None:
+                 device: str | None = "cpu", tensor_parallel: int = 1) -> None:
         super().__init__()
         where = "lm-eval --model warmfast"
         if trust_remote_code:
@@ -83,7 +83,8 @@ class WarmfastLM(TemplateLM):
         device = check_device(str(device or "cpu"), where)
         self.engine = shared_engine(pretrained, named, device=device,
                                     dtype=resolve_dtype(dtype, pretrained, where), backend=backend,
-                                    max_seq_len=max_length, max_batch_tokens=int(max_batch_tokens))
+                                    max_seq_len=max_length, max_batch_tokens=int(max_batch_tokens),
+                                    tensor_parallel=int(tensor_parallel))
         if max_length is not None and int(max_length) > self.engine.max_seq_len:
             raise ValueError(f"{where}: max_length={max_length} exceeds the model's "
                              f"{self.engine.max_seq_len} positions ({Path(pretrained) / 'config.json'})")

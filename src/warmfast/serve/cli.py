@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--dtype", default="auto", choices=DTYPE_NAMES)
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"))
     p.add_argument("--max-seq-len", type=int, default=None)
+    p.add_argument("--tensor-parallel", type=int, default=1, metavar="N",
+                   help="split the model over N ranks: N-1 worker processes start with the engine "
+                        "(N GPUs from --device's index on CUDA)")
     p.add_argument("--max-batch-size", type=int, default=64, help="sequences per engine step")
     p.add_argument("--max-batch-tokens", type=int, default=8192, help="prefill tokens per engine step")
     p.add_argument("--kv-blocks", type=int, default=None, help="KV cache blocks (default: sized by the engine)")

@@ -51,7 +51,8 @@ def serve(args) -> int:
     def load():
         return Engine.from_pretrained(args.model, adapters=adapters, device=args.device, dtype=args.dtype,
                                       backend=args.backend, max_batch_tokens=args.max_batch_tokens,
-                                      max_seq_len=args.max_seq_len, **capacity)
+                                      max_seq_len=args.max_seq_len, tensor_parallel=args.tensor_parallel,
+                                      **capacity)
 
     knobs = {"max_batch_size": args.max_batch_size, "max_batch_tokens": args.max_batch_tokens,
              "kv_blocks": args.kv_blocks}
