@@ -91,13 +91,13 @@ def test_generate_runs_under_inference_mode(tiny, monkeypatch):
     paths = tiny("llama", 3)
     eng = wf.Engine.from_pretrained(paths.model_dir, adapters=paths.adapters, device="cpu", dtype="float32")
     seen = []
-    real = engine_core.EngineCore._forward
+    real = engine_core.EngineCore._execute
 
     def forward(self, *args):
         seen.append(torch.is_inference_mode_enabled())
         return real(self, *args)
 
-    monkeypatch.setattr(engine_core.EngineCore, "_forward", forward)
+    monkeypatch.setattr(engine_core.EngineCore, "_execute", forward)
     generator.generate(eng, [wf.GenerateRequest(prompt="hi there", max_new_tokens=2)])
     assert seen == [True, True]
 

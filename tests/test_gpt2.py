@@ -175,7 +175,7 @@ def test_adapters_generation_and_tensor_parallel_are_refused(built, tiny):
     adapters = tiny("llama", 1).adapters
     with pytest.raises(AdapterError, match=r"LoRA adapters \['adapter_0'\] cannot be loaded .*GPT2LMHeadModel"):
         wf.Engine.from_pretrained(built["new"].model_dir, adapters=adapters)
-    with pytest.raises(ValueError, match="tensor_parallel=2 is not supported for GPT2LMHeadModel"):
+    with pytest.raises(ValueError, match="model: tensor_parallel=2 is not supported for GPT-2"):
         wf.Engine.from_pretrained(built["new"].model_dir, tensor_parallel=2)
     eng = wf.Engine.from_pretrained(built["new"].model_dir)
     with pytest.raises(ValueError, match="generation is not supported for GPT-2"):

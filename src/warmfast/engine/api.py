@@ -131,7 +131,7 @@ class Engine:
         """This process's engine, or its shard (tp = (rank, size)) of a tensor-parallel one."""
         dev = device
         if is_gpt2_folder(model_dir):  # scoring only, no adapters (model/gpt2.py)
-            gpt2 = load_gpt2(model_dir, adapters, DTYPES[dtype], dev, 1)
+            gpt2 = load_gpt2(model_dir, adapters, DTYPES[dtype], dev)
             n_pos = gpt2.cfg.max_position_embeddings
             if max_adapters:
                 raise AdapterError(f"{model_dir}: warmfast runs GPT-2 without adapters (scoring only); "

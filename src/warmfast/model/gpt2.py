@@ -216,8 +216,7 @@ class GPT2Model:
         return F.layer_norm(h, (H,), *W.ln_f, eps)
 
 
-def load_gpt2(model_dir: str | Path, adapters: dict, dtype: torch.dtype, device: torch.device,
-              tensor_parallel: int = 1) -> GPT2Model:
+def load_gpt2(model_dir: str | Path, adapters: dict, dtype: torch.dtype, device: torch.device) -> GPT2Model:
     """The GPT-2 model of `model_dir` for Engine.from_pretrained; refuses what it cannot run."""
     path = Path(model_dir) / "config.json"
     try:
@@ -228,8 +227,5 @@ def load_gpt2(model_dir: str | Path, adapters: dict, dtype: torch.dtype, device:
     if adapters:
         raise AdapterError(f"LoRA adapters {sorted(adapters)} cannot be loaded on {path} "
                            f"({ARCHITECTURE}): warmfast runs GPT-2 as a plain scoring model only")
-    if tensor_parallel != 1:
-        raise ValueError(f"tensor_parallel={tensor_parallel} is not supported for {ARCHITECTURE} "
-                         f"({path}); GPT-2 runs in one process")
     weights = load_gpt2_weights(model_dir, cfg, dtype, device)
     return GPT2Model(cfg, weights, lora=[{} for _ in weights.layers])
