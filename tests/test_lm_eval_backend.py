@@ -291,3 +291,27 @@ def test_sampled_repeats_draw_distinct_streams(setup):
     first = lm.generate_until(reqs)
     assert len(set(first)) == 3
     assert lm.generate_until(reqs) == first
+
+
+def test_tensor_parallel_model_arg_equals_one_rank(setup):
+    """model_args tensor_parallel=2: the backend's engine splits the model over 2 ranks (one worker
+    process) and answers what one rank answers."""
+    from warmfast.integrations.engines import release_engines
+    from warmfast.integrations.lm_eval_backend import WarmfastLM
+
+    p, _, adapters = setup
+    ctx = "Question: what is the capital city of the country\nAnswer:"
+    ll = [(ctx, " paris"), ("The answer is ", "yes"), ("", "Hello there friend.")]
+    gen = [(ctx, {"until": ["."], "max_gen_toks": 6})]
+    got = {}
+    try:
+        for n in (1, 2):
+            lm = WarmfastLM(pretrained=str(p.model_dir), adapters=adapters, arm="adapter_2", max_length=MAX_LEN,
+                            device="cpu", tensor_parallel=str(n))  # model_args arrive as strings
+            assert (lm.engine.tp is None) == (n == 1)
+            got[n] = (lm.loglikelihood(instances("loglikelihood", ll)), lm.generate_until(instances("generate_until", gen)))
+    finally:
+        release_engines()  # closes the 2-rank engine: its worker stops
+    assert [g for _, g in got[2][0]] == [g for _, g in got[1][0]]
+    assert [x for x, _ in got[2][0]] == pytest.approx([x for x, _ in got[1][0]], rel=1e-5, abs=1e-5)
+    assert got[2][1] == got[1][1]
