@@ -30,7 +30,6 @@ class TorchOps:
         self.device = device
         self._rope_key: tuple | None = None  # (positions, inv_freq, dtype) of the cached cos/sin
         self._rope_cs: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._blockdiag: dict[int, tuple] = {}  # id(B) -> (B, stack version, its block-diagonal)
 
     def rmsnorm(self, x, weight, eps, residual=None):
         return norm.rmsnorm_ref(x, weight, eps, residual)
@@ -59,15 +58,7 @@ class TorchOps:
                                                     batch.seq_lens, scale)
 
     def lora(self, x, y, stack, batch: Batch):
-        bd = None
-        if y.dtype == torch.float32:  # lora_ref's one-addmm path: its block-diagonal B, built once per stack
-            held = self._blockdiag.get(id(stack.B))
-            if held is None or held[0] is not stack.B or held[1] != stack.version:  # new, or a slot rewritten
-                held = self._blockdiag[id(stack.B)] = (stack.B, stack.version,
-                                                       lora.block_diagonal_B(stack.B, stack.slice_offsets))
-            bd = held[2]
-        return lora.lora_ref(x, y, stack.A, stack.B, stack.slice_offsets, batch.seg_starts,
-                             batch.seg_slots, B_blockdiag=bd)
+        return lora.lora_ref(x, y, stack.A, stack.B, stack.slice_offsets, batch.seg_starts, batch.seg_slots)
 
     def logprob(self, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                 chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
