@@ -20,6 +20,17 @@ from .common import (
 )
 
 
+def block_diagonal_B(B: torch.Tensor, slice_offsets: list[int]) -> torch.Tensor:
+    """B: [n_slots, out_total, r_max] -> fp32 [n_slots, out_total, n_slices * r_max] with slice j's
+    columns in block j and zeros elsewhere, so x @ A.T @ bd.T adds every slice's delta at once."""
+    n_slices, r_max = len(slice_offsets) - 1, B.shape[2]
+    bd = B.new_zeros(B.shape[0], B.shape[1], n_slices * r_max, dtype=torch.float32)
+    for j in range(n_slices):
+        o0, o1 = slice_offsets[j], slice_offsets[j + 1]
+        bd[:, o0:o1, j * r_max:(j + 1) * r_max] = B[:, o0:o1].float()
+    return bd
+
+
 def lora_ref(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -28,12 +39,17 @@ def lora_ref(
     slice_offsets: list[int],
     seg_starts: list[int],
     seg_slots: list[int],
+    B_blockdiag: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Plain-torch segmented LoRA; adds the delta into y in place and returns y.
 
     x: [T, in]; y: [T, out_total]; A: [n_slots, n_slices * r_max, in]; B: [n_slots, out_total,
     r_max]; slice_offsets: list[int] (n_slices + 1); seg_starts: list[int] (S + 1);
     seg_slots: list[int] (S, -1 = base model). One shrink and n_slices expands per segment.
+    B_blockdiag: block_diagonal_B(B, slice_offsets) (fp32 y only): one expand per segment instead
+    of n_slices, at the price of reading its zeros. On a CPU that pays for small B (tiny models,
+    where calls cost more than bytes) and loses for large B (a 135M model: zeros that double or
+    triple the bytes of B read every step, which stream from memory); TorchOps.lora chooses.
     """
     n_slices = len(slice_offsets) - 1
     r_max = B.shape[2]
@@ -42,18 +58,20 @@ def lora_ref(
     if len(seg_starts) != len(seg_slots) + 1:
         raise ValueError(f"lora_ref: {len(seg_starts)} seg_starts for {len(seg_slots)} seg_slots (need S + 1)")
     in_place = y.dtype == torch.float32
+    if B_blockdiag is not None and not in_place:
+        raise ValueError(f"lora_ref: B_blockdiag needs a float32 y, got {y.dtype}")
     for seg, slot in enumerate(seg_slots):
         s, e = seg_starts[seg], seg_starts[seg + 1]
         if slot < 0 or e <= s:
             continue
         xa = x[s:e].float() @ A[slot].float().T  # [rows, n_slices * r_max] fp32
+        if B_blockdiag is not None:  # y[s:e] += xa @ bd.T: every slice in one GEMM
+            y[s:e].addmm_(xa, B_blockdiag[slot].T)
+            continue
         for j in range(n_slices):
             o0, o1 = slice_offsets[j], slice_offsets[j + 1]
             xa_j, b_j = xa[:, j * r_max:(j + 1) * r_max], B[slot, o0:o1].float()  # [rows, r], [o1 - o0, r]
-            if in_place:  # the GEMM writes into y's column block: no delta tensor, no strided add.
-                # Measured on 1 CPU thread (bench/results/README.md, CPU generation): 2-4x less
-                # LoRA time than one addmm with a block-diagonal B per segment, whose zeros
-                # doubled (gate|up) or tripled (q|k|v) the bytes of B read every step
+            if in_place:  # the GEMM writes into y's column block: no delta tensor, no strided add
                 y[s:e, o0:o1].addmm_(xa_j, b_j.T)
             else:
                 y[s:e, o0:o1] += (xa_j @ b_j.T).to(y.dtype)

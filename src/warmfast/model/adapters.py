@@ -55,7 +55,7 @@ class LoraGroupStack:
     B: torch.Tensor  # [n_slots, out_total, r_max], scaled
     slice_offsets: list[int]  # len n_slices + 1, over out_total
     # bumped by every in-place write of a slot (model/adapter_slots.py), so what a backend derives
-    # from A or B and keeps between calls is rebuilt after a live load (no backend keeps one today)
+    # from A or B and keeps between calls (TorchOps' block-diagonal B) is rebuilt after a live load
     version: int = 0
 
 
