@@ -18,6 +18,10 @@ case). One JSON record per request count goes to --out (machine, date, card).
 
   python bench/e2e_generate.py --threads 1                      # CPU: ~31M-parameter Llama
   python bench/e2e_generate.py --threads 1 --rows 128 --max-batch 32 --prompt 128 --new 64 --ragged
+  python bench/e2e_generate.py --threads 1 --model ~/.cache/warmfast/smollm2/hf-float32 \
+      --label smollm2-135m --rows 48 --max-batch 16 --prompt 96 --new 48 --ragged   # a real model
+On a shared CPU use --threads 1: with more threads than free cores, OpenMP barrier stalls make
+one run of the same command take several times another.
 """
 from __future__ import annotations
 

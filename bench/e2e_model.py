@@ -104,3 +104,41 @@ def build(work: Path, preset: str, n_adapters: int, rank: int, device: str, dtyp
                        max_batch_tokens, mcfg.max_position_embeddings)
     params = sum(p.numel() for n, p in hf.named_parameters() if "lora_" not in n)
     return Built(model_dir, adapters, hf, engine, mcfg.vocab_size, params, time.perf_counter() - t0)
+
+
+def build_real(work: Path, model_dir: str, n_adapters: int, rank: int, device: str, dtype: str,
+               backend: str = "auto", max_batch_tokens: int = 8192) -> Built:
+    """A real HF Llama folder (e.g. SmolLM2-135M-Instruct, float32) with `n` random rank-`r`
+    PEFT adapters on every projection (B non-zero), saved under `work`; HF+PEFT loads the folder,
+    warmfast's engine loads the same folder and adapters through Engine.from_pretrained (two copies
+    of the weights in memory: fine at 135M)."""
+    import peft
+    import transformers as tf
+
+    import warmfast as wf
+
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    base = tf.AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPES[dtype]).to(device)
+    names = [f"adapter_{i}" for i in range(n_adapters)]
+
+    def lora_config():
+        return peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=TARGETS, lora_dropout=0.0)
+
+    hf = peft.get_peft_model(base, lora_config(), adapter_name=names[0])
+    for n in names[1:]:
+        hf.add_adapter(n, lora_config())
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "lora_B" in name:  # PEFT starts B at zero, which would test nothing
+                p.normal_(0, 0.02)
+    adapters = {}
+    for n in names:
+        hf.save_pretrained(work, selected_adapters=[n])
+        adapters[n] = Path(work) / n
+    hf.eval()
+    engine = wf.Engine.from_pretrained(model_dir, adapters=adapters, device=device, dtype=dtype,
+                                       backend=backend, max_batch_tokens=max_batch_tokens)
+    params = sum(p.numel() for n, p in hf.named_parameters() if "lora_" not in n)
+    return Built(Path(model_dir), adapters, hf, engine, engine.model.cfg.vocab_size, params,
+                 time.perf_counter() - t0)

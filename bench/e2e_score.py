@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import random
 import sys
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e_model import PRESETS, Built, build  # noqa: E402
+from e2e_model import PRESETS, Built, build, build_real  # noqa: E402
 
 
 def make_rows(n_rows: int, ctx: int, cont: int, vocab: int, arms: list, seed: int = 0,
@@ -80,6 +81,7 @@ def record_header(bench: str, device: str, backend: str) -> dict:
     return {"bench": bench, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "machine": platform.node(), "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "device": device,
+            "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
             "card": torch.cuda.get_device_name() if device == "cuda" else None,
             "torch": torch.__version__, "triton": triton.__version__, "backend": backend}
 
@@ -152,6 +154,10 @@ def hf_runners(pm, rows, device: str, batch_rows: int) -> dict:
 def add_model_args(ap: argparse.ArgumentParser) -> None:
     """The random model both end-to-end benches build: shape preset, device, dtype, adapters."""
     ap.add_argument("--preset", default="cpu31m", choices=list(PRESETS))
+    ap.add_argument("--model", default=None,
+                    help="a real HF Llama folder instead of a random preset (e.g. "
+                         "~/.cache/warmfast/smollm2/hf-float32); records name it by --label")
+    ap.add_argument("--label", default=None, help="the model's name in records (default: the folder name)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--backend", default="auto")
@@ -175,6 +181,10 @@ def add_score_args(ap: argparse.ArgumentParser, alone: bool = False) -> None:
 
 def build_from_args(args) -> Built:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="wf_bench_"))
+    if args.model:
+        args.preset = args.label or Path(args.model).name  # the name records and files carry
+        return build_real(work, str(Path(args.model).expanduser()), args.adapters, args.rank, args.device,
+                          args.dtype, args.backend, args.batch_tokens if hasattr(args, "batch_tokens") else 8192)
     return build(work, args.preset, args.adapters, args.rank, args.device, args.dtype, args.backend,
                  args.batch_tokens if hasattr(args, "batch_tokens") else 8192)
 

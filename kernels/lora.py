@@ -46,7 +46,10 @@ def lora_ref(
     x: [T, in]; y: [T, out_total]; A: [n_slots, n_slices * r_max, in]; B: [n_slots, out_total,
     r_max]; slice_offsets: list[int] (n_slices + 1); seg_starts: list[int] (S + 1);
     seg_slots: list[int] (S, -1 = base model). One shrink and n_slices expands per segment.
-    B_blockdiag: block_diagonal_B(B, slice_offsets), when the caller keeps it between calls.
+    B_blockdiag: block_diagonal_B(B, slice_offsets) (fp32 y only): one expand per segment instead
+    of n_slices, at the price of reading its zeros. On a CPU that pays for small B (tiny models,
+    where calls cost more than bytes) and loses for large B (a 135M model: zeros that double or
+    triple the bytes of B read every step, which stream from memory); TorchOps.lora chooses.
     """
     n_slices = len(slice_offsets) - 1
     r_max = B.shape[2]
@@ -54,21 +57,24 @@ def lora_ref(
         raise ValueError(f"lora_ref: A has {A.shape[1]} rows, expected n_slices * r_max = {n_slices} * {r_max}")
     if len(seg_starts) != len(seg_slots) + 1:
         raise ValueError(f"lora_ref: {len(seg_starts)} seg_starts for {len(seg_slots)} seg_slots (need S + 1)")
-    fused = y.dtype == torch.float32 and y.is_contiguous()
-    if fused:  # B as one block-diagonal [out_total, n_slices * r_max] per slot: one addmm per segment
-        bd = B_blockdiag if B_blockdiag is not None else block_diagonal_B(B, slice_offsets)
+    in_place = y.dtype == torch.float32
+    if B_blockdiag is not None and not in_place:
+        raise ValueError(f"lora_ref: B_blockdiag needs a float32 y, got {y.dtype}")
     for seg, slot in enumerate(seg_slots):
         s, e = seg_starts[seg], seg_starts[seg + 1]
         if slot < 0 or e <= s:
             continue
         xa = x[s:e].float() @ A[slot].float().T  # [rows, n_slices * r_max] fp32
-        if fused:  # y[s:e] += xa @ bd.T in place: no delta tensor, no strided add (10% of CPU time)
-            y[s:e].addmm_(xa, bd[slot].T)
+        if B_blockdiag is not None:  # y[s:e] += xa @ bd.T: every slice in one GEMM
+            y[s:e].addmm_(xa, B_blockdiag[slot].T)
             continue
         for j in range(n_slices):
             o0, o1 = slice_offsets[j], slice_offsets[j + 1]
-            delta = xa[:, j * r_max:(j + 1) * r_max] @ B[slot, o0:o1].float().T  # [rows, o1 - o0]
-            y[s:e, o0:o1] += delta.to(y.dtype)
+            xa_j, b_j = xa[:, j * r_max:(j + 1) * r_max], B[slot, o0:o1].float()  # [rows, r], [o1 - o0, r]
+            if in_place:  # the GEMM writes into y's column block: no delta tensor, no strided add
+                y[s:e, o0:o1].addmm_(xa_j, b_j.T)
+            else:
+                y[s:e, o0:o1] += (xa_j @ b_j.T).to(y.dtype)
     return y
 
 

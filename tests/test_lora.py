@@ -204,3 +204,49 @@ def test_lora_rejects_bad_metadata():
         lora(x, y.to(torch.bfloat16), A, B, SLICES, [0, 5], [0])
     with pytest.raises(ValueError, match="row_slots"):
         lora_decode(x, y, A, B, SLICES, [0, 1])
+
+
+def _slices_weights(slices: list[int], r_max: int, n_slots: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random A [n_slots, n * r_max, IN] and non-zero B [n_slots, out_total, r_max], fp32."""
+    n = len(slices) - 1
+    A = torch.randn(n_slots, n * r_max, IN) / IN ** 0.5
+    B = torch.randn(n_slots, slices[-1], r_max) / r_max
+    return A, B
+
+
+@pytest.mark.parametrize("pattern", ["one", "distinct", "base_mixed", "skewed"])
+@pytest.mark.parametrize("rows", [1, 7, 133])
+def test_ref_block_diagonal_and_per_slice_paths_agree(pattern, rows):
+    """lora_ref's two fp32 paths (one expand per segment with a block-diagonal B, or one per slice
+    written into y's column blocks) both equal an fp64 loop, within fp32 rounding of its size."""
+    from warmfast.kernels.lora import block_diagonal_B
+
+    torch.manual_seed(rows)
+    A, B = _weights(16, torch.float32)
+    x, y0 = torch.randn(rows, IN), torch.randn(rows, SLICES[-1])
+    starts, slots = _segments(pattern, rows, random.Random(rows))
+    truth = _lowp_lora(x.double(), y0.double(), A.double(), B.double(), starts, slots)
+    tol = 64 * torch.finfo(torch.float32).eps * truth.abs().max().item()  # K <= 40 terms of fp32 products
+    per_slice = lora_ref(x, y0.clone(), A, B, SLICES, starts, slots)
+    fused = lora_ref(x, y0.clone(), A, B, SLICES, starts, slots, B_blockdiag=block_diagonal_B(B, SLICES))
+    for got in (per_slice, fused):
+        assert (got.double() - truth).abs().max().item() <= tol
+
+
+@pytest.mark.parametrize("width", [16, 512])  # one slot's B: 3 * width * 16 elements, either side of the limit
+def test_torch_ops_lora_equals_ref_on_both_paths(width):
+    """TorchOps.lora (block-diagonal B only while a slot's B is small) adds what lora_ref adds."""
+    from types import SimpleNamespace
+
+    from warmfast.engine.backend import BLOCKDIAG_MAX_B, TorchOps
+    from warmfast.model.adapters import LoraGroupStack
+
+    slices = [0, 2 * width, 3 * width, 4 * width]
+    A, B = _slices_weights(slices, 16)
+    assert (B.shape[1] * B.shape[2] < BLOCKDIAG_MAX_B) == (width == 16)
+    rows, starts, slots = 9, [0, 2, 5, 9], [1, -1, 0]
+    x, y0 = torch.randn(rows, IN, device="cpu"), torch.randn(rows, slices[-1], device="cpu")
+    ops = TorchOps(torch.device("cpu"))
+    got = ops.lora(x, y0.clone(), LoraGroupStack(A.cpu(), B.cpu(), slices), SimpleNamespace(seg_starts=starts, seg_slots=slots))
+    want = lora_ref(x.double(), y0.double(), A.cpu().double(), B.cpu().double(), slices, starts, slots)
+    assert (got.double() - want).abs().max().item() <= 64 * torch.finfo(torch.float32).eps * want.abs().max().item()

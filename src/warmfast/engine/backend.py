@@ -21,6 +21,7 @@ from warmfast.kernels import activation, attention, logprob, lora, norm, rope
 from warmfast.kernels.common import TRITON_MISSING
 
 BACKENDS = ("auto", "torch", "triton")
+BLOCKDIAG_MAX_B = 8192  # elements of one slot's B [out_total, r_max] up to which TorchOps.lora fuses slices
 
 
 class TorchOps:
@@ -60,7 +61,13 @@ class TorchOps:
 
     def lora(self, x, y, stack, batch: Batch):
         bd = None
-        if y.dtype == torch.float32:  # lora_ref's one-addmm path: its block-diagonal B, built once per stack
+        # lora_ref's one-expand path (a block-diagonal B, built once per stack) only where B is
+        # small: same-process A/B on 1 CPU thread (bench/results/README.md, CPU generation), base
+        # + 3 rank-16 adapters: 10% faster generation on the tiny model (B of a slot 2-4K
+        # elements: calls cost more than bytes), 4% slower on SmolLM2-135M (15-49K: the zeros
+        # read from memory each step cost more than the extra calls)
+        if y.dtype == torch.float32 and len(stack.slice_offsets) > 2 and \
+                stack.B.shape[1] * stack.B.shape[2] < BLOCKDIAG_MAX_B:
             held = self._blockdiag.get(id(stack.B))
             if held is None or held[0] is not stack.B or held[1] != stack.version:  # new, or a slot rewritten
                 held = self._blockdiag[id(stack.B)] = (stack.B, stack.version,
