@@ -97,12 +97,14 @@ class TPWorkers:
         """Write a command to every worker (one pickle); it takes effect in the worker's order."""
         self.check()
         data = pickle.dumps(command, protocol=pickle.HIGHEST_PROTOCOL)
-        for proc in self.procs:
+        for rank, proc in enumerate(self.procs, start=1):
             try:
                 proc.stdin.write(data)
                 proc.stdin.flush()
-            except (BrokenPipeError, OSError) as err:
-                self.fail(err)
+            except OSError as err:  # BrokenPipeError: the worker has gone
+                self.fail(err)  # raises with the worker's report when it left one
+                raise TensorParallelError(f"tensor-parallel rank {rank}: its command pipe broke ({err}); "
+                                          f"{self.broken}") from err
 
     def collective(self, command: tuple, fn: Callable[[], Any]) -> Any:
         """Send `command`, then run fn() here: the workers run the same, and fn's collectives meet
@@ -112,7 +114,7 @@ class TPWorkers:
             return fn()
         except BaseException as err:
             self.fail(err)
-            raise  # _fail raises for a worker's failure; rank 0's own is re-raised as it is
+            raise  # fail() raised for a worker's failure; rank 0's own is re-raised as it is
 
     def drop_cache(self, core_id: int) -> None:
         """A core closed: each worker frees its KV cache."""
