@@ -7,13 +7,14 @@
             ...
     core.abort(rid)                                # between steps: frees its KV blocks
 
-A step is schedule -> forward -> postprocess. The scheduler (engine/scheduler.py) decodes every
+A step is schedule -> plan -> execute -> postprocess. The scheduler (engine/scheduler.py) decodes every
 running generation and admits waiting work beside it: new or preempted generations (prefill on
 the paged cache) and score rows (prefill-only: no KV blocks, done in the step that admits them).
 All of it is one forward, rows grouped by adapter slot within each part, so any mix of adapters,
-prefills, score rows and decodes shares a batch. Then: lm_head at the score positions (fused with
-logsumexp and the target gather), at prompt positions asked for prompt log-probs, and at each
-generation's last position -> Philox-keyed sampling (seed, sampling key, step = tokens generated
+prefills, score rows and decodes shares a batch, described as a StepPlan and run by
+engine/executor.py (on every rank of a tensor-parallel engine: engine/tensor_parallel.py). Then:
+lm_head at the score positions (fused with logsumexp and the target gather), at prompt positions
+asked for prompt log-probs, and at each generation's last position -> Philox-keyed sampling (seed, sampling key, step = tokens generated
 so far) -> log-probs when asked -> detokenise, stop checks -> outputs.
 
 Score rows share fed rows: a score row whose tokens equal, or are a prefix of, those of a waiting
@@ -303,9 +304,9 @@ class EngineCore:
     def _plan(self, dec: list[Sequence], pre: list[Sequence]) -> tuple[StepPlan, list]:
         """The step as data (engine/executor.py), and who uses its scored positions, in order:
         score rows (prepare.ScoreRow) and generations that asked for prompt log-probs (_Gen)."""
-        cached = bool(dec) or not all(s.prefill_only for s in pre)  # score rows only: no cache at all
-        plan = StepPlan(self.core_id, self.num_blocks, self.cfg.block_size, cached,
-                        sample=bool(dec) or not all(s.prefill_only for s in pre))
+        cached = bool(dec) or not all(s.prefill_only for s in pre)  # a generation in the step: the
+        #                                       paged cache and sampling; score rows only: neither
+        plan = StepPlan(self.core_id, self.num_blocks, self.cfg.block_size, cached, sample=cached)
         uses, off = [], 0
         for s in pre:
             plan.pre_rows.append(s.prompt if s.prefill_only else s.tokens)
