@@ -42,9 +42,33 @@ class Built:
     seconds: float  # time to build both
 
 
+def random_adapters(base, work: Path, n_adapters: int, rank: int):
+    """(PeftModel over `base` with n random rank-`rank` LoRA adapters on every projection, B
+    non-zero; {name: folder} where each was saved under `work`)."""
+    import peft
+
+    names = [f"adapter_{i}" for i in range(n_adapters)]
+
+    def lora_config():
+        return peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=TARGETS, lora_dropout=0.0)
+
+    hf = peft.get_peft_model(base, lora_config(), adapter_name=names[0])
+    for n in names[1:]:
+        hf.add_adapter(n, lora_config())
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "lora_B" in name:  # PEFT starts B at zero, which would test nothing
+                p.normal_(0, 0.02)
+    adapters = {}
+    for n in names:
+        hf.save_pretrained(work, selected_adapters=[n])  # -> work/<name>/adapter_model.safetensors
+        adapters[n] = Path(work) / n
+    hf.eval()
+    return hf, adapters
+
+
 def build(work: Path, preset: str, n_adapters: int, rank: int, device: str, dtype: str,
           backend: str = "auto", max_batch_tokens: int = 8192) -> Built:
-    import peft
     import transformers as tf
 
     import warmfast as wf
@@ -73,23 +97,7 @@ def build(work: Path, preset: str, n_adapters: int, rank: int, device: str, dtyp
     with torch.device(dev):
         base = tf.AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype)
     base_tensors = dict(base.state_dict())  # before PEFT wraps the projections (same storage)
-    names = [f"adapter_{i}" for i in range(n_adapters)]
-
-    def lora_config():
-        return peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=TARGETS, lora_dropout=0.0)
-
-    hf = peft.get_peft_model(base, lora_config(), adapter_name=names[0])
-    for n in names[1:]:
-        hf.add_adapter(n, lora_config())
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if "lora_B" in name:  # PEFT starts B at zero, which would test nothing
-                p.normal_(0, 0.02)
-    adapters = {}
-    for n in names:
-        hf.save_pretrained(work, selected_adapters=[n])  # -> work/<name>/adapter_model.safetensors
-        adapters[n] = Path(work) / n
-    hf.eval()
+    hf, adapters = random_adapters(base, work, n_adapters, rank)
 
     mcfg = ModelConfig.from_folder(model_dir)
     weights = weights_from_tensors(base_tensors, mcfg, torch_dtype, dev)
@@ -112,7 +120,6 @@ def build_real(work: Path, model_dir: str, n_adapters: int, rank: int, device: s
     PEFT adapters on every projection (B non-zero), saved under `work`; HF+PEFT loads the folder,
     warmfast's engine loads the same folder and adapters through Engine.from_pretrained (two copies
     of the weights in memory: fine at 135M)."""
-    import peft
     import transformers as tf
 
     import warmfast as wf
@@ -120,23 +127,7 @@ def build_real(work: Path, model_dir: str, n_adapters: int, rank: int, device: s
     t0 = time.perf_counter()
     torch.manual_seed(0)
     base = tf.AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPES[dtype]).to(device)
-    names = [f"adapter_{i}" for i in range(n_adapters)]
-
-    def lora_config():
-        return peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=TARGETS, lora_dropout=0.0)
-
-    hf = peft.get_peft_model(base, lora_config(), adapter_name=names[0])
-    for n in names[1:]:
-        hf.add_adapter(n, lora_config())
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if "lora_B" in name:  # PEFT starts B at zero, which would test nothing
-                p.normal_(0, 0.02)
-    adapters = {}
-    for n in names:
-        hf.save_pretrained(work, selected_adapters=[n])
-        adapters[n] = Path(work) / n
-    hf.eval()
+    hf, adapters = random_adapters(base, work, n_adapters, rank)
     engine = wf.Engine.from_pretrained(model_dir, adapters=adapters, device=device, dtype=dtype,
                                        backend=backend, max_batch_tokens=max_batch_tokens)
     params = sum(p.numel() for n, p in hf.named_parameters() if "lora_" not in n)

@@ -153,12 +153,7 @@ class TPWorkers:
     def stop_failed(self, reason: str) -> None:
         """After a load that failed somewhere: every rank knows and stops by itself; collect them."""
         self.broken = reason
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        self._collect()
         self._teardown()
 
     def close(self) -> None:
@@ -171,14 +166,18 @@ class TPWorkers:
                 try:
                     send(proc.stdin, ("stop",))
                 except (BrokenPipeError, OSError):
-                    pass  # already gone: wait() below collects it
-            for proc in self.procs:
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                    pass  # already gone: _collect() reaps it
+            self._collect()
         self._teardown()
+
+    def _collect(self, timeout_s: float = 60.0) -> None:
+        """Wait for every worker to exit by itself; kill one that has not within timeout_s."""
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def _teardown(self) -> None:
         """Kill what still runs, close the pipes, leave the process group: once (the group a later
