@@ -78,16 +78,11 @@ def send(stream, message) -> None:
     stream.flush()
 
 
-def receive(stream):
-    """The next message on a pipe; EOFError when the other side has gone."""
-    return pickle.load(stream)
-
-
 class TPWorkers:
     """Rank 0's handle on ranks 1..n-1: their processes and the pipes that carry its commands."""
 
-    def __init__(self, procs: list[subprocess.Popen], folder: str, size: int):
-        self.procs, self.folder, self.size = procs, folder, size
+    def __init__(self, procs: list[subprocess.Popen], folder: str):
+        self.procs, self.folder = procs, folder
         self.broken: str | None = None  # why the group stopped, once it has
         self.closed = False
         self.torn_down = False  # processes stopped, pipes closed, process group left
@@ -202,7 +197,7 @@ class TPWorkers:
 def _read_report(proc: subprocess.Popen) -> str:
     """What an exited worker wrote on its report pipe ("" if nothing)."""
     try:
-        return str(receive(proc.stdout))
+        return str(pickle.load(proc.stdout))
     except (EOFError, pickle.UnpicklingError, OSError, ValueError):
         return ""
 
@@ -216,7 +211,7 @@ def start_workers(n: int, devices: list[torch.device], load: dict, threads: int)
     store = os.path.join(folder, "rendezvous")
     backend = "nccl" if devices[0].type == "cuda" else "gloo"
     procs: list[subprocess.Popen] = []
-    workers = TPWorkers(procs, folder, n)
+    workers = TPWorkers(procs, folder)
     try:
         for rank in range(1, n):
             proc = subprocess.Popen([sys.executable, "-m", "warmfast.engine.tp_worker"],
@@ -245,7 +240,7 @@ def _await_joining(procs: list[subprocess.Popen]) -> None:
             ready, _, _ = select.select([proc.stdout], [], [], 0.5)
             if ready:
                 try:
-                    said = receive(proc.stdout)
+                    said = pickle.load(proc.stdout)
                 except (EOFError, pickle.UnpicklingError):  # gone, or something printed on its report pipe
                     said = None
                 if said == "joining":
